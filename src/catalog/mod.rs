@@ -1,0 +1,388 @@
+//! The catalogue of models and versions (SQLite, WAL): version numbers handed out atomically,
+//! build status, and the record of what each build produced.
+
+mod liveness;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalogue {path}: {source}")]
+    Sql { path: String, source: rusqlite::Error },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    Pending,
+    Running,
+    Failed,
+    Finished,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "Pending",
+            Status::Running => "Running",
+            Status::Failed => "Failed",
+            Status::Finished => "Finished",
+        }
+    }
+
+    fn parse(text: &str) -> Status {
+        match text {
+            "Pending" => Status::Pending,
+            "Running" => Status::Running,
+            "Finished" => Status::Finished,
+            _ => Status::Failed,
+        }
+    }
+}
+
+/// What is known when a build starts.
+#[derive(Debug, Clone, Default)]
+pub struct NewVersion {
+    pub model: String,
+    pub model_type: String,
+    pub contract: Vec<u8>,
+    /// The readable contract (JSON).
+    pub contract_text: String,
+    pub contract_source: String,
+}
+
+/// What a finished build produced.
+#[derive(Debug, Clone, Default)]
+pub struct BuildResult {
+    pub base_image: String,
+    pub base_digest: Option<String>,
+    pub image: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRecord {
+    pub name: String,
+    pub version: u32,
+    pub model_type: String,
+    pub status: Status,
+    pub contract_source: String,
+    #[serde(skip)]
+    pub contract: Vec<u8>,
+    #[serde(skip)]
+    pub contract_text: String,
+    pub base_image: Option<String>,
+    pub base_digest: Option<String>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+    pub config_digest: Option<String>,
+    pub size: Option<u64>,
+    pub created: String,
+    pub finished: Option<String>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub versions: u32,
+    pub latest_version: u32,
+    pub latest_status: Status,
+    pub model_type: String,
+    pub updated: String,
+}
+
+pub struct Catalog {
+    conn: Connection,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS versions (
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    model_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    contract BLOB NOT NULL,
+    contract_text TEXT NOT NULL,
+    contract_source TEXT NOT NULL,
+    base_image TEXT,
+    base_digest TEXT,
+    image TEXT,
+    manifest_digest TEXT,
+    config_digest TEXT,
+    size INTEGER,
+    created TEXT NOT NULL,
+    finished TEXT,
+    error TEXT,
+    log TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (model, version)
+);
+";
+
+impl Catalog {
+    /// Opens (creating when missing) the catalogue, and marks builds whose process died `Failed`.
+    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
+        let display = path.display().to_string();
+        let sql = |source| CatalogError::Sql { path: display.clone(), source };
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        let catalog = Catalog { conn, path: display };
+        catalog.fail_dead_builds()?;
+        Ok(catalog)
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+        move |source| CatalogError::Sql { path: self.path.clone(), source }
+    }
+
+    /// Takes the next version number of `model` and records it `Pending`, in one transaction,
+    /// so concurrent builds of one model never share a number.
+    pub fn start_version(&mut self, new: &NewVersion) -> Result<u32, CatalogError> {
+        let path = self.path.clone();
+        let sql = move |source| CatalogError::Sql { path: path.clone(), source };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&sql)?;
+        let version: u32 = tx
+            .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?1", [&new.model], |r| r.get(0))
+            .map_err(&sql)?;
+        tx.execute(
+            "INSERT INTO versions (model, version, model_type, status, contract, contract_text, contract_source, created, owner)
+             VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?6, ?7, ?8)",
+            params![
+                new.model,
+                version,
+                new.model_type,
+                new.contract,
+                new.contract_text,
+                new.contract_source,
+                now(),
+                liveness::current_owner()
+            ],
+        )
+        .map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
+        Ok(version)
+    }
+
+    pub fn set_running(&self, model: &str, version: u32) -> Result<(), CatalogError> {
+        self.set_status(model, version, Status::Running)
+    }
+
+    fn set_status(&self, model: &str, version: u32, status: Status) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE versions SET status = ?3 WHERE model = ?1 AND version = ?2",
+                params![model, version, status.as_str()],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    pub fn append_log(&self, model: &str, version: u32, line: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE versions SET log = log || ?3 || char(10) WHERE model = ?1 AND version = ?2",
+                params![model, version, line],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    pub fn finish(&self, model: &str, version: u32, result: &BuildResult) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE versions SET status = 'Finished', base_image = ?3, base_digest = ?4, image = ?5,
+                 manifest_digest = ?6, config_digest = ?7, size = ?8, finished = ?9
+                 WHERE model = ?1 AND version = ?2",
+                params![
+                    model,
+                    version,
+                    result.base_image,
+                    result.base_digest,
+                    result.image,
+                    result.manifest_digest,
+                    result.config_digest,
+                    result.size as i64,
+                    now()
+                ],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    pub fn fail(&self, model: &str, version: u32, error: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE versions SET status = 'Failed', error = ?3, finished = ?4 WHERE model = ?1 AND version = ?2",
+                params![model, version, error, now()],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    pub fn models(&self) -> Result<Vec<ModelSummary>, CatalogError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT v.model, c.n, v.version, v.status, v.model_type, v.created
+                 FROM versions v JOIN (SELECT model, COUNT(*) AS n, MAX(version) AS latest FROM versions GROUP BY model) c
+                 ON v.model = c.model AND v.version = c.latest ORDER BY v.model",
+            )
+            .map_err(self.sql())?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(ModelSummary {
+                    name: r.get(0)?,
+                    versions: r.get(1)?,
+                    latest_version: r.get(2)?,
+                    latest_status: Status::parse(&r.get::<_, String>(3)?),
+                    model_type: r.get(4)?,
+                    updated: r.get(5)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    pub fn versions(&self, model: &str) -> Result<Vec<VersionRecord>, CatalogError> {
+        let mut statement = self
+            .conn
+            .prepare(&format!("SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 ORDER BY version"))
+            .map_err(self.sql())?;
+        let rows = statement.query_map([model], version_from_row).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    pub fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, CatalogError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 AND version = ?2"),
+                params![model, version],
+                version_from_row,
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// A build that is `Pending` or `Running` but whose process is gone will never finish.
+    fn fail_dead_builds(&self) -> Result<(), CatalogError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT model, version, owner FROM versions WHERE status IN ('Pending', 'Running')")
+            .map_err(self.sql())?;
+        let open: Vec<(String, u32, String)> = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.sql())?
+            .collect::<Result<_, _>>()
+            .map_err(self.sql())?;
+        for (model, version, owner) in open {
+            if let Some(reason) = liveness::dead_owner_reason(&owner) {
+                self.conn
+                    .execute(
+                        "UPDATE versions SET status = 'Failed', error = ?3, finished = ?4
+                         WHERE model = ?1 AND version = ?2 AND status IN ('Pending', 'Running')",
+                        params![model, version, reason, now()],
+                    )
+                    .map_err(self.sql())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const VERSION_COLUMNS: &str = "model, version, model_type, status, contract, contract_text, contract_source,
+    base_image, base_digest, image, manifest_digest, config_digest, size, created, finished, error, log";
+
+fn version_from_row(r: &Row) -> rusqlite::Result<VersionRecord> {
+    Ok(VersionRecord {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        model_type: r.get(2)?,
+        status: Status::parse(&r.get::<_, String>(3)?),
+        contract: r.get(4)?,
+        contract_text: r.get(5)?,
+        contract_source: r.get(6)?,
+        base_image: r.get(7)?,
+        base_digest: r.get(8)?,
+        image: r.get(9)?,
+        digest: r.get(10)?,
+        config_digest: r.get(11)?,
+        size: r.get::<_, Option<i64>>(12)?.map(|s| s as u64),
+        created: r.get(13)?,
+        finished: r.get(14)?,
+        error: r.get(15)?,
+        log: r.get(16)?,
+    })
+}
+
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::image::oci::rfc3339(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_version(model: &str) -> NewVersion {
+        NewVersion { model: model.into(), model_type: "python:3.6".into(), ..NewVersion::default() }
+    }
+
+    #[test]
+    fn versions_count_per_model_and_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut catalog = Catalog::open(&dir.path().join("catalog.db")).unwrap();
+        assert_eq!(catalog.start_version(&new_version("a")).unwrap(), 1);
+        assert_eq!(catalog.start_version(&new_version("a")).unwrap(), 2);
+        assert_eq!(catalog.start_version(&new_version("b")).unwrap(), 1);
+        catalog.set_running("a", 1).unwrap();
+        catalog.append_log("a", 1, "step one").unwrap();
+        catalog
+            .finish("a", 1, &BuildResult { manifest_digest: "sha256:x".into(), ..BuildResult::default() })
+            .unwrap();
+        catalog.fail("a", 2, "boom").unwrap();
+        let versions = catalog.versions("a").unwrap();
+        assert_eq!(versions[0].status, Status::Finished);
+        assert_eq!(versions[0].log, "step one\n");
+        assert_eq!(versions[1].status, Status::Failed);
+        assert_eq!(versions[1].error.as_deref(), Some("boom"));
+        let models = catalog.models().unwrap();
+        assert_eq!(models.len(), 2);
+        assert_eq!(models[0].versions, 2);
+    }
+
+    #[test]
+    fn a_dead_owner_fails_its_build_on_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let mut catalog = Catalog::open(&path).unwrap();
+        catalog.start_version(&new_version("a")).unwrap();
+        catalog
+            .conn
+            .execute("UPDATE versions SET status = 'Running', owner = ?1", [liveness::owner_for_dead_process()])
+            .unwrap();
+        drop(catalog);
+        let catalog = Catalog::open(&path).unwrap();
+        let record = catalog.version("a", 1).unwrap().unwrap();
+        assert_eq!(record.status, Status::Failed);
+        assert!(record.error.unwrap().contains("ended before the build finished"));
+    }
+}

@@ -1,0 +1,106 @@
+//! `mlambda build`: the same image as upload, written to a layout or an archive, with no
+//! version recorded (for scripts and CI).
+
+use super::output::{print_json, step_printer};
+use super::ModelArgs;
+use crate::base::{parse_base, split_layout_reference};
+use crate::pipeline::{build_to_layout, choose_base, Home};
+use crate::registry::archive::{write_docker_archive, write_oci_archive};
+use crate::registry::store::Layout;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE
+    #[arg(long, short = 'o', value_name = "TARGET")]
+    output: String,
+    /// The tag inside an archive, and the default tag of an oci: layout
+    #[arg(long, default_value = "latest")]
+    tag: String,
+    /// The base image: `scratch` or `oci:DIR[:TAG]` [default: the runtime for the model-type in base-images/]
+    #[arg(long, value_name = "IMAGE")]
+    base: Option<String>,
+    /// Print one JSON document for scripts
+    #[arg(long)]
+    json: bool,
+}
+
+enum Output {
+    Layout { dir: PathBuf, tag: String },
+    OciArchive(PathBuf),
+    DockerArchive(PathBuf),
+}
+
+fn parse_output(text: &str, default_tag: &str) -> anyhow::Result<Output> {
+    if let Some(rest) = text.strip_prefix("oci:") {
+        let (dir, tag) = split_layout_reference(rest);
+        return Ok(Output::Layout { dir: dir.into(), tag: tag.unwrap_or(default_tag).to_string() });
+    }
+    if let Some(file) = text.strip_prefix("oci-archive:") {
+        return Ok(Output::OciArchive(file.into()));
+    }
+    if let Some(file) = text.strip_prefix("docker-archive:") {
+        return Ok(Output::DockerArchive(file.into()));
+    }
+    anyhow::bail!("--output {text}: expected oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE")
+}
+
+pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
+    let output = parse_output(&args.output, &args.tag)?;
+    let base_choice = args.base.as_deref().map(parse_base).transpose()?;
+    let spec = args.model.load()?;
+    let store = home.store()?;
+    let (base, note) = choose_base(&store, base_choice.as_ref(), &spec.model_type)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    let mut show = step_printer();
+    let (built, written_to) = match &output {
+        Output::Layout { dir, tag } => {
+            let layout = Layout::create(dir)?;
+            let built = build_to_layout(&spec, &base, None, &layout, tag, &mut show)?;
+            (built, format!("oci:{}:{tag}", dir.display()))
+        }
+        Output::OciArchive(file) | Output::DockerArchive(file) => {
+            let scratch = tempfile::Builder::new().prefix(".mlambda-build-").tempdir_in(parent_of(file))?;
+            let layout = Layout::create(scratch.path())?;
+            let built = build_to_layout(&spec, &base, None, &layout, &args.tag, &mut show)?;
+            if let Output::DockerArchive(_) = output {
+                write_docker_archive(&layout, &built.manifest, &format!("{}:{}", spec.name, args.tag), file)?;
+                (built, format!("docker-archive:{}", file.display()))
+            } else {
+                write_oci_archive(&layout, &built.manifest, &args.tag, file)?;
+                (built, format!("oci-archive:{}", file.display()))
+            }
+        }
+    };
+    if args.json {
+        print_json(&json!({
+            "name": spec.name,
+            "image": written_to,
+            "digest": built.manifest.digest,
+            "config_digest": built.config_digest,
+            "size": built.size,
+            "model_type": spec.model_type,
+            "contract_source": spec.contract_source,
+            "base": base.reference,
+        }));
+    } else {
+        println!("{written_to}");
+        println!("  digest    {}", built.manifest.digest);
+        println!("  contract  {}", spec.contract_source);
+        println!("  base      {}", base.reference);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parent_of(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}

@@ -1,0 +1,86 @@
+//! The command line: one file per command. Only this module prints.
+
+mod build;
+mod contract;
+mod output;
+mod upload;
+mod versions;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "mlambda", version, about = "Turns a machine-learning model folder into a versioned OCI image, without Docker")]
+struct Cli {
+    /// Where the catalogue and the local registry live [default: $MLAMBDA_HOME, else $XDG_DATA_HOME/mlambda, else ~/.local/share/mlambda]
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the model folder into a new version of its image and store it (the seeds' `hs upload`)
+    Upload(upload::Args),
+    /// Print the contract that upload would put into the image
+    Contract(contract::Args),
+    /// Build the image to an OCI layout or archive without recording a version
+    Build(build::Args),
+    /// List the models in the catalogue
+    Models(versions::ModelsArgs),
+    /// List the versions of a model
+    Versions(versions::VersionsArgs),
+    /// Show one version of a model (the latest when no version is given)
+    Show(versions::ShowArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let home = mlambda_home(cli.home);
+    let result = match cli.command {
+        Command::Upload(args) => upload::run(&home, args),
+        Command::Contract(args) => contract::run(args),
+        Command::Build(args) => build::run(&home, args),
+        Command::Models(args) => versions::models(&home, args),
+        Command::Versions(args) => versions::versions(&home, args),
+        Command::Show(args) => versions::show(&home, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mlambda_home(flag: Option<PathBuf>) -> crate::pipeline::Home {
+    crate::pipeline::Home::new(flag.unwrap_or_else(crate::pipeline::default_home))
+}
+
+/// The options that say what model to build, shared by upload, build and contract.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The model folder
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Model (repository) name; overrides serving.yaml
+    #[arg(long)]
+    name: Option<String>,
+    /// <framework>:<version>, e.g. python:3.6; overrides serving.yaml
+    #[arg(long = "model-type", value_name = "TYPE")]
+    model_type: Option<String>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<crate::model::spec::ModelSpec> {
+        let overrides = crate::model::spec::Overrides { name: self.name.clone(), model_type: self.model_type.clone() };
+        let spec = crate::model::spec::load_model(&self.dir, &overrides)?;
+        for note in &spec.notes {
+            eprintln!("note: {note}");
+        }
+        Ok(spec)
+    }
+}

@@ -1,0 +1,140 @@
+//! `mlambda models`, `versions` and `show`: what the catalogue knows.
+
+use super::output::{print_json, print_table};
+use crate::catalog::{Catalog, VersionRecord};
+use crate::contract;
+use crate::pipeline::Home;
+use serde_json::{json, Value};
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct ModelsArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VersionsArgs {
+    /// The model name
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    /// NAME or NAME:VERSION
+    reference: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn models(home: &Home, args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::open(&home.catalog_path())?;
+    let models = catalog.models()?;
+    if args.json {
+        print_json(&serde_json::to_value(&models)?);
+    } else if models.is_empty() {
+        eprintln!("no models yet: `mlambda upload DIR` builds the first version");
+    } else {
+        let rows: Vec<Vec<String>> = models
+            .iter()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    m.versions.to_string(),
+                    m.latest_version.to_string(),
+                    format!("{:?}", m.latest_status),
+                    m.model_type.clone(),
+                    m.updated.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["NAME", "VERSIONS", "LATEST", "STATUS", "MODEL TYPE", "UPDATED"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn versions(home: &Home, args: VersionsArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::open(&home.catalog_path())?;
+    let versions = catalog.versions(&args.name)?;
+    if versions.is_empty() {
+        anyhow::bail!("no model named '{}' in the catalogue (`mlambda models` lists them)", args.name);
+    }
+    if args.json {
+        print_json(&Value::Array(versions.iter().map(version_json).collect()));
+    } else {
+        let rows: Vec<Vec<String>> = versions
+            .iter()
+            .map(|v| {
+                vec![
+                    v.version.to_string(),
+                    format!("{:?}", v.status),
+                    v.created.clone(),
+                    v.model_type.clone(),
+                    v.digest.clone().unwrap_or_else(|| "-".into()),
+                    v.image.clone().unwrap_or_else(|| v.error.clone().unwrap_or_default()),
+                ]
+            })
+            .collect();
+        print_table(&["VERSION", "STATUS", "CREATED", "MODEL TYPE", "DIGEST", "IMAGE / ERROR"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::open(&home.catalog_path())?;
+    let (name, version) = match args.reference.rsplit_once(':') {
+        Some((name, version)) => {
+            let number = version
+                .parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("'{}': the version after ':' must be a number", args.reference))?;
+            (name, Some(number))
+        }
+        None => (args.reference.as_str(), None),
+    };
+    let record = match version {
+        Some(v) => catalog.version(name, v)?,
+        None => catalog.versions(name)?.pop(),
+    };
+    let Some(record) = record else {
+        anyhow::bail!("no version '{}' in the catalogue (`mlambda versions {name}` lists them)", args.reference);
+    };
+    let contract = contract::from_protobin(&record.contract).ok();
+    if args.json {
+        let mut value = version_json(&record);
+        value["contract"] = contract.as_ref().map_or(Value::Null, contract::to_json);
+        value["log"] = json!(record.log);
+        print_json(&value);
+    } else {
+        println!("{}:{}", record.name, record.version);
+        let line = |key: &str, value: Option<&str>| println!("  {key:<15} {}", value.unwrap_or("-"));
+        line("status", Some(&format!("{:?}", record.status)));
+        line("model type", Some(&record.model_type));
+        line("created", Some(&record.created));
+        line("finished", record.finished.as_deref());
+        line("image", record.image.as_deref());
+        line("digest", record.digest.as_deref());
+        line("config digest", record.config_digest.as_deref());
+        line("size", record.size.map(|s| s.to_string()).as_deref());
+        line("base", record.base_image.as_deref());
+        line("contract from", Some(&record.contract_source));
+        if let Some(error) = &record.error {
+            line("error", Some(error));
+        }
+        if let Some(contract) = &contract {
+            println!("{}", contract::to_yaml(contract).trim_end());
+        }
+        if !record.log.is_empty() {
+            println!("build log:");
+            for entry in record.log.lines() {
+                println!("  {entry}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn version_json(record: &VersionRecord) -> Value {
+    serde_json::to_value(record).unwrap_or(Value::Null)
+}

@@ -1,0 +1,203 @@
+//! Writes the model's layers: deterministic tar streams, hashed (uncompressed for the diff_id,
+//! compressed for the blob digest) in the same pass that stores them.
+
+use super::oci::{Descriptor, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR};
+use crate::digest::HashingWriter;
+use crate::model::payload::{EntryKind, Payload, PayloadEntry};
+use crate::registry::store::{BlobWriter, Layout, StoreError};
+use flate2::write::GzEncoder;
+use std::fs::File;
+use std::io::{self, Read, Write};
+
+/// Files at least this big get their own uncompressed layer: weights rarely compress, gzip is
+/// the slowest step of a build, and a layer per file lets a registry dedupe unchanged weights.
+pub const BIG_FILE_THRESHOLD: u64 = 64 * 1024 * 1024;
+
+pub const MODEL_DIR: &str = "model";
+pub const FILES_DIR: &str = "model/files";
+pub const CONTRACT_PATH: &str = "model/contract.protobin";
+
+#[derive(Debug, Clone)]
+pub struct LayerOptions {
+    /// The mtime of every entry: `SOURCE_DATE_EPOCH`, or 0.
+    pub mtime: u64,
+    pub big_file_threshold: u64,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions { mtime: 0, big_file_threshold: BIG_FILE_THRESHOLD }
+    }
+}
+
+/// A layer as the manifest and the config need it.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub descriptor: Descriptor,
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids`).
+    pub diff_id: String,
+    /// What the layer holds, for the image history and the build log.
+    pub comment: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {problem}")]
+    Source { path: String, problem: String },
+    #[error("writing the {layer} layer: {source}")]
+    Write { layer: String, source: io::Error },
+}
+
+/// The payload layers: one gzip layer with the folders and every small file (it also creates
+/// `/model` and `/model/files`), then one uncompressed layer per big file, in path order.
+pub fn write_payload_layers(payload: &Payload, layout: &Layout, options: &LayerOptions) -> Result<Vec<Layer>, LayerError> {
+    let is_big = |e: &PayloadEntry| matches!(e.kind, EntryKind::File { size, .. } if size >= options.big_file_threshold);
+    let mut layers = Vec::new();
+
+    let small: Vec<&PayloadEntry> = payload.entries.iter().filter(|e| !is_big(e)).collect();
+    let comment = format!("model payload: {} entries", small.len());
+    let mut tar = LayerTar::start(layout, Compression::Gzip)?;
+    tar.append_dir(MODEL_DIR, options).map_err(write_error(&comment))?;
+    tar.append_dir(FILES_DIR, options).map_err(write_error(&comment))?;
+    for entry in &small {
+        tar.append_entry(entry, options)?;
+    }
+    layers.push(tar.finish(layout, comment)?);
+
+    for entry in payload.entries.iter().filter(|e| is_big(e)) {
+        let comment = format!("model file {}", entry.rel);
+        let mut tar = LayerTar::start(layout, Compression::None)?;
+        tar.append_entry(entry, options)?;
+        layers.push(tar.finish(layout, comment)?);
+    }
+    Ok(layers)
+}
+
+/// The contract alone, so that changing it re-uploads nothing else.
+pub fn write_contract_layer(contract: &[u8], layout: &Layout, options: &LayerOptions) -> Result<Layer, LayerError> {
+    let comment = "model contract".to_string();
+    let mut tar = LayerTar::start(layout, Compression::Gzip)?;
+    let mut header = header(tar::EntryType::Regular, 0o644, contract.len() as u64, options);
+    tar.builder.append_data(&mut header, CONTRACT_PATH, contract).map_err(write_error(&comment))?;
+    tar.finish(layout, comment)
+}
+
+#[derive(Clone, Copy)]
+enum Compression {
+    None,
+    Gzip,
+}
+
+/// Where the tar bytes go after the diff_id hash: straight into the blob, or through gzip.
+enum Encoder {
+    Plain(BlobWriter),
+    Gzip(GzEncoder<BlobWriter>),
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+struct LayerTar {
+    builder: tar::Builder<HashingWriter<Encoder>>,
+    media_type: &'static str,
+}
+
+impl LayerTar {
+    fn start(layout: &Layout, compression: Compression) -> Result<LayerTar, LayerError> {
+        let blob = layout.blob_writer()?;
+        let (encoder, media_type) = match compression {
+            Compression::None => (Encoder::Plain(blob), MEDIA_LAYER_TAR),
+            // Level 6 as gzip's default: small files are mostly text and code.
+            Compression::Gzip => (Encoder::Gzip(GzEncoder::new(blob, flate2::Compression::new(6))), MEDIA_LAYER_GZIP),
+        };
+        let mut builder = tar::Builder::new(HashingWriter::new(encoder));
+        builder.mode(tar::HeaderMode::Deterministic);
+        builder.follow_symlinks(false);
+        Ok(LayerTar { builder, media_type })
+    }
+
+    fn append_dir(&mut self, path: &str, options: &LayerOptions) -> io::Result<()> {
+        let mut header = header(tar::EntryType::Directory, 0o755, 0, options);
+        self.builder.append_data(&mut header, format!("{path}/"), io::empty())
+    }
+
+    fn append_entry(&mut self, entry: &PayloadEntry, options: &LayerOptions) -> Result<(), LayerError> {
+        let path = format!("{FILES_DIR}/{}", entry.rel);
+        let failed = |problem: String| LayerError::Source { path: entry.source.display().to_string(), problem };
+        match &entry.kind {
+            EntryKind::Dir => self.append_dir(&path, options).map_err(|e| failed(e.to_string())),
+            EntryKind::Symlink { target } => {
+                let mut header = header(tar::EntryType::Symlink, 0o777, 0, options);
+                self.builder.append_link(&mut header, &path, target).map_err(|e| failed(e.to_string()))
+            }
+            EntryKind::File { size, executable } => {
+                let file = File::open(&entry.source).map_err(|e| failed(format!("cannot open: {e}")))?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                let mut header = header(tar::EntryType::Regular, mode, *size, options);
+                let mut counted = CountingReader { inner: file.take(*size), count: 0 };
+                self.builder.append_data(&mut header, &path, &mut counted).map_err(|e| failed(e.to_string()))?;
+                if counted.count != *size {
+                    // The tar header already promised `size` bytes: the layer cannot be used.
+                    return Err(failed(format!(
+                        "changed while it was being read ({size} bytes expected, {} read); run the command again",
+                        counted.count
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self, layout: &Layout, comment: String) -> Result<Layer, LayerError> {
+        let hashed = self.builder.into_inner().map_err(write_error(&comment))?;
+        let (encoder, diff_id, _) = hashed.finish();
+        let blob = match encoder {
+            Encoder::Plain(blob) => blob,
+            Encoder::Gzip(gz) => gz.finish().map_err(write_error(&comment))?,
+        };
+        let (digest, size) = layout.commit_blob(blob)?;
+        Ok(Layer { descriptor: Descriptor::new(self.media_type, digest, size), diff_id, comment })
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, options: &LayerOptions) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(options.mtime);
+    header.set_size(size);
+    header
+}
+
+fn write_error(layer: &str) -> impl FnOnce(io::Error) -> LayerError + '_ {
+    move |source| LayerError::Write { layer: layer.to_string(), source }
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,181 @@
+//! The commands' work, top to bottom: model → contract → base → layers → manifest → store →
+//! catalogue. Each step is a function of its own module; this file only puts them in order.
+
+use crate::base::{self, BaseChoice, BaseError, BaseImage};
+use crate::catalog::{BuildResult, Catalog, CatalogError, NewVersion};
+use crate::contract;
+use crate::image::{self, BuiltImage, ImageError, ImageMeta};
+use crate::model::spec::ModelSpec;
+use crate::registry::store::{Layout, Store, StoreError};
+use std::path::PathBuf;
+
+/// Where mlambda keeps its state: `$MLAMBDA_HOME`, else `$XDG_DATA_HOME/mlambda`, else
+/// `~/.local/share/mlambda`.
+pub fn default_home() -> PathBuf {
+    let env = |key| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("MLAMBDA_HOME")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("mlambda")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/mlambda")))
+        .unwrap_or_else(|| PathBuf::from(".mlambda"))
+}
+
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    pub fn new(dir: PathBuf) -> Home {
+        Home { dir }
+    }
+    pub fn catalog_path(&self) -> PathBuf {
+        self.dir.join("catalog.db")
+    }
+    pub fn store(&self) -> Result<Store, StoreError> {
+        Store::open(&self.dir.join("registry"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("SOURCE_DATE_EPOCH='{0}' is not a number of seconds since 1970")]
+    SourceDateEpoch(String),
+}
+
+/// `SOURCE_DATE_EPOCH`, or 0: every timestamp in the image, so builds are reproducible.
+pub fn source_date_epoch() -> Result<u64, PipelineError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().parse().map_err(|_| PipelineError::SourceDateEpoch(text))
+        }
+        _ => Ok(0),
+    }
+}
+
+/// The base image: `--base` when given, else the catalogue's runtime for the model-type.
+/// The second value is a note for the user saying what was chosen, when there is one.
+pub fn choose_base(store: &Store, choice: Option<&BaseChoice>, model_type: &str) -> Result<(BaseImage, Option<String>), PipelineError> {
+    match choice {
+        Some(choice) => Ok((base::open(choice)?, None)),
+        None => {
+            let (base, note) = base::for_model_type(store, model_type)?;
+            Ok((base, Some(note)))
+        }
+    }
+}
+
+/// What a build tells its watcher: steps (for the log and a terminal), and notes the user must
+/// see whatever the output is (a default taken, a base not found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Step(String),
+    Note(String),
+}
+
+impl Event {
+    pub fn text(&self) -> &str {
+        match self {
+            Event::Step(text) | Event::Note(text) => text,
+        }
+    }
+}
+
+/// Builds the model image into `layout` and tags it.
+pub fn build_to_layout(
+    spec: &ModelSpec,
+    base: &BaseImage,
+    version: Option<u32>,
+    layout: &Layout,
+    tag: &str,
+    log: &mut dyn FnMut(Event),
+) -> Result<BuiltImage, PipelineError> {
+    let meta = ImageMeta {
+        name: spec.name.clone(),
+        version: version.map(|v| v.to_string()),
+        model_type: spec.model_type.clone(),
+        description: spec.description.clone(),
+        metadata: spec.metadata.clone(),
+        created: source_date_epoch()?,
+    };
+    let contract_bytes = contract::to_protobin(&spec.contract);
+    let built = image::build_image(&spec.payload, &contract_bytes, base, &meta, layout, &mut |line| log(Event::Step(line)))?;
+    layout.set_tag(tag, built.manifest.clone())?;
+    Ok(built)
+}
+
+/// The outcome of an upload, recorded in the catalogue.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub version: u32,
+    pub image: String,
+    pub built: BuiltImage,
+    pub base: String,
+    pub base_digest: Option<String>,
+}
+
+/// `mlambda upload` into a file-backed store: takes a version, builds, tags, records. A
+/// failure after the version is taken is recorded `Failed` with its error.
+pub fn upload_to_store(
+    catalog: &mut Catalog,
+    store: &Store,
+    spec: &ModelSpec,
+    base_choice: Option<&BaseChoice>,
+    log: &mut dyn FnMut(Event),
+) -> Result<Uploaded, (Option<u32>, PipelineError)> {
+    let new = NewVersion {
+        model: spec.name.clone(),
+        model_type: spec.model_type.clone(),
+        contract: contract::to_protobin(&spec.contract),
+        contract_text: contract::to_json(&spec.contract).to_string(),
+        contract_source: spec.contract_source.clone(),
+    };
+    let version = catalog.start_version(&new).map_err(|e| (None, e.into()))?;
+    let catalog: &Catalog = catalog;
+    let mut build_log = |event: Event| {
+        let _ = catalog.append_log(&spec.name, version, event.text());
+        log(event);
+    };
+    let result = (|| {
+        catalog.set_running(&spec.name, version)?;
+        let (base, note) = choose_base(store, base_choice, &spec.model_type)?;
+        if let Some(note) = note {
+            build_log(Event::Note(note));
+        }
+        let layout = store.repository(&spec.name)?;
+        let built = build_to_layout(spec, &base, Some(version), &layout, &version.to_string(), &mut build_log)?;
+        let image = format!("oci:{}:{version}", layout.dir().display());
+        Ok::<_, PipelineError>(Uploaded {
+            version,
+            image,
+            built,
+            base: base.reference.clone(),
+            base_digest: base.manifest_digest.clone(),
+        })
+    })();
+    match result {
+        Ok(uploaded) => {
+            let record = BuildResult {
+                base_image: uploaded.base.clone(),
+                base_digest: uploaded.base_digest.clone(),
+                image: uploaded.image.clone(),
+                manifest_digest: uploaded.built.manifest.digest.clone(),
+                config_digest: uploaded.built.config_digest.clone(),
+                size: uploaded.built.size,
+            };
+            catalog.finish(&spec.name, version, &record).map_err(|e| (Some(version), e.into()))?;
+            Ok(uploaded)
+        }
+        Err(error) => {
+            let _ = catalog.fail(&spec.name, version, &error.to_string());
+            Err((Some(version), error))
+        }
+    }
+}
+

@@ -1,0 +1,4 @@
+//! Where images go: the local file-backed store, and single-file archives.
+
+pub mod archive;
+pub mod store;

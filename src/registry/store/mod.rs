@@ -1,0 +1,130 @@
+//! The local file-backed store: one OCI image layout per repository, so skopeo, umoci and any
+//! OCI tool read it with no server, and one copy of each blob shared by hard links.
+//!
+//! ```text
+//! ROOT/_blobs/blobs/sha256/…   the pool: every blob once
+//! ROOT/_tmp/                   temporary files (same filesystem, so renames are atomic)
+//! ROOT/_locks/                 index.json locks, one per repository
+//! ROOT/<repository>/           a standard OCI image layout whose blobs link into the pool
+//! ```
+//! Names starting with '_' can never be repositories (the distribution spec forbids them).
+
+mod layout;
+
+pub use layout::{BlobWriter, Layout, StoreError};
+use layout::{io_err, Housekeeping};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for sub in ["_blobs/blobs/sha256", "_tmp", "_locks"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir, "cannot create the store"))?;
+        }
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The layout of `repository` (a checked name such as `team/model`), created when missing.
+    pub fn repository(&self, repository: &str) -> Result<Layout, StoreError> {
+        check_repository(repository).map_err(|problem| StoreError::Invalid { path: self.root.clone(), problem })?;
+        Layout::create_with(&self.root.join(repository), self.housekeeping(repository))
+    }
+
+    /// An existing repository, or `None`.
+    pub fn existing_repository(&self, repository: &str) -> Option<Layout> {
+        check_repository(repository).ok()?;
+        let dir = self.root.join(repository);
+        dir.join("oci-layout").is_file().then(|| Layout::open_with(&dir, self.housekeeping(repository)))
+    }
+
+    fn housekeeping(&self, repository: &str) -> Housekeeping {
+        Housekeeping {
+            tmp: self.root.join("_tmp"),
+            lock: self.root.join("_locks").join(format!("{}.lock", repository.replace('/', "%"))),
+            pool: Some(self.root.join("_blobs")),
+        }
+    }
+}
+
+/// The distribution spec's repository name grammar; it also keeps names out of the store's
+/// own folders and away from `..`.
+pub fn check_repository(name: &str) -> Result<(), String> {
+    if name.len() > 255 || !name.split('/').all(component_ok) {
+        return Err(format!(
+            "'{name}' is not a valid repository name: lowercase letters and digits, separated by '.', '_', '__', '-' or '/'"
+        ));
+    }
+    Ok(())
+}
+
+/// One path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn component_ok(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        let run_start = i;
+        while i < bytes.len() && alnum(bytes[i]) {
+            i += 1;
+        }
+        if i == run_start {
+            return false;
+        }
+        if i == bytes.len() {
+            return true;
+        }
+        match bytes[i] {
+            b'.' => i += 1,
+            b'_' => i += if bytes.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            b'-' => {
+                while bytes.get(i) == Some(&b'-') {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn repository_names() {
+        for ok in ["model", "team/model", "a.b_c-d", "a__b", "a--b", "x1/y2/z3"] {
+            assert!(check_repository(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Model", "../x", "a/../b", "_blobs", "a/", "/a", "a..b", "-a", "a b", "a._b"] {
+            assert!(check_repository(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn blobs_are_stored_once_and_linked_into_each_repository() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let one = store.repository("one").unwrap();
+        let two = store.repository("team/two").unwrap();
+        let mut w = one.blob_writer().unwrap();
+        w.write_all(b"weights").unwrap();
+        let (digest, size) = one.commit_blob(w).unwrap();
+        assert_eq!(size, 7);
+        let (again, _) = two.put_blob(b"weights").unwrap();
+        assert_eq!(again, digest);
+        let inode = |l: &Layout| std::fs::metadata(l.blob_path(&digest).unwrap()).unwrap().ino();
+        assert_eq!(inode(&one), inode(&two));
+        assert_eq!(std::fs::read_dir(dir.path().join("_tmp")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: running the real binary in a private home,
+//! finding third-party tools, and an independent reader of the contract's wire format.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn mlambda_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mlambda"))
+}
+
+/// `mlambda` with its own home, and no SOURCE_DATE_EPOCH leaking in from the caller.
+pub fn mlambda(home: &Path) -> Command {
+    let mut command = Command::new(mlambda_bin());
+    command
+        .env("MLAMBDA_HOME", home)
+        .env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().expect("the command starts");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn run_fail(command: &mut Command) -> String {
+    let output = command.output().expect("the command starts");
+    assert!(
+        !output.status.success(),
+        "{command:?} should have failed\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn json_of(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// A third-party program from PATH. Missing: the test is skipped loudly, or fails when `CI`
+/// is set, so that CI can never pass by skipping.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is not installed, and CI is set: .ci/run must install it");
+        }
+        eprintln!("SKIPPED: {name} not installed");
+    }
+    found
+}
+
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tokenizer")
+}
+
+/// Copies a folder tree (files, folders and symlinks).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Unpacks an image of an OCI layout with umoci; returns the rootfs, or `None` when skipped.
+pub fn umoci_unpack(image: &str, bundle: &Path) -> Option<PathBuf> {
+    let umoci = tool("umoci")?;
+    run_ok(
+        Command::new(umoci)
+            .args(["unpack", "--rootless", "--image", image])
+            .arg(bundle),
+    );
+    Some(bundle.join("rootfs"))
+}
+
+/// A reading of `contract.protobin` that shares no code with mlambda: the raw protobuf wire
+/// format walked with SPEC section 2's field numbers, rendered as one line per field:
+/// `signature/inputs/name dtype=7 profile=6 shape=[-1,1]` (shape `any` when absent).
+pub fn decode_contract(bytes: &[u8]) -> (String, Vec<String>) {
+    let mut model_name = String::new();
+    let mut lines = Vec::new();
+    for (number, value) in wire_fields(bytes) {
+        match (number, value) {
+            (1, Wire::Bytes(b)) => model_name = String::from_utf8(b.to_vec()).unwrap(),
+            (2, Wire::Bytes(sig)) => {
+                let mut name = String::new();
+                let mut fields = Vec::new();
+                for (n, v) in wire_fields(sig) {
+                    match (n, v) {
+                        (1, Wire::Bytes(b)) => name = String::from_utf8(b.to_vec()).unwrap(),
+                        (2, Wire::Bytes(f)) => fields.push(("inputs", f)),
+                        (3, Wire::Bytes(f)) => fields.push(("outputs", f)),
+                        other => panic!("unexpected signature field {other:?}"),
+                    }
+                }
+                for (section, field) in fields {
+                    decode_field(&format!("{name}/{section}"), field, &mut lines);
+                }
+            }
+            other => panic!("unexpected contract field {other:?}"),
+        }
+    }
+    (model_name, lines)
+}
+
+fn decode_field(prefix: &str, bytes: &[u8], lines: &mut Vec<String>) {
+    let mut name = String::new();
+    let mut dtype = None;
+    let mut profile = 0;
+    let mut shape = "any".to_string();
+    let mut nested = Vec::new();
+    for (n, v) in wire_fields(bytes) {
+        match (n, v) {
+            (1, Wire::Bytes(b)) => name = String::from_utf8(b.to_vec()).unwrap(),
+            (2, Wire::Bytes(s)) => {
+                let mut dims = Vec::new();
+                let mut unknown_rank = false;
+                for (dn, dv) in wire_fields(s) {
+                    match (dn, dv) {
+                        (2, Wire::Bytes(dim)) => {
+                            let mut size = 0i64;
+                            for (x, y) in wire_fields(dim) {
+                                if let (1, Wire::Varint(v)) = (x, y) {
+                                    size = v as i64;
+                                }
+                            }
+                            dims.push(size.to_string());
+                        }
+                        (3, Wire::Varint(v)) => unknown_rank = v != 0,
+                        other => panic!("unexpected shape field {other:?}"),
+                    }
+                }
+                shape = if unknown_rank {
+                    "unknown_rank".into()
+                } else {
+                    format!("[{}]", dims.join(","))
+                };
+            }
+            (3, Wire::Bytes(sub)) => {
+                for (sn, sv) in wire_fields(sub) {
+                    if let (1, Wire::Bytes(f)) = (sn, sv) {
+                        nested.push(f);
+                    }
+                }
+            }
+            (4, Wire::Varint(v)) => dtype = Some(v),
+            (10, Wire::Varint(v)) => profile = v,
+            other => panic!("unexpected field field {other:?}"),
+        }
+    }
+    let kind = match dtype {
+        Some(d) => format!("dtype={d}"),
+        None => "nested".to_string(),
+    };
+    lines.push(format!(
+        "{prefix}/{name} {kind} profile={profile} shape={shape}"
+    ));
+    for f in nested {
+        decode_field(&format!("{prefix}/{name}"), f, lines);
+    }
+}
+
+#[derive(Debug)]
+pub enum Wire<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn wire_fields(mut bytes: &[u8]) -> Vec<(u64, Wire<'_>)> {
+    fn varint(bytes: &mut &[u8]) -> u64 {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = bytes[0];
+            *bytes = &bytes[1..];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes);
+        let value = match key & 7 {
+            0 => Wire::Varint(varint(&mut bytes)),
+            2 => {
+                let len = varint(&mut bytes) as usize;
+                let (head, tail) = bytes.split_at(len);
+                bytes = tail;
+                Wire::Bytes(head)
+            }
+            other => panic!("unexpected wire type {other}"),
+        };
+        out.push((key >> 3, value));
+    }
+    out
+}
