@@ -9,7 +9,8 @@ pub fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
         return Vec::new();
     }
     let mut scored: Vec<(usize, &'a str)> = Vec::new();
-    let mut prefixed: Vec<&'a str> = Vec::new();
+    let mut extended: Vec<&'a str> = Vec::new();
+    let mut truncated: Vec<&'a str> = Vec::new();
     for candidate in candidates {
         let hay = normalize(candidate);
         if hay == needle {
@@ -17,8 +18,10 @@ pub fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
         }
         // "int" → int8/int16/…, "str" → string, "boolean" → bool: a truncated or extended
         // name is as likely a slip as a typo, and edit distance alone misses it.
-        if needle.chars().count() >= 3 && (hay.starts_with(&needle) || needle.starts_with(&hay)) {
-            push_unique(&mut prefixed, candidate);
+        if needle.chars().count() >= 3 && hay.starts_with(&needle) {
+            push_unique(&mut extended, candidate);
+        } else if hay.chars().count() >= 3 && needle.starts_with(&hay) {
+            push_unique(&mut truncated, candidate);
         }
         scored.push((osa_distance(&needle, &hay), candidate));
     }
@@ -32,8 +35,13 @@ pub fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
             }
         }
     }
-    for candidate in prefixed {
+    for candidate in extended {
         push_unique(&mut out, candidate);
+    }
+    // "boolean" → bool helps; "float64x" → float64 and float does not, so a name that
+    // merely starts with a candidate only counts when nothing closer was found.
+    if out.is_empty() {
+        out = truncated;
     }
     out.truncate(4);
     out
@@ -135,6 +143,10 @@ mod tests {
         );
         assert_eq!(suggest("str", TYPES.iter().copied()), ["string"]);
         assert_eq!(suggest("boolean", TYPES.iter().copied()), ["bool"]);
+        assert_eq!(
+            suggest("float64x", ["float", "float16", "float64"]),
+            ["float64"]
+        );
     }
 
     #[test]
