@@ -1,0 +1,119 @@
+//! Model names: they become OCI repository path components, so they follow that grammar.
+
+/// Checks `[a-z0-9]+([._-][a-z0-9]+)*`. The error says what is wrong and suggests the
+/// normalised form.
+pub fn validate_model_name(name: &str) -> Result<(), String> {
+    if is_valid(name) {
+        return Ok(());
+    }
+    let why = if name.is_empty() {
+        "it is empty".to_string()
+    } else if let Some(c) = name.chars().find(|c| c.is_ascii_uppercase()) {
+        format!("it has the uppercase letter '{c}'")
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || is_separator(*c)))
+    {
+        format!("it has the character {c:?}")
+    } else {
+        "a '.', '_' or '-' must sit between two letters or digits".to_string()
+    };
+    let normalized = normalize_model_name(name);
+    Err(format!(
+        "'{name}' is not a valid model name ({why}): use lowercase letters and digits, \
+         separated by single '.', '_' or '-', e.g. '{normalized}'"
+    ))
+}
+
+/// Turns any text (typically a folder name) into a valid model name: lowercase, every other
+/// character replaced by '-', runs of separators collapsed to their first, and none at either
+/// end. Text with no letters or digits at all becomes "model".
+pub fn normalize_model_name(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_separator: Option<char> = None;
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if let Some(sep) = pending_separator.take()
+                && !out.is_empty()
+            {
+                out.push(sep);
+            }
+            out.push(c);
+        } else if pending_separator.is_none() {
+            pending_separator = Some(if is_separator(c) { c } else { '-' });
+        }
+    }
+    if out.is_empty() {
+        out.push_str("model");
+    }
+    out
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(c, '.' | '_' | '-')
+}
+
+fn is_valid(name: &str) -> bool {
+    let mut previous_was_separator = true; // so that a leading separator fails
+    for c in name.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            previous_was_separator = false;
+        } else if is_separator(c) && !previous_was_separator {
+            previous_was_separator = true;
+        } else {
+            return false;
+        }
+    }
+    !name.is_empty() && !previous_was_separator
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_names() {
+        for name in ["example_tokenizer_model", "a", "m1.v2-x_y", "0"] {
+            assert_eq!(validate_model_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn invalid_names_say_why() {
+        for (name, why) in [
+            ("", "empty"),
+            ("Model", "uppercase letter 'M'"),
+            ("my model", "character ' '"),
+            ("a__b", "between two"),
+            ("-a", "between two"),
+            ("a.", "between two"),
+            ("é", "character 'é'"),
+        ] {
+            let err = validate_model_name(name).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        assert!(
+            validate_model_name("My Model")
+                .unwrap_err()
+                .contains("e.g. 'my-model'")
+        );
+    }
+
+    #[test]
+    fn normalisation() {
+        for (input, expected) in [
+            ("My Model (v2)", "my-model-v2"),
+            ("example_tokenizer_model", "example_tokenizer_model"),
+            ("__a..b--", "a.b"),
+            ("a -_b", "a-b"),
+            ("Ünïcode", "n-code"),
+            ("!!!", "model"),
+            ("", "model"),
+        ] {
+            let normalized = normalize_model_name(input);
+            assert_eq!(normalized, expected, "{input}");
+            assert_eq!(validate_model_name(&normalized), Ok(()));
+        }
+    }
+}
