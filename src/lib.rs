@@ -4,3 +4,4 @@
 //! manifest) → `registry` (where the image goes) → `catalog` (the versions).
 
 pub mod contract;
+pub mod infer;
