@@ -1,10 +1,15 @@
 //! Compiles proto/ with protox (pure Rust, so no protoc is needed) and keeps the descriptor set
-//! so that the text format (`contract.prototxt`) can be read through prost-reflect.
+//! so that the text formats (`contract.prototxt`, `saved_model.pbtxt`) can be read through
+//! prost-reflect, and so that inference can walk framework files field by field.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/hydrosphere/contract/model_contract.proto"];
+    let protos = [
+        "proto/hydrosphere/contract/model_contract.proto",
+        "proto/tensorflow/saved_model.proto",
+        "proto/onnx/onnx.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -12,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("descriptors.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    prost_build::Config::new()
+        // Sorted maps: SignatureDef keys and field names come out in a deterministic order.
+        .btree_map([".tensorflow"])
+        .compile_fds(descriptors)?;
     Ok(())
 }
