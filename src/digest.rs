@@ -11,9 +11,9 @@ pub fn sha256_of(bytes: &[u8]) -> String {
 /// Whether `digest` is a well-formed `sha256:<64 lowercase hex>`; anything else must never
 /// become a file name.
 pub fn is_sha256(digest: &str) -> bool {
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 /// Hashes and counts what is written through it, so a blob's digest and size come from the
@@ -26,7 +26,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
     }
 
     pub fn get_mut(&mut self) -> &mut W {
@@ -62,11 +66,18 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), read: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
     }
 
     pub fn finish(self) -> (String, u64) {
-        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.read)
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.read,
+        )
     }
 }
 

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 /// Where mlambda keeps its state: `$MLAMBDA_HOME`, else `$XDG_DATA_HOME/mlambda`, else
 /// `~/.local/share/mlambda`.
 pub fn default_home() -> PathBuf {
-    let env = |key| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |key| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("MLAMBDA_HOME")
         .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("mlambda")))
         .or_else(|| env("HOME").map(|h| h.join(".local/share/mlambda")))
@@ -52,16 +56,21 @@ pub enum PipelineError {
 /// `SOURCE_DATE_EPOCH`, or 0: every timestamp in the image, so builds are reproducible.
 pub fn source_date_epoch() -> Result<u64, PipelineError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) if !text.trim().is_empty() => {
-            text.trim().parse().map_err(|_| PipelineError::SourceDateEpoch(text))
-        }
+        Ok(text) if !text.trim().is_empty() => text
+            .trim()
+            .parse()
+            .map_err(|_| PipelineError::SourceDateEpoch(text)),
         _ => Ok(0),
     }
 }
 
 /// The base image: `--base` when given, else the catalogue's runtime for the model-type.
 /// The second value is a note for the user saying what was chosen, when there is one.
-pub fn choose_base(store: &Store, choice: Option<&BaseChoice>, model_type: &str) -> Result<(BaseImage, Option<String>), PipelineError> {
+pub fn choose_base(
+    store: &Store,
+    choice: Option<&BaseChoice>,
+    model_type: &str,
+) -> Result<(BaseImage, Option<String>), PipelineError> {
     match choice {
         Some(choice) => Ok((base::open(choice)?, None)),
         None => {
@@ -105,7 +114,14 @@ pub fn build_to_layout(
         created: source_date_epoch()?,
     };
     let contract_bytes = contract::to_protobin(&spec.contract);
-    let built = image::build_image(&spec.payload, &contract_bytes, base, &meta, layout, &mut |line| log(Event::Step(line)))?;
+    let built = image::build_image(
+        &spec.payload,
+        &contract_bytes,
+        base,
+        &meta,
+        layout,
+        &mut |line| log(Event::Step(line)),
+    )?;
     layout.set_tag(tag, built.manifest.clone())?;
     Ok(built)
 }
@@ -149,7 +165,14 @@ pub fn upload_to_store(
             build_log(Event::Note(note));
         }
         let layout = store.repository(&spec.name)?;
-        let built = build_to_layout(spec, &base, Some(version), &layout, &version.to_string(), &mut build_log)?;
+        let built = build_to_layout(
+            spec,
+            &base,
+            Some(version),
+            &layout,
+            &version.to_string(),
+            &mut build_log,
+        )?;
         let image = format!("oci:{}:{version}", layout.dir().display());
         Ok::<_, PipelineError>(Uploaded {
             version,
@@ -169,7 +192,9 @@ pub fn upload_to_store(
                 config_digest: uploaded.built.config_digest.clone(),
                 size: uploaded.built.size,
             };
-            catalog.finish(&spec.name, version, &record).map_err(|e| (Some(version), e.into()))?;
+            catalog
+                .finish(&spec.name, version, &record)
+                .map_err(|e| (Some(version), e.into()))?;
             Ok(uploaded)
         }
         Err(error) => {
@@ -178,4 +203,3 @@ pub fn upload_to_store(
         }
     }
 }
-

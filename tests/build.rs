@@ -52,7 +52,7 @@ fn an_unprivileged_user_builds_the_same_image() {
         "0",
     );
 
-    let is_root = unsafe_free_uid() == 0;
+    let is_root = effective_uid() == 0;
     let work = tempfile::tempdir().unwrap();
     let folder = work.path().join("model");
     copy_tree(&example_dir(), &folder);
@@ -91,7 +91,7 @@ fn an_unprivileged_user_builds_the_same_image() {
     }
 }
 
-fn unsafe_free_uid() -> u32 {
+fn effective_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // The owner of a file this process just created is its effective uid.
     let probe = tempfile::NamedTempFile::new().unwrap();

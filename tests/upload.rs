@@ -109,7 +109,7 @@ fn contract_command_prints_every_format() {
     let yaml = run_ok(mlambda(home.path()).arg("contract").arg(example_dir()));
     let text = String::from_utf8(yaml.stdout).unwrap();
     assert!(text.contains("  tokenize:\n    inputs:\n      input_text:\n        shape: [-1, 1]\n        type: string\n        profile: text\n"), "{text}");
-    assert!(String::from_utf8_lossy(&yaml.stderr).contains("from serving.yaml"));
+    assert!(String::from_utf8_lossy(&yaml.stderr).contains("contract: serving.yaml"));
 
     let json = json_of(&run_ok(
         mlambda(home.path())

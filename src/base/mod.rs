@@ -3,7 +3,7 @@
 
 use crate::image::oci::{self, Descriptor, Index, Manifest};
 use crate::registry::store::{Layout, Store, StoreError};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// The store repository a runtime's base image is kept in (model names never contain '/').
@@ -34,7 +34,10 @@ pub enum BaseError {
     #[error("base image {reference}: {problem}")]
     Invalid { reference: String, problem: String },
     #[error("base image {reference}: {source}")]
-    Store { reference: String, source: StoreError },
+    Store {
+        reference: String,
+        source: StoreError,
+    },
 }
 
 /// What `--base` asked for.
@@ -48,12 +51,17 @@ pub fn parse_base(arg: &str) -> Result<BaseChoice, BaseError> {
     if arg == "scratch" {
         return Ok(BaseChoice::Scratch);
     }
-    let rest = arg.strip_prefix("oci:").ok_or_else(|| BaseError::Syntax(arg.to_string()))?;
+    let rest = arg
+        .strip_prefix("oci:")
+        .ok_or_else(|| BaseError::Syntax(arg.to_string()))?;
     let (dir, tag) = split_layout_reference(rest);
     if dir.is_empty() {
         return Err(BaseError::Syntax(arg.to_string()));
     }
-    Ok(BaseChoice::Layout { dir: PathBuf::from(dir), tag: tag.map(str::to_string) })
+    Ok(BaseChoice::Layout {
+        dir: PathBuf::from(dir),
+        tag: tag.map(str::to_string),
+    })
 }
 
 /// `DIR[:TAG]`, where DIR may itself hold ':' (the tag is what follows the last ':' when it
@@ -83,16 +91,29 @@ pub fn open(choice: &BaseChoice) -> Result<BaseImage, BaseError> {
                 Some(tag) => format!("oci:{}:{tag}", dir.display()),
                 None => format!("oci:{}", dir.display()),
             };
-            let layout = Layout::open(dir).map_err(|source| BaseError::Store { reference: reference.clone(), source })?;
+            let layout = Layout::open(dir).map_err(|source| BaseError::Store {
+                reference: reference.clone(),
+                source,
+            })?;
             from_layout(layout, reference, tag.as_deref())
         }
     }
 }
 
 /// Reads a base image from an OCI layout: an index is resolved to linux/amd64.
-pub fn from_layout(layout: Layout, reference: String, tag: Option<&str>) -> Result<BaseImage, BaseError> {
-    let store_err = |source| BaseError::Store { reference: reference.clone(), source };
-    let invalid = |problem: String| BaseError::Invalid { reference: reference.clone(), problem };
+pub fn from_layout(
+    layout: Layout,
+    reference: String,
+    tag: Option<&str>,
+) -> Result<BaseImage, BaseError> {
+    let store_err = |source| BaseError::Store {
+        reference: reference.clone(),
+        source,
+    };
+    let invalid = |problem: String| BaseError::Invalid {
+        reference: reference.clone(),
+        problem,
+    };
     let mut descriptor = layout.resolve(tag).map_err(store_err)?;
     let mut depth = 0;
     while oci::is_index_media_type(&descriptor.media_type) {
@@ -100,18 +121,28 @@ pub fn from_layout(layout: Layout, reference: String, tag: Option<&str>) -> Resu
         if depth > 4 {
             return Err(invalid("image indexes nest too deeply".into()));
         }
-        let bytes = layout.read_blob(&descriptor.digest, MAX_JSON_BLOB).map_err(store_err)?;
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid image index: {e}")))?;
+        let bytes = layout
+            .read_blob(&descriptor.digest, MAX_JSON_BLOB)
+            .map_err(store_err)?;
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("invalid image index: {e}")))?;
         descriptor = pick_platform(&index, "linux", "amd64")
             .ok_or_else(|| invalid("the image index has no linux/amd64 image".into()))?;
     }
-    let bytes = layout.read_blob(&descriptor.digest, MAX_JSON_BLOB).map_err(store_err)?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid image manifest {}: {e}", descriptor.digest)))?;
-    let config_bytes = layout.read_blob(&manifest.config.digest, MAX_JSON_BLOB).map_err(store_err)?;
-    let config: Value =
-        serde_json::from_slice(&config_bytes).map_err(|e| invalid(format!("invalid image config: {e}")))?;
-    let diff_ids = config.pointer("/rootfs/diff_ids").and_then(Value::as_array).map_or(0, Vec::len);
+    let bytes = layout
+        .read_blob(&descriptor.digest, MAX_JSON_BLOB)
+        .map_err(store_err)?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("invalid image manifest {}: {e}", descriptor.digest)))?;
+    let config_bytes = layout
+        .read_blob(&manifest.config.digest, MAX_JSON_BLOB)
+        .map_err(store_err)?;
+    let config: Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| invalid(format!("invalid image config: {e}")))?;
+    let diff_ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     if diff_ids != manifest.layers.len() {
         return Err(invalid(format!(
             "its config lists {diff_ids} layers (rootfs.diff_ids) but its manifest {}",
@@ -121,20 +152,34 @@ pub fn from_layout(layout: Layout, reference: String, tag: Option<&str>) -> Resu
     let mut layers = Vec::new();
     for layer in &manifest.layers {
         if !layout.has_blob(&layer.digest) {
-            return Err(invalid(format!("layer {} is missing from {}", layer.digest, layout.dir().display())));
+            return Err(invalid(format!(
+                "layer {} is missing from {}",
+                layer.digest,
+                layout.dir().display()
+            )));
         }
         let mut layer = layer.clone();
         layer.media_type = oci::oci_layer_media_type(&layer.media_type).to_string();
         layers.push(layer);
     }
-    Ok(BaseImage { reference, manifest_digest: Some(descriptor.digest), config, layers, layout: Some(layout) })
+    Ok(BaseImage {
+        reference,
+        manifest_digest: Some(descriptor.digest),
+        config,
+        layers,
+        layout: Some(layout),
+    })
 }
 
 fn pick_platform(index: &Index, os: &str, architecture: &str) -> Option<Descriptor> {
     index
         .manifests
         .iter()
-        .find(|m| m.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == architecture))
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == os && p.architecture == architecture)
+        })
         .cloned()
 }
 
@@ -148,8 +193,11 @@ pub struct Runtime {
 
 /// The runtimes of `base-images/catalog.yaml`, in file order.
 pub fn catalogue() -> Vec<Runtime> {
-    let docs = yaml_rust2::YamlLoader::load_from_str(CATALOGUE).expect("base-images/catalog.yaml is valid YAML");
-    let runtimes = docs[0]["runtimes"].as_hash().expect("catalog.yaml has a runtimes map");
+    let docs = yaml_rust2::YamlLoader::load_from_str(CATALOGUE)
+        .expect("base-images/catalog.yaml is valid YAML");
+    let runtimes = docs[0]["runtimes"]
+        .as_hash()
+        .expect("catalog.yaml has a runtimes map");
     runtimes
         .iter()
         .map(|(name, spec)| Runtime {
@@ -157,7 +205,11 @@ pub fn catalogue() -> Vec<Runtime> {
             description: spec["description"].as_str().unwrap_or_default().to_string(),
             serves: spec["serves"]
                 .as_vec()
-                .map(|v| v.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
         .collect()
@@ -165,7 +217,11 @@ pub fn catalogue() -> Vec<Runtime> {
 
 /// The runtime that serves `model_type`, if any.
 pub fn runtime_for(model_type: &str) -> Option<Runtime> {
-    catalogue().into_iter().find(|r| r.serves.iter().any(|pattern| glob_match(pattern, model_type)))
+    catalogue().into_iter().find(|r| {
+        r.serves
+            .iter()
+            .any(|pattern| glob_match(pattern, model_type))
+    })
 }
 
 /// The base for `model_type` when no `--base` is given, with a note saying what was chosen.
@@ -173,7 +229,9 @@ pub fn for_model_type(store: &Store, model_type: &str) -> Result<(BaseImage, Str
     let Some(runtime) = runtime_for(model_type) else {
         return Ok((
             scratch(),
-            format!("no runtime in base-images/ serves model-type '{model_type}'; building on scratch (choose one with --base)"),
+            format!(
+                "no runtime in base-images/ serves model-type '{model_type}'; building on scratch (choose one with --base)"
+            ),
         ));
     };
     let repository = runtime_repository(&runtime.name);
@@ -181,7 +239,13 @@ pub fn for_model_type(store: &Store, model_type: &str) -> Result<(BaseImage, Str
         Some(layout) if layout.resolve(Some(RUNTIME_TAG)).is_ok() => {
             let reference = format!("runtime {}", runtime.name);
             let base = from_layout(layout, reference, Some(RUNTIME_TAG))?;
-            Ok((base, format!("model-type '{model_type}' runs on runtime '{}'", runtime.name)))
+            Ok((
+                base,
+                format!(
+                    "model-type '{model_type}' runs on runtime '{}'",
+                    runtime.name
+                ),
+            ))
         }
         _ => Ok((
             scratch(),
@@ -199,7 +263,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((prefix, rest)) => {
-            let Some(tail) = text.strip_prefix(prefix) else { return false };
+            let Some(tail) = text.strip_prefix(prefix) else {
+                return false;
+            };
             (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob_match(rest, &tail[i..]))
         }
     }
@@ -218,16 +284,28 @@ mod tests {
         assert_eq!(parse_base("scratch").unwrap(), BaseChoice::Scratch);
         assert_eq!(
             parse_base("oci:/a/b:v1").unwrap(),
-            BaseChoice::Layout { dir: "/a/b".into(), tag: Some("v1".into()) }
+            BaseChoice::Layout {
+                dir: "/a/b".into(),
+                tag: Some("v1".into())
+            }
         );
-        assert_eq!(parse_base("oci:./x").unwrap(), BaseChoice::Layout { dir: "./x".into(), tag: None });
+        assert_eq!(
+            parse_base("oci:./x").unwrap(),
+            BaseChoice::Layout {
+                dir: "./x".into(),
+                tag: None
+            }
+        );
         assert!(parse_base("docker://x").is_err());
     }
 
     #[test]
     fn catalogue_lookup() {
         assert_eq!(runtime_for("python:3.6").unwrap().name, "python-3.11");
-        assert_eq!(runtime_for("tensorflow:1.8.0").unwrap().name, "tensorflow-2");
+        assert_eq!(
+            runtime_for("tensorflow:1.8.0").unwrap().name,
+            "tensorflow-2"
+        );
         assert!(runtime_for("cobol:85").is_none());
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b", "ab c"));

@@ -8,7 +8,12 @@ pub fn current_owner() -> String {
 }
 
 fn owner_of(pid: u32) -> Option<String> {
-    Some(format!("{} {} {pid} {}", hostname(), boot_id(), start_time(pid)?))
+    Some(format!(
+        "{} {} {pid} {}",
+        hostname(),
+        boot_id(),
+        start_time(pid)?
+    ))
 }
 
 /// `Some(reason)` when the owner is on this machine and certainly gone.
@@ -26,11 +31,15 @@ pub fn dead_owner_reason(owner: &str) -> Option<String> {
 }
 
 fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot.

@@ -3,7 +3,7 @@
 
 mod liveness;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +11,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalogue {path}: {source}")]
-    Sql { path: String, source: rusqlite::Error },
+    Sql {
+        path: String,
+        source: rusqlite::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,35 +134,53 @@ impl Catalog {
     /// Opens (creating when missing) the catalogue, and marks builds whose process died `Failed`.
     pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
         let display = path.display().to_string();
-        let sql = |source| CatalogError::Sql { path: display.clone(), source };
+        let sql = |source| CatalogError::Sql {
+            path: display.clone(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         let conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
-        let catalog = Catalog { conn, path: display };
+        let catalog = Catalog {
+            conn,
+            path: display,
+        };
         catalog.fail_dead_builds()?;
         Ok(catalog)
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
-        move |source| CatalogError::Sql { path: self.path.clone(), source }
+        move |source| CatalogError::Sql {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Takes the next version number of `model` and records it `Pending`, in one transaction,
     /// so concurrent builds of one model never share a number.
     pub fn start_version(&mut self, new: &NewVersion) -> Result<u32, CatalogError> {
         let path = self.path.clone();
-        let sql = move |source| CatalogError::Sql { path: path.clone(), source };
+        let sql = move |source| CatalogError::Sql {
+            path: path.clone(),
+            source,
+        };
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(&sql)?;
         let version: u32 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?1", [&new.model], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?1",
+                [&new.model],
+                |r| r.get(0),
+            )
             .map_err(&sql)?;
         tx.execute(
             "INSERT INTO versions (model, version, model_type, status, contract, contract_text, contract_source, created, owner)
@@ -204,7 +225,12 @@ impl Catalog {
         Ok(())
     }
 
-    pub fn finish(&self, model: &str, version: u32, result: &BuildResult) -> Result<(), CatalogError> {
+    pub fn finish(
+        &self,
+        model: &str,
+        version: u32,
+        result: &BuildResult,
+    ) -> Result<(), CatalogError> {
         self.conn
             .execute(
                 "UPDATE versions SET status = 'Finished', base_image = ?3, base_digest = ?4, image = ?5,
@@ -263,16 +289,26 @@ impl Catalog {
     pub fn versions(&self, model: &str) -> Result<Vec<VersionRecord>, CatalogError> {
         let mut statement = self
             .conn
-            .prepare(&format!("SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 ORDER BY version"))
+            .prepare(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 ORDER BY version"
+            ))
             .map_err(self.sql())?;
-        let rows = statement.query_map([model], version_from_row).map_err(self.sql())?;
+        let rows = statement
+            .query_map([model], version_from_row)
+            .map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
-    pub fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, CatalogError> {
+    pub fn version(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<Option<VersionRecord>, CatalogError> {
         self.conn
             .query_row(
-                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 AND version = ?2"),
+                &format!(
+                    "SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 AND version = ?2"
+                ),
                 params![model, version],
                 version_from_row,
             )
@@ -284,7 +320,9 @@ impl Catalog {
     fn fail_dead_builds(&self) -> Result<(), CatalogError> {
         let mut statement = self
             .conn
-            .prepare("SELECT model, version, owner FROM versions WHERE status IN ('Pending', 'Running')")
+            .prepare(
+                "SELECT model, version, owner FROM versions WHERE status IN ('Pending', 'Running')",
+            )
             .map_err(self.sql())?;
         let open: Vec<(String, u32, String)> = statement
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -343,7 +381,11 @@ mod tests {
     use super::*;
 
     fn new_version(model: &str) -> NewVersion {
-        NewVersion { model: model.into(), model_type: "python:3.6".into(), ..NewVersion::default() }
+        NewVersion {
+            model: model.into(),
+            model_type: "python:3.6".into(),
+            ..NewVersion::default()
+        }
     }
 
     #[test]
@@ -356,7 +398,14 @@ mod tests {
         catalog.set_running("a", 1).unwrap();
         catalog.append_log("a", 1, "step one").unwrap();
         catalog
-            .finish("a", 1, &BuildResult { manifest_digest: "sha256:x".into(), ..BuildResult::default() })
+            .finish(
+                "a",
+                1,
+                &BuildResult {
+                    manifest_digest: "sha256:x".into(),
+                    ..BuildResult::default()
+                },
+            )
             .unwrap();
         catalog.fail("a", 2, "boom").unwrap();
         let versions = catalog.versions("a").unwrap();
@@ -377,12 +426,20 @@ mod tests {
         catalog.start_version(&new_version("a")).unwrap();
         catalog
             .conn
-            .execute("UPDATE versions SET status = 'Running', owner = ?1", [liveness::owner_for_dead_process()])
+            .execute(
+                "UPDATE versions SET status = 'Running', owner = ?1",
+                [liveness::owner_for_dead_process()],
+            )
             .unwrap();
         drop(catalog);
         let catalog = Catalog::open(&path).unwrap();
         let record = catalog.version("a", 1).unwrap().unwrap();
         assert_eq!(record.status, Status::Failed);
-        assert!(record.error.unwrap().contains("ended before the build finished"));
+        assert!(
+            record
+                .error
+                .unwrap()
+                .contains("ended before the build finished")
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! `mlambda build`: the same image as upload, written to a layout or an archive, with no
 //! version recorded (for scripts and CI).
 
-use super::output::{print_json, step_printer};
 use super::ModelArgs;
+use super::output::{print_json, step_printer};
 use crate::base::{parse_base, split_layout_reference};
-use crate::pipeline::{build_to_layout, choose_base, Home};
+use crate::pipeline::{Home, build_to_layout, choose_base};
 use crate::registry::archive::{write_docker_archive, write_oci_archive};
 use crate::registry::store::Layout;
 use serde_json::json;
@@ -38,7 +38,10 @@ enum Output {
 fn parse_output(text: &str, default_tag: &str) -> anyhow::Result<Output> {
     if let Some(rest) = text.strip_prefix("oci:") {
         let (dir, tag) = split_layout_reference(rest);
-        return Ok(Output::Layout { dir: dir.into(), tag: tag.unwrap_or(default_tag).to_string() });
+        return Ok(Output::Layout {
+            dir: dir.into(),
+            tag: tag.unwrap_or(default_tag).to_string(),
+        });
     }
     if let Some(file) = text.strip_prefix("oci-archive:") {
         return Ok(Output::OciArchive(file.into()));
@@ -46,7 +49,9 @@ fn parse_output(text: &str, default_tag: &str) -> anyhow::Result<Output> {
     if let Some(file) = text.strip_prefix("docker-archive:") {
         return Ok(Output::DockerArchive(file.into()));
     }
-    anyhow::bail!("--output {text}: expected oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE")
+    anyhow::bail!(
+        "--output {text}: expected oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE"
+    )
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
@@ -66,11 +71,18 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
             (built, format!("oci:{}:{tag}", dir.display()))
         }
         Output::OciArchive(file) | Output::DockerArchive(file) => {
-            let scratch = tempfile::Builder::new().prefix(".mlambda-build-").tempdir_in(parent_of(file))?;
+            let scratch = tempfile::Builder::new()
+                .prefix(".mlambda-build-")
+                .tempdir_in(parent_of(file))?;
             let layout = Layout::create(scratch.path())?;
             let built = build_to_layout(&spec, &base, None, &layout, &args.tag, &mut show)?;
             if let Output::DockerArchive(_) = output {
-                write_docker_archive(&layout, &built.manifest, &format!("{}:{}", spec.name, args.tag), file)?;
+                write_docker_archive(
+                    &layout,
+                    &built.manifest,
+                    &format!("{}:{}", spec.name, args.tag),
+                    file,
+                )?;
                 (built, format!("docker-archive:{}", file.display()))
             } else {
                 write_oci_archive(&layout, &built.manifest, &args.tag, file)?;

@@ -21,7 +21,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spec = args.model.load()?;
-    eprintln!("contract of '{}' ({}) from {}", spec.name, spec.model_type, spec.contract_source);
+    eprintln!(
+        "model '{}', model-type {}, contract: {}",
+        spec.name, spec.model_type, spec.contract_source
+    );
     let bytes = match args.format.as_str() {
         "protobin" => contract::to_protobin(&spec.contract),
         "prototxt" => contract::to_prototxt(&spec.contract).into_bytes(),
@@ -43,8 +46,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into_bytes(),
     };
     match &args.output {
-        Some(path) => std::fs::write(path, &bytes).with_context(|| format!("cannot write {}", path.display()))?,
-        None => std::io::stdout().write_all(&bytes).context("cannot write to standard output")?,
+        Some(path) => std::fs::write(path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .context("cannot write to standard output")?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "mlambda", version, about = "Turns a machine-learning model folder into a versioned OCI image, without Docker")]
+#[command(
+    name = "mlambda",
+    version,
+    about = "Turns a machine-learning model folder into a versioned OCI image, without Docker"
+)]
 struct Cli {
     /// Where the catalogue and the local registry live [default: $MLAMBDA_HOME, else $XDG_DATA_HOME/mlambda, else ~/.local/share/mlambda]
     #[arg(long, global = true, value_name = "DIR")]
@@ -76,7 +80,10 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<crate::model::spec::ModelSpec> {
-        let overrides = crate::model::spec::Overrides { name: self.name.clone(), model_type: self.model_type.clone() };
+        let overrides = crate::model::spec::Overrides {
+            name: self.name.clone(),
+            model_type: self.model_type.clone(),
+        };
         let spec = crate::model::spec::load_model(&self.dir, &overrides)?;
         for note in &spec.notes {
             eprintln!("note: {note}");

@@ -1,10 +1,10 @@
 //! `mlambda upload`: a new version of the model's image, stored and recorded.
 
-use super::output::{print_json, step_printer};
 use super::ModelArgs;
-use crate::base::{parse_base, BaseChoice};
+use super::output::{print_json, step_printer};
+use crate::base::{BaseChoice, parse_base};
 use crate::catalog::Catalog;
-use crate::pipeline::{upload_to_store, Home};
+use crate::pipeline::{Home, upload_to_store};
 use crate::registry::store::Store;
 use serde_json::json;
 use std::path::PathBuf;
@@ -69,7 +69,9 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
                 }));
             }
             match version {
-                Some(v) => Err(anyhow::Error::new(error).context(format!("{}:{v} Failed", spec.name))),
+                Some(v) => {
+                    Err(anyhow::Error::new(error).context(format!("{}:{v} Failed", spec.name)))
+                }
                 None => Err(error.into()),
             }
         }

@@ -4,7 +4,7 @@ use super::output::{print_json, print_table};
 use crate::catalog::{Catalog, VersionRecord};
 use crate::contract;
 use crate::pipeline::Home;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -50,7 +50,17 @@ pub fn models(home: &Home, args: ModelsArgs) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        print_table(&["NAME", "VERSIONS", "LATEST", "STATUS", "MODEL TYPE", "UPDATED"], &rows);
+        print_table(
+            &[
+                "NAME",
+                "VERSIONS",
+                "LATEST",
+                "STATUS",
+                "MODEL TYPE",
+                "UPDATED",
+            ],
+            &rows,
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -59,7 +69,10 @@ pub fn versions(home: &Home, args: VersionsArgs) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::open(&home.catalog_path())?;
     let versions = catalog.versions(&args.name)?;
     if versions.is_empty() {
-        anyhow::bail!("no model named '{}' in the catalogue (`mlambda models` lists them)", args.name);
+        anyhow::bail!(
+            "no model named '{}' in the catalogue (`mlambda models` lists them)",
+            args.name
+        );
     }
     if args.json {
         print_json(&Value::Array(versions.iter().map(version_json).collect()));
@@ -73,11 +86,23 @@ pub fn versions(home: &Home, args: VersionsArgs) -> anyhow::Result<ExitCode> {
                     v.created.clone(),
                     v.model_type.clone(),
                     v.digest.clone().unwrap_or_else(|| "-".into()),
-                    v.image.clone().unwrap_or_else(|| v.error.clone().unwrap_or_default()),
+                    v.image
+                        .clone()
+                        .unwrap_or_else(|| v.error.clone().unwrap_or_default()),
                 ]
             })
             .collect();
-        print_table(&["VERSION", "STATUS", "CREATED", "MODEL TYPE", "DIGEST", "IMAGE / ERROR"], &rows);
+        print_table(
+            &[
+                "VERSION",
+                "STATUS",
+                "CREATED",
+                "MODEL TYPE",
+                "DIGEST",
+                "IMAGE / ERROR",
+            ],
+            &rows,
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -86,9 +111,12 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::open(&home.catalog_path())?;
     let (name, version) = match args.reference.rsplit_once(':') {
         Some((name, version)) => {
-            let number = version
-                .parse::<u32>()
-                .map_err(|_| anyhow::anyhow!("'{}': the version after ':' must be a number", args.reference))?;
+            let number = version.parse::<u32>().map_err(|_| {
+                anyhow::anyhow!(
+                    "'{}': the version after ':' must be a number",
+                    args.reference
+                )
+            })?;
             (name, Some(number))
         }
         None => (args.reference.as_str(), None),
@@ -98,7 +126,10 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
         None => catalog.versions(name)?.pop(),
     };
     let Some(record) = record else {
-        anyhow::bail!("no version '{}' in the catalogue (`mlambda versions {name}` lists them)", args.reference);
+        anyhow::bail!(
+            "no version '{}' in the catalogue (`mlambda versions {name}` lists them)",
+            args.reference
+        );
     };
     let contract = contract::from_protobin(&record.contract).ok();
     if args.json {
@@ -108,7 +139,8 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
         print_json(&value);
     } else {
         println!("{}:{}", record.name, record.version);
-        let line = |key: &str, value: Option<&str>| println!("  {key:<15} {}", value.unwrap_or("-"));
+        let line =
+            |key: &str, value: Option<&str>| println!("  {key:<15} {}", value.unwrap_or("-"));
         line("status", Some(&format!("{:?}", record.status)));
         line("model type", Some(&record.model_type));
         line("created", Some(&record.created));

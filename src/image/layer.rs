@@ -26,7 +26,10 @@ pub struct LayerOptions {
 
 impl Default for LayerOptions {
     fn default() -> Self {
-        LayerOptions { mtime: 0, big_file_threshold: BIG_FILE_THRESHOLD }
+        LayerOptions {
+            mtime: 0,
+            big_file_threshold: BIG_FILE_THRESHOLD,
+        }
     }
 }
 
@@ -52,15 +55,21 @@ pub enum LayerError {
 
 /// The payload layers: one gzip layer with the folders and every small file (it also creates
 /// `/model` and `/model/files`), then one uncompressed layer per big file, in path order.
-pub fn write_payload_layers(payload: &Payload, layout: &Layout, options: &LayerOptions) -> Result<Vec<Layer>, LayerError> {
+pub fn write_payload_layers(
+    payload: &Payload,
+    layout: &Layout,
+    options: &LayerOptions,
+) -> Result<Vec<Layer>, LayerError> {
     let is_big = |e: &PayloadEntry| matches!(e.kind, EntryKind::File { size, .. } if size >= options.big_file_threshold);
     let mut layers = Vec::new();
 
     let small: Vec<&PayloadEntry> = payload.entries.iter().filter(|e| !is_big(e)).collect();
     let comment = format!("model payload: {} entries", small.len());
     let mut tar = LayerTar::start(layout, Compression::Gzip)?;
-    tar.append_dir(MODEL_DIR, options).map_err(write_error(&comment))?;
-    tar.append_dir(FILES_DIR, options).map_err(write_error(&comment))?;
+    tar.append_dir(MODEL_DIR, options)
+        .map_err(write_error(&comment))?;
+    tar.append_dir(FILES_DIR, options)
+        .map_err(write_error(&comment))?;
     for entry in &small {
         tar.append_entry(entry, options)?;
     }
@@ -76,11 +85,22 @@ pub fn write_payload_layers(payload: &Payload, layout: &Layout, options: &LayerO
 }
 
 /// The contract alone, so that changing it re-uploads nothing else.
-pub fn write_contract_layer(contract: &[u8], layout: &Layout, options: &LayerOptions) -> Result<Layer, LayerError> {
+pub fn write_contract_layer(
+    contract: &[u8],
+    layout: &Layout,
+    options: &LayerOptions,
+) -> Result<Layer, LayerError> {
     let comment = "model contract".to_string();
     let mut tar = LayerTar::start(layout, Compression::Gzip)?;
-    let mut header = header(tar::EntryType::Regular, 0o644, contract.len() as u64, options);
-    tar.builder.append_data(&mut header, CONTRACT_PATH, contract).map_err(write_error(&comment))?;
+    let mut header = header(
+        tar::EntryType::Regular,
+        0o644,
+        contract.len() as u64,
+        options,
+    );
+    tar.builder
+        .append_data(&mut header, CONTRACT_PATH, contract)
+        .map_err(write_error(&comment))?;
     tar.finish(layout, comment)
 }
 
@@ -93,7 +113,7 @@ enum Compression {
 /// Where the tar bytes go after the diff_id hash: straight into the blob, or through gzip.
 enum Encoder {
     Plain(BlobWriter),
-    Gzip(GzEncoder<BlobWriter>),
+    Gzip(Box<GzEncoder<BlobWriter>>),
 }
 
 impl Write for Encoder {
@@ -122,34 +142,58 @@ impl LayerTar {
         let (encoder, media_type) = match compression {
             Compression::None => (Encoder::Plain(blob), MEDIA_LAYER_TAR),
             // Level 6 as gzip's default: small files are mostly text and code.
-            Compression::Gzip => (Encoder::Gzip(GzEncoder::new(blob, flate2::Compression::new(6))), MEDIA_LAYER_GZIP),
+            Compression::Gzip => (
+                Encoder::Gzip(Box::new(GzEncoder::new(blob, flate2::Compression::new(6)))),
+                MEDIA_LAYER_GZIP,
+            ),
         };
         let mut builder = tar::Builder::new(HashingWriter::new(encoder));
         builder.mode(tar::HeaderMode::Deterministic);
         builder.follow_symlinks(false);
-        Ok(LayerTar { builder, media_type })
+        Ok(LayerTar {
+            builder,
+            media_type,
+        })
     }
 
     fn append_dir(&mut self, path: &str, options: &LayerOptions) -> io::Result<()> {
         let mut header = header(tar::EntryType::Directory, 0o755, 0, options);
-        self.builder.append_data(&mut header, format!("{path}/"), io::empty())
+        self.builder
+            .append_data(&mut header, format!("{path}/"), io::empty())
     }
 
-    fn append_entry(&mut self, entry: &PayloadEntry, options: &LayerOptions) -> Result<(), LayerError> {
+    fn append_entry(
+        &mut self,
+        entry: &PayloadEntry,
+        options: &LayerOptions,
+    ) -> Result<(), LayerError> {
         let path = format!("{FILES_DIR}/{}", entry.rel);
-        let failed = |problem: String| LayerError::Source { path: entry.source.display().to_string(), problem };
+        let failed = |problem: String| LayerError::Source {
+            path: entry.source.display().to_string(),
+            problem,
+        };
         match &entry.kind {
-            EntryKind::Dir => self.append_dir(&path, options).map_err(|e| failed(e.to_string())),
+            EntryKind::Dir => self
+                .append_dir(&path, options)
+                .map_err(|e| failed(e.to_string())),
             EntryKind::Symlink { target } => {
                 let mut header = header(tar::EntryType::Symlink, 0o777, 0, options);
-                self.builder.append_link(&mut header, &path, target).map_err(|e| failed(e.to_string()))
+                self.builder
+                    .append_link(&mut header, &path, target)
+                    .map_err(|e| failed(e.to_string()))
             }
             EntryKind::File { size, executable } => {
-                let file = File::open(&entry.source).map_err(|e| failed(format!("cannot open: {e}")))?;
+                let file =
+                    File::open(&entry.source).map_err(|e| failed(format!("cannot open: {e}")))?;
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut header = header(tar::EntryType::Regular, mode, *size, options);
-                let mut counted = CountingReader { inner: file.take(*size), count: 0 };
-                self.builder.append_data(&mut header, &path, &mut counted).map_err(|e| failed(e.to_string()))?;
+                let mut counted = CountingReader {
+                    inner: file.take(*size),
+                    count: 0,
+                };
+                self.builder
+                    .append_data(&mut header, &path, &mut counted)
+                    .map_err(|e| failed(e.to_string()))?;
                 if counted.count != *size {
                     // The tar header already promised `size` bytes: the layer cannot be used.
                     return Err(failed(format!(
@@ -170,7 +214,11 @@ impl LayerTar {
             Encoder::Gzip(gz) => gz.finish().map_err(write_error(&comment))?,
         };
         let (digest, size) = layout.commit_blob(blob)?;
-        Ok(Layer { descriptor: Descriptor::new(self.media_type, digest, size), diff_id, comment })
+        Ok(Layer {
+            descriptor: Descriptor::new(self.media_type, digest, size),
+            diff_id,
+            comment,
+        })
     }
 }
 
@@ -186,7 +234,10 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, options: &LayerOptions) ->
 }
 
 fn write_error(layer: &str) -> impl FnOnce(io::Error) -> LayerError + '_ {
-    move |source| LayerError::Write { layer: layer.to_string(), source }
+    move |source| LayerError::Write {
+        layer: layer.to_string(),
+        source,
+    }
 }
 
 struct CountingReader<R> {

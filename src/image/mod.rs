@@ -8,8 +8,8 @@ use crate::base::BaseImage;
 use crate::model::payload::Payload;
 use crate::registry::store::{Layout, StoreError};
 use layer::{Layer, LayerError, LayerOptions};
-use oci::{Descriptor, Manifest, MEDIA_CONFIG, MEDIA_MANIFEST};
-use serde_json::{json, Map, Value};
+use oci::{Descriptor, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
+use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
 /// What the image says about the model (labels, annotations).
@@ -54,17 +54,27 @@ pub fn build_image(
     layout: &Layout,
     log: &mut dyn FnMut(String),
 ) -> Result<BuiltImage, ImageError> {
-    let options = LayerOptions { mtime: meta.created, ..LayerOptions::default() };
+    let options = LayerOptions {
+        mtime: meta.created,
+        ..LayerOptions::default()
+    };
     if let Some(source) = &base.layout {
         for descriptor in &base.layers {
             layout.import_blob(source, &descriptor.digest)?;
         }
-        log(format!("base {}: {} layers reused", base.reference, base.layers.len()));
+        log(format!(
+            "base {}: {} layers reused",
+            base.reference,
+            base.layers.len()
+        ));
     }
     let mut layers = layer::write_payload_layers(payload, layout, &options)?;
     layers.push(layer::write_contract_layer(contract, layout, &options)?);
     for layer in &layers {
-        log(format!("layer {} ({} bytes): {}", layer.descriptor.digest, layer.descriptor.size, layer.comment));
+        log(format!(
+            "layer {} ({} bytes): {}",
+            layer.descriptor.digest, layer.descriptor.size, layer.comment
+        ));
     }
 
     let config = model_config(&base.config, &layers, meta);
@@ -84,7 +94,9 @@ pub fn build_image(
     };
     let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest always serialises");
     let (manifest_digest, manifest_size) = layout.put_blob(&manifest_bytes)?;
-    log(format!("manifest {manifest_digest}, config {config_digest}"));
+    log(format!(
+        "manifest {manifest_digest}, config {config_digest}"
+    ));
     let size = config_size + manifest_size + all_layers.iter().map(|l| l.size).sum::<u64>();
     Ok(BuiltImage {
         manifest: Descriptor::new(MEDIA_MANIFEST, manifest_digest, manifest_size),
@@ -103,19 +115,43 @@ pub fn model_config(base: &Value, layers: &[Layer], meta: &ImageMeta) -> Value {
     config.entry("architecture").or_insert(json!("amd64"));
     config.entry("os").or_insert(json!("linux"));
 
-    let mut rootfs = config.get("rootfs").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut rootfs = config
+        .get("rootfs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     rootfs.insert("type".into(), json!("layers"));
-    let mut diff_ids = rootfs.get("diff_ids").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut diff_ids = rootfs
+        .get("diff_ids")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     diff_ids.extend(layers.iter().map(|l| json!(l.diff_id)));
     rootfs.insert("diff_ids".into(), Value::Array(diff_ids));
     config.insert("rootfs".into(), Value::Object(rootfs));
 
-    let mut history = config.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
-    history.extend(layers.iter().map(|l| json!({"created": created, "created_by": format!("mlambda: {}", l.comment)})));
+    let mut history = config
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    history.extend(
+        layers
+            .iter()
+            .map(|l| json!({"created": created, "created_by": format!("mlambda: {}", l.comment)})),
+    );
     config.insert("history".into(), Value::Array(history));
 
-    let mut runtime = config.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
-    let mut labels: Map<String, Value> = runtime.get("Labels").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut runtime = config
+        .get("config")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut labels: Map<String, Value> = runtime
+        .get("Labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     labels.insert("MODEL_NAME".into(), json!(meta.name));
     labels.insert("MODEL_TYPE".into(), json!(meta.model_type));
     if let Some(version) = &meta.version {
@@ -130,16 +166,28 @@ fn annotations(meta: &ImageMeta, base: &BaseImage) -> BTreeMap<String, String> {
     // The user's metadata first, so the standard keys below always say what mlambda built.
     let mut out = meta.metadata.clone();
     out.insert("org.opencontainers.image.title".into(), meta.name.clone());
-    out.insert("org.opencontainers.image.created".into(), oci::rfc3339(meta.created));
+    out.insert(
+        "org.opencontainers.image.created".into(),
+        oci::rfc3339(meta.created),
+    );
     if let Some(version) = &meta.version {
         out.insert("org.opencontainers.image.version".into(), version.clone());
     }
     if let Some(description) = &meta.description {
-        out.insert("org.opencontainers.image.description".into(), description.clone());
+        out.insert(
+            "org.opencontainers.image.description".into(),
+            description.clone(),
+        );
     }
     if let Some(digest) = &base.manifest_digest {
-        out.insert("org.opencontainers.image.base.digest".into(), digest.clone());
-        out.insert("org.opencontainers.image.base.name".into(), base.reference.clone());
+        out.insert(
+            "org.opencontainers.image.base.digest".into(),
+            digest.clone(),
+        );
+        out.insert(
+            "org.opencontainers.image.base.name".into(),
+            base.reference.clone(),
+        );
     }
     out
 }

@@ -68,7 +68,12 @@ pub struct Index {
 
 impl Default for Index {
     fn default() -> Self {
-        Index { schema_version: 2, media_type: Some(MEDIA_INDEX.into()), manifests: Vec::new(), annotations: BTreeMap::new() }
+        Index {
+            schema_version: 2,
+            media_type: Some(MEDIA_INDEX.into()),
+            manifests: Vec::new(),
+            annotations: BTreeMap::new(),
+        }
     }
 }
 
@@ -85,7 +90,9 @@ impl Descriptor {
     }
 
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations.get(ANNOTATION_REF_NAME).map(String::as_str)
+        self.annotations
+            .get(ANNOTATION_REF_NAME)
+            .map(String::as_str)
     }
 }
 

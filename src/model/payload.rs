@@ -9,7 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Files of the folder that describe the model rather than belong to it.
-pub const CONTRACT_FILES: &[&str] = &["serving.yaml", "serving.yml", "contract.prototxt", "contract.protobin"];
+pub const CONTRACT_FILES: &[&str] = &[
+    "serving.yaml",
+    "serving.yml",
+    "contract.prototxt",
+    "contract.protobin",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
@@ -44,7 +49,11 @@ pub struct RequestedEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     #[error("{location}payload entry '{entry}' {problem}")]
-    Entry { location: String, entry: String, problem: String },
+    Entry {
+        location: String,
+        entry: String,
+        problem: String,
+    },
     #[error("{path}: {problem}")]
     File { path: PathBuf, problem: String },
 }
@@ -63,7 +72,10 @@ impl Payload {
 
 /// Resolves the payload of `dir`: the listed entries, or by default every file except the
 /// description files (serving.yaml, contract files) and hidden files.
-pub fn resolve_payload(dir: &Path, requested: Option<&[RequestedEntry]>) -> Result<Payload, PayloadError> {
+pub fn resolve_payload(
+    dir: &Path,
+    requested: Option<&[RequestedEntry]>,
+) -> Result<Payload, PayloadError> {
     let root = fs::canonicalize(dir).map_err(|e| PayloadError::File {
         path: dir.to_path_buf(),
         problem: format!("cannot open the model folder: {e}"),
@@ -100,7 +112,10 @@ pub fn resolve_payload(dir: &Path, requested: Option<&[RequestedEntry]>) -> Resu
         }
     }
     add_parents(&mut found);
-    Ok(Payload { entries: found.into_values().collect(), warnings })
+    Ok(Payload {
+        entries: found.into_values().collect(),
+        warnings,
+    })
 }
 
 fn check_entry_path(entry: &RequestedEntry) -> Result<PathBuf, PayloadError> {
@@ -111,7 +126,9 @@ fn check_entry_path(entry: &RequestedEntry) -> Result<PathBuf, PayloadError> {
     };
     let trimmed = entry.path.trim_end_matches('/');
     if trimmed.is_empty() || trimmed == "." {
-        return Err(fail("is empty; list files or folders inside the model folder"));
+        return Err(fail(
+            "is empty; list files or folders inside the model folder",
+        ));
     }
     let path = Path::new(trimmed);
     let mut clean = PathBuf::new();
@@ -120,10 +137,14 @@ fn check_entry_path(entry: &RequestedEntry) -> Result<PathBuf, PayloadError> {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
             Component::ParentDir => {
-                return Err(fail("leaves the model folder ('..'); payload paths are relative to the folder"));
+                return Err(fail(
+                    "leaves the model folder ('..'); payload paths are relative to the folder",
+                ));
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(fail("is an absolute path; payload paths are relative to the model folder"));
+                return Err(fail(
+                    "is an absolute path; payload paths are relative to the model folder",
+                ));
             }
         }
     }
@@ -131,16 +152,25 @@ fn check_entry_path(entry: &RequestedEntry) -> Result<PathBuf, PayloadError> {
 }
 
 /// Adds `path` (a file, a symlink, or a folder and everything below it) to `found`.
-fn add_tree(root: &Path, path: &Path, found: &mut BTreeMap<String, PayloadEntry>) -> Result<(), PayloadError> {
+fn add_tree(
+    root: &Path,
+    path: &Path,
+    found: &mut BTreeMap<String, PayloadEntry>,
+) -> Result<(), PayloadError> {
     let rel = relative_name(root, path)?;
     let meta = fs::symlink_metadata(path).map_err(|e| io_problem(path, "cannot read", e))?;
     let file_type = meta.file_type();
     let kind = if file_type.is_symlink() {
-        EntryKind::Symlink { target: inside_link_target(root, path)? }
+        EntryKind::Symlink {
+            target: inside_link_target(root, path)?,
+        }
     } else if file_type.is_dir() {
         EntryKind::Dir
     } else if file_type.is_file() {
-        EntryKind::File { size: meta.len(), executable: meta.permissions().mode() & 0o111 != 0 }
+        EntryKind::File {
+            size: meta.len(),
+            executable: meta.permissions().mode() & 0o111 != 0,
+        }
     } else {
         return Err(PayloadError::File {
             path: path.to_path_buf(),
@@ -149,7 +179,14 @@ fn add_tree(root: &Path, path: &Path, found: &mut BTreeMap<String, PayloadEntry>
         });
     };
     let is_dir = kind == EntryKind::Dir;
-    found.insert(rel.clone(), PayloadEntry { rel, source: path.to_path_buf(), kind });
+    found.insert(
+        rel.clone(),
+        PayloadEntry {
+            rel,
+            source: path.to_path_buf(),
+            kind,
+        },
+    );
     if is_dir {
         for item in read_dir_sorted(path)? {
             if item.file_name().to_string_lossy().starts_with('.') {
@@ -178,7 +215,10 @@ fn inside_link_target(root: &Path, link: &Path) -> Result<String, PayloadError> 
     // Resolve lexically: the target may not exist yet on this machine, and the image only
     // needs the link to stay inside /model/files.
     let parent = link.parent().unwrap_or(root);
-    let mut resolved = parent.strip_prefix(root).map_err(|_| outside())?.to_path_buf();
+    let mut resolved = parent
+        .strip_prefix(root)
+        .map_err(|_| outside())?
+        .to_path_buf();
     for component in target.components() {
         match component {
             Component::Normal(part) => resolved.push(part),
@@ -191,15 +231,18 @@ fn inside_link_target(root: &Path, link: &Path) -> Result<String, PayloadError> 
             _ => return Err(outside()),
         }
     }
-    if let Ok(real) = fs::canonicalize(link) {
-        if !real.starts_with(root) {
-            return Err(outside());
-        }
+    if let Ok(real) = fs::canonicalize(link)
+        && !real.starts_with(root)
+    {
+        return Err(outside());
     }
-    target.to_str().map(str::to_string).ok_or_else(|| PayloadError::File {
-        path: link.to_path_buf(),
-        problem: "has a target that is not valid UTF-8".into(),
-    })
+    target
+        .to_str()
+        .map(str::to_string)
+        .ok_or_else(|| PayloadError::File {
+            path: link.to_path_buf(),
+            problem: "has a target that is not valid UTF-8".into(),
+        })
 }
 
 fn add_parents(found: &mut BTreeMap<String, PayloadEntry>) {
@@ -218,7 +261,11 @@ fn add_parents(found: &mut BTreeMap<String, PayloadEntry>) {
         })
         .collect();
     for (rel, source) in parents {
-        found.entry(rel.clone()).or_insert(PayloadEntry { rel, source, kind: EntryKind::Dir });
+        found.entry(rel.clone()).or_insert(PayloadEntry {
+            rel,
+            source,
+            kind: EntryKind::Dir,
+        });
     }
 }
 
@@ -228,10 +275,12 @@ fn relative_name(root: &Path, path: &Path) -> Result<String, PayloadError> {
         problem: "is outside the model folder".into(),
     })?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    parts.map(|p| p.join("/")).ok_or_else(|| PayloadError::File {
-        path: path.to_path_buf(),
-        problem: "has a name that is not valid UTF-8; rename it".into(),
-    })
+    parts
+        .map(|p| p.join("/"))
+        .ok_or_else(|| PayloadError::File {
+            path: path.to_path_buf(),
+            problem: "has a name that is not valid UTF-8; rename it".into(),
+        })
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, PayloadError> {
@@ -243,7 +292,10 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>, PayloadError> {
 }
 
 fn io_problem(path: &Path, what: &str, error: std::io::Error) -> PayloadError {
-    PayloadError::File { path: path.to_path_buf(), problem: format!("{what}: {error}") }
+    PayloadError::File {
+        path: path.to_path_buf(),
+        problem: format!("{what}: {error}"),
+    }
 }
 
 #[cfg(test)]
@@ -266,14 +318,26 @@ mod tests {
     }
 
     fn entry(path: &str) -> RequestedEntry {
-        RequestedEntry { path: path.into(), location: "serving.yaml:3:5: ".into() }
+        RequestedEntry {
+            path: path.into(),
+            location: "serving.yaml:3:5: ".into(),
+        }
     }
 
     #[test]
     fn default_payload_skips_description_and_hidden_files() {
         let dir = folder();
         let payload = resolve_payload(dir.path(), None).unwrap();
-        assert_eq!(names(&payload), ["requirements.txt", "src", "src/func_main.py", "src/pkg", "src/pkg/a.py"]);
+        assert_eq!(
+            names(&payload),
+            [
+                "requirements.txt",
+                "src",
+                "src/func_main.py",
+                "src/pkg",
+                "src/pkg/a.py"
+            ]
+        );
     }
 
     #[test]
@@ -287,10 +351,14 @@ mod tests {
     fn escaping_entries_are_refused_with_their_location() {
         let dir = folder();
         for bad in ["../x", "/etc/passwd", "src/../../x"] {
-            let err = resolve_payload(dir.path(), Some(&[entry(bad)])).unwrap_err().to_string();
+            let err = resolve_payload(dir.path(), Some(&[entry(bad)]))
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("serving.yaml:3:5: payload entry"), "{err}");
         }
-        let err = resolve_payload(dir.path(), Some(&[entry("nltk_data")])).unwrap_err().to_string();
+        let err = resolve_payload(dir.path(), Some(&[entry("nltk_data")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 
@@ -299,8 +367,17 @@ mod tests {
         let dir = folder();
         std::os::unix::fs::symlink("func_main.py", dir.path().join("src/link.py")).unwrap();
         let payload = resolve_payload(dir.path(), None).unwrap();
-        let link = payload.entries.iter().find(|e| e.rel == "src/link.py").unwrap();
-        assert_eq!(link.kind, EntryKind::Symlink { target: "func_main.py".into() });
+        let link = payload
+            .entries
+            .iter()
+            .find(|e| e.rel == "src/link.py")
+            .unwrap();
+        assert_eq!(
+            link.kind,
+            EntryKind::Symlink {
+                target: "func_main.py".into()
+            }
+        );
 
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join("src/out")).unwrap();
         let err = resolve_payload(dir.path(), None).unwrap_err().to_string();

@@ -2,10 +2,10 @@
 //! with the precedence of SPEC section 1: flags > serving.yaml > contract files > inference.
 
 use super::name::{normalize_model_name, validate_model_name};
-use super::payload::{resolve_payload, Payload, PayloadError, RequestedEntry};
-use super::serving::{parse_serving_yaml, read_contract_file, ServingError, ServingFile, Spanned};
+use super::payload::{Payload, PayloadError, RequestedEntry, resolve_payload};
+use super::serving::{ServingError, ServingFile, Spanned, parse_serving_yaml, read_contract_file};
 use crate::contract::{Contract, Signature};
-use crate::infer::{infer, InferError};
+use crate::infer::{InferError, infer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -43,8 +43,14 @@ pub enum ModelError {
     #[error(transparent)]
     Infer(#[from] InferError),
     #[error("{location}invalid model name '{name}': {problem}")]
-    Name { location: String, name: String, problem: String },
-    #[error("{dir}: no contract found: add a `contract:` section to serving.yaml (signatures with inputs and outputs), a contract.prototxt, or a model file mlambda can read the contract from (TensorFlow SavedModel, ONNX, …)")]
+    Name {
+        location: String,
+        name: String,
+        problem: String,
+    },
+    #[error(
+        "{dir}: no contract found: add a `contract:` section to serving.yaml (signatures with inputs and outputs), a contract.prototxt, or a model file mlambda can read the contract from (TensorFlow SavedModel, ONNX, …)"
+    )]
     NoContract { dir: String },
 }
 
@@ -53,7 +59,10 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
         return Err(ModelError::NoFolder(dir.to_path_buf()));
     }
     let mut notes = Vec::new();
-    let serving_path = ["serving.yaml", "serving.yml"].iter().map(|n| dir.join(n)).find(|p| p.is_file());
+    let serving_path = ["serving.yaml", "serving.yml"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file());
     let serving = match &serving_path {
         Some(path) => Some(parse_serving_yaml(path)?),
         None => None,
@@ -63,14 +72,23 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
     }
 
     let name = resolve_name(dir, overrides, serving.as_ref(), &mut notes)?;
-    let hint = overrides.model_type.clone().or_else(|| serving.as_ref().and_then(|s| s.model_type.as_ref()).map(|m| m.value.clone()));
+    let hint = overrides.model_type.clone().or_else(|| {
+        serving
+            .as_ref()
+            .and_then(|s| s.model_type.as_ref())
+            .map(|m| m.value.clone())
+    });
 
-    let (signatures, contract_source, inferred_type) = resolve_contract(dir, serving.as_ref(), hint.as_deref(), &mut notes)?;
+    let (signatures, contract_source, inferred_type) =
+        resolve_contract(dir, serving.as_ref(), hint.as_deref(), &mut notes)?;
     let model_type = match (hint, inferred_type) {
         (Some(given), _) => given,
         (None, Some(inferred)) => inferred,
         (None, None) => {
-            notes.push("no model-type given (serving.yaml `model-type:` or --model-type); using 'unknown'".into());
+            notes.push(
+                "no model-type given (serving.yaml `model-type:` or --model-type); using 'unknown'"
+                    .into(),
+            );
             "unknown".into()
         }
     };
@@ -79,7 +97,10 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
         s.payload.as_ref().map(|entries| {
             entries
                 .iter()
-                .map(|e| RequestedEntry { path: e.value.clone(), location: location(&s.path, e) })
+                .map(|e| RequestedEntry {
+                    path: e.value.clone(),
+                    location: location(&s.path, e),
+                })
                 .collect()
         })
     });
@@ -88,11 +109,17 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
 
     Ok(ModelSpec {
         dir: dir.to_path_buf(),
-        contract: Contract { model_name: name.clone(), signatures },
+        contract: Contract {
+            model_name: name.clone(),
+            signatures,
+        },
         name,
         model_type,
         description: serving.as_ref().and_then(|s| s.description.clone()),
-        metadata: serving.as_ref().map(|s| s.metadata.clone()).unwrap_or_default(),
+        metadata: serving
+            .as_ref()
+            .map(|s| s.metadata.clone())
+            .unwrap_or_default(),
         contract_source,
         payload,
         notes,
@@ -108,24 +135,40 @@ fn resolve_name(
     let checked = |name: &str, location: String| {
         validate_model_name(name)
             .map(|()| name.to_string())
-            .map_err(|problem| ModelError::Name { location, name: name.to_string(), problem })
+            .map_err(|problem| ModelError::Name {
+                location,
+                name: name.to_string(),
+                problem,
+            })
     };
     if let Some(name) = &overrides.name {
         return checked(name, "--name: ".into());
     }
-    if let Some(file) = serving {
-        if let Some(name) = &file.name {
-            return checked(&name.value, format!("{}name: ", location(&file.path, name)));
-        }
+    if let Some(file) = serving
+        && let Some(name) = &file.name
+    {
+        return checked(&name.value, format!("{}name: ", location(&file.path, name)));
     }
-    let folder = std::fs::canonicalize(dir)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
+    let folder = folder_name_for_model(dir);
     let name = normalize_model_name(&folder);
     checked(&name, format!("{}: ", dir.display()))?;
     notes.push(format!("no model name given; using '{name}' from the folder name (set `name:` in serving.yaml or --name)"));
     Ok(name)
+}
+
+/// The folder's name; for a TensorFlow Serving version folder (`my_model/00000123`), the
+/// name of the model folder above it.
+fn folder_name_for_model(dir: &Path) -> String {
+    let Ok(full) = std::fs::canonicalize(dir) else {
+        return String::new();
+    };
+    let name_of = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name_of(&full) {
+        Some(name) if name.bytes().all(|b| b.is_ascii_digit()) => {
+            full.parent().and_then(name_of).unwrap_or(name)
+        }
+        other => other.unwrap_or_default(),
+    }
 }
 
 fn resolve_contract(
@@ -134,10 +177,10 @@ fn resolve_contract(
     model_type_hint: Option<&str>,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Signature>, String, Option<String>), ModelError> {
-    if let Some(file) = serving {
-        if let Some(signatures) = &file.contract {
-            return Ok((signatures.clone(), file_name(&file.path), None));
-        }
+    if let Some(file) = serving
+        && let Some(signatures) = &file.contract
+    {
+        return Ok((signatures.clone(), file_name(&file.path), None));
     }
     if let Some((signatures, path)) = read_contract_file(dir)? {
         return Ok((signatures, file_name(&path), None));
@@ -145,14 +188,23 @@ fn resolve_contract(
     match infer(dir, model_type_hint)? {
         Some(inferred) => {
             notes.extend(inferred.warnings);
-            Ok((inferred.signatures, format!("inferred from {}", inferred.source), Some(inferred.model_type)))
+            Ok((
+                inferred.signatures,
+                format!("inferred from {}", inferred.source),
+                Some(inferred.model_type),
+            ))
         }
-        None => Err(ModelError::NoContract { dir: dir.display().to_string() }),
+        None => Err(ModelError::NoContract {
+            dir: dir.display().to_string(),
+        }),
     }
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// "serving.yaml:7:5: ", the prefix of a message about a value of the file.

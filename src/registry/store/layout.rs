@@ -5,8 +5,8 @@
 //! never leaves a half-written blob or index visible. In the local store, blobs live once in a
 //! shared pool and each repository holds hard links to them.
 
-use crate::digest::{is_sha256, HashingReader, HashingWriter};
-use crate::image::oci::{Descriptor, Index, ANNOTATION_REF_NAME};
+use crate::digest::{HashingReader, HashingWriter, is_sha256};
+use crate::image::oci::{ANNOTATION_REF_NAME, Descriptor, Index};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -18,17 +18,32 @@ const LAYOUT_CONTENT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {action}: {source}")]
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
     #[error("blob {digest} is not in {layout}")]
     MissingBlob { digest: String, layout: PathBuf },
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch { what: String, expected: String, actual: String },
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
 }
 
-pub(crate) fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { path: path.to_path_buf(), action, source }
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
 }
 
 /// Where a layout keeps what is not part of the layout itself.
@@ -60,13 +75,17 @@ impl Layout {
     }
 
     pub(crate) fn create_with(dir: &Path, house: Housekeeping) -> Result<Layout, StoreError> {
-        fs::create_dir_all(dir.join("blobs/sha256")).map_err(io_err(dir, "cannot create the layout"))?;
+        fs::create_dir_all(dir.join("blobs/sha256"))
+            .map_err(io_err(dir, "cannot create the layout"))?;
         fs::create_dir_all(&house.tmp).map_err(io_err(&house.tmp, "cannot create"))?;
         let marker = dir.join(LAYOUT_FILE);
         if !marker.exists() {
             write_atomically(&house.tmp, &marker, LAYOUT_CONTENT.as_bytes())?;
         }
-        Ok(Layout { dir: dir.to_path_buf(), house })
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+            house,
+        })
     }
 
     /// An existing layout, for reading (a base image, an earlier version).
@@ -77,12 +96,22 @@ impl Layout {
                 problem: "is not an OCI image layout (no oci-layout file)".into(),
             });
         }
-        let house = Housekeeping { tmp: dir.join(".mlambda-tmp"), lock: dir.join(".mlambda-lock"), pool: None };
-        Ok(Layout { dir: dir.to_path_buf(), house })
+        let house = Housekeeping {
+            tmp: dir.join(".mlambda-tmp"),
+            lock: dir.join(".mlambda-lock"),
+            pool: None,
+        };
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+            house,
+        })
     }
 
     pub(crate) fn open_with(dir: &Path, house: Housekeeping) -> Layout {
-        Layout { dir: dir.to_path_buf(), house }
+        Layout {
+            dir: dir.to_path_buf(),
+            house,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -99,7 +128,10 @@ impl Layout {
 
     pub fn open_blob(&self, digest: &str) -> Result<File, StoreError> {
         let path = self.blob_path(digest)?;
-        File::open(&path).map_err(|_| StoreError::MissingBlob { digest: digest.into(), layout: self.dir.clone() })
+        File::open(&path).map_err(|_| StoreError::MissingBlob {
+            digest: digest.into(),
+            layout: self.dir.clone(),
+        })
     }
 
     pub fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
@@ -110,11 +142,18 @@ impl Layout {
             .read_to_end(&mut bytes)
             .map_err(io_err(&path, "cannot read"))?;
         if bytes.len() as u64 > limit {
-            return Err(StoreError::Invalid { path, problem: format!("is larger than {limit} bytes") });
+            return Err(StoreError::Invalid {
+                path,
+                problem: format!("is larger than {limit} bytes"),
+            });
         }
         let actual = crate::digest::sha256_of(&bytes);
         if actual != digest {
-            return Err(StoreError::DigestMismatch { what: path.display().to_string(), expected: digest.into(), actual });
+            return Err(StoreError::DigestMismatch {
+                what: path.display().to_string(),
+                expected: digest.into(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -125,17 +164,23 @@ impl Layout {
             .prefix("blob-")
             .tempfile_in(&self.house.tmp)
             .map_err(io_err(&self.house.tmp, "cannot create a temporary file"))?;
-        Ok(BlobWriter { inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)) })
+        Ok(BlobWriter {
+            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+        })
     }
 
     /// Makes a finished blob visible under its digest (fsync, then rename or link).
     pub fn commit_blob(&self, writer: BlobWriter) -> Result<(String, u64), StoreError> {
         let (buffered, digest, size) = writer.inner.finish();
-        let file = buffered
-            .into_inner()
-            .map_err(|e| StoreError::Io { path: self.house.tmp.clone(), action: "cannot write", source: e.into_error() })?;
+        let file = buffered.into_inner().map_err(|e| StoreError::Io {
+            path: self.house.tmp.clone(),
+            action: "cannot write",
+            source: e.into_error(),
+        })?;
         if !self.has_blob(&digest) {
-            file.as_file().sync_all().map_err(io_err(file.path(), "cannot fsync"))?;
+            file.as_file()
+                .sync_all()
+                .map_err(io_err(file.path(), "cannot fsync"))?;
             self.place(file, &digest)?;
         }
         Ok((digest, size))
@@ -143,7 +188,9 @@ impl Layout {
 
     pub fn put_blob(&self, bytes: &[u8]) -> Result<(String, u64), StoreError> {
         let mut writer = self.blob_writer()?;
-        writer.write_all(bytes).map_err(io_err(&self.house.tmp, "cannot write"))?;
+        writer
+            .write_all(bytes)
+            .map_err(io_err(&self.house.tmp, "cannot write"))?;
         self.commit_blob(writer)
     }
 
@@ -165,7 +212,11 @@ impl Layout {
         io::copy(&mut reader, &mut writer).map_err(io_err(&source, "cannot copy"))?;
         let (actual, _) = reader.finish();
         if actual != digest {
-            return Err(StoreError::DigestMismatch { what: source.display().to_string(), expected: digest.into(), actual });
+            return Err(StoreError::DigestMismatch {
+                what: source.display().to_string(),
+                expected: digest.into(),
+                actual,
+            });
         }
         self.commit_blob(writer).map(|_| ())
     }
@@ -187,10 +238,16 @@ impl Layout {
     pub fn read_index(&self) -> Result<Index, StoreError> {
         let path = self.dir.join("index.json");
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Invalid { path, problem: format!("is not a valid OCI index: {e}") }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid {
+                path,
+                problem: format!("is not a valid OCI index: {e}"),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::default()),
-            Err(e) => Err(StoreError::Io { path, action: "cannot read", source: e }),
+            Err(e) => Err(StoreError::Io {
+                path,
+                action: "cannot read",
+                source: e,
+            }),
         }
     }
 
@@ -199,7 +256,9 @@ impl Layout {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         index.manifests.retain(|m| m.ref_name() != Some(tag));
-        manifest.annotations.insert(ANNOTATION_REF_NAME.into(), tag.into());
+        manifest
+            .annotations
+            .insert(ANNOTATION_REF_NAME.into(), tag.into());
         index.manifests.push(manifest);
         self.write_index(&index)
     }
@@ -213,19 +272,32 @@ impl Layout {
     pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor, StoreError> {
         let index = self.read_index()?;
         let found: Vec<&Descriptor> = match tag {
-            Some(tag) => index.manifests.iter().filter(|m| m.ref_name() == Some(tag)).collect(),
+            Some(tag) => index
+                .manifests
+                .iter()
+                .filter(|m| m.ref_name() == Some(tag))
+                .collect(),
             None => index.manifests.iter().collect(),
         };
         match (found.as_slice(), tag) {
             ([one], _) => Ok((*one).clone()),
             ([], Some(tag)) => Err(StoreError::Invalid {
                 path: self.dir.clone(),
-                problem: format!("has no image tagged '{tag}' (tags: {})", tags_of(&index).join(", ")),
+                problem: format!(
+                    "has no image tagged '{tag}' (tags: {})",
+                    tags_of(&index).join(", ")
+                ),
             }),
-            ([], None) => Err(StoreError::Invalid { path: self.dir.clone(), problem: "holds no image".into() }),
+            ([], None) => Err(StoreError::Invalid {
+                path: self.dir.clone(),
+                problem: "holds no image".into(),
+            }),
             (_, _) => Err(StoreError::Invalid {
                 path: self.dir.clone(),
-                problem: format!("holds several images; name one with :TAG (tags: {})", tags_of(&index).join(", ")),
+                problem: format!(
+                    "holds several images; name one with :TAG (tags: {})",
+                    tags_of(&index).join(", ")
+                ),
             }),
         }
     }
@@ -240,13 +312,18 @@ impl Layout {
             .write(true)
             .open(&self.house.lock)
             .map_err(io_err(&self.house.lock, "cannot open the lock file"))?;
-        file.lock().map_err(io_err(&self.house.lock, "cannot lock"))?;
+        file.lock()
+            .map_err(io_err(&self.house.lock, "cannot lock"))?;
         Ok(file)
     }
 }
 
 fn tags_of(index: &Index) -> Vec<String> {
-    index.manifests.iter().filter_map(|m| m.ref_name().map(str::to_string)).collect()
+    index
+        .manifests
+        .iter()
+        .filter_map(|m| m.ref_name().map(str::to_string))
+        .collect()
 }
 
 pub struct BlobWriter {
@@ -264,7 +341,10 @@ impl Write for BlobWriter {
 
 pub(crate) fn blob_path_in(dir: &Path, digest: &str) -> Result<PathBuf, StoreError> {
     if !is_sha256(digest) {
-        return Err(StoreError::Invalid { path: dir.to_path_buf(), problem: format!("'{digest}' is not a sha256 digest") });
+        return Err(StoreError::Invalid {
+            path: dir.to_path_buf(),
+            problem: format!("'{digest}' is not a sha256 digest"),
+        });
     }
     Ok(dir.join("blobs/sha256").join(&digest["sha256:".len()..]))
 }
@@ -277,7 +357,11 @@ fn persist(file: tempfile::NamedTempFile, target: &Path) -> Result<(), StoreErro
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent).map_err(io_err(parent, "cannot create"))?;
     }
-    file.persist(target).map_err(|e| StoreError::Io { path: target.to_path_buf(), action: "cannot rename into place", source: e.error })?;
+    file.persist(target).map_err(|e| StoreError::Io {
+        path: target.to_path_buf(),
+        action: "cannot rename into place",
+        source: e.error,
+    })?;
     sync_parent(target)
 }
 
@@ -290,10 +374,16 @@ fn link_or_copy(from: &Path, to: &Path, tmp: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(_) => {
             // Hard links can be refused (another filesystem, a FUSE mount): keep one more copy.
-            let mut copy = tempfile::NamedTempFile::new_in(tmp).map_err(io_err(tmp, "cannot create a temporary file"))?;
-            io::copy(&mut File::open(from).map_err(io_err(from, "cannot open"))?, &mut copy)
-                .map_err(io_err(from, "cannot copy"))?;
-            copy.as_file().sync_all().map_err(io_err(to, "cannot fsync"))?;
+            let mut copy = tempfile::NamedTempFile::new_in(tmp)
+                .map_err(io_err(tmp, "cannot create a temporary file"))?;
+            io::copy(
+                &mut File::open(from).map_err(io_err(from, "cannot open"))?,
+                &mut copy,
+            )
+            .map_err(io_err(from, "cannot copy"))?;
+            copy.as_file()
+                .sync_all()
+                .map_err(io_err(to, "cannot fsync"))?;
             persist(copy, to)
         }
     }
@@ -302,15 +392,21 @@ fn link_or_copy(from: &Path, to: &Path, tmp: &Path) -> Result<(), StoreError> {
 /// Replaces `target` with `bytes` so that readers see the old or the new content, never a mix.
 pub(crate) fn write_atomically(tmp: &Path, target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fs::create_dir_all(tmp).map_err(io_err(tmp, "cannot create"))?;
-    let mut file = tempfile::NamedTempFile::new_in(tmp).map_err(io_err(tmp, "cannot create a temporary file"))?;
-    file.write_all(bytes).map_err(io_err(target, "cannot write"))?;
-    file.as_file().sync_all().map_err(io_err(target, "cannot fsync"))?;
+    let mut file = tempfile::NamedTempFile::new_in(tmp)
+        .map_err(io_err(tmp, "cannot create a temporary file"))?;
+    file.write_all(bytes)
+        .map_err(io_err(target, "cannot write"))?;
+    file.as_file()
+        .sync_all()
+        .map_err(io_err(target, "cannot fsync"))?;
     persist(file, target)
 }
 
 fn sync_parent(path: &Path) -> Result<(), StoreError> {
     if let Some(parent) = path.parent() {
-        File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent, "cannot fsync the folder"))?;
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(parent, "cannot fsync the folder"))?;
     }
     Ok(())
 }

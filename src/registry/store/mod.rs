@@ -12,7 +12,7 @@
 mod layout;
 
 pub use layout::{BlobWriter, Layout, StoreError};
-use layout::{io_err, Housekeeping};
+use layout::{Housekeeping, io_err};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -26,7 +26,9 @@ impl Store {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir, "cannot create the store"))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -35,7 +37,10 @@ impl Store {
 
     /// The layout of `repository` (a checked name such as `team/model`), created when missing.
     pub fn repository(&self, repository: &str) -> Result<Layout, StoreError> {
-        check_repository(repository).map_err(|problem| StoreError::Invalid { path: self.root.clone(), problem })?;
+        check_repository(repository).map_err(|problem| StoreError::Invalid {
+            path: self.root.clone(),
+            problem,
+        })?;
         Layout::create_with(&self.root.join(repository), self.housekeeping(repository))
     }
 
@@ -43,13 +48,18 @@ impl Store {
     pub fn existing_repository(&self, repository: &str) -> Option<Layout> {
         check_repository(repository).ok()?;
         let dir = self.root.join(repository);
-        dir.join("oci-layout").is_file().then(|| Layout::open_with(&dir, self.housekeeping(repository)))
+        dir.join("oci-layout")
+            .is_file()
+            .then(|| Layout::open_with(&dir, self.housekeeping(repository)))
     }
 
     fn housekeeping(&self, repository: &str) -> Housekeeping {
         Housekeeping {
             tmp: self.root.join("_tmp"),
-            lock: self.root.join("_locks").join(format!("{}.lock", repository.replace('/', "%"))),
+            lock: self
+                .root
+                .join("_locks")
+                .join(format!("{}.lock", repository.replace('/', "%"))),
             pool: Some(self.root.join("_blobs")),
         }
     }
@@ -84,7 +94,13 @@ fn component_ok(component: &str) -> bool {
         }
         match bytes[i] {
             b'.' => i += 1,
-            b'_' => i += if bytes.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            b'_' => {
+                i += if bytes.get(i + 1) == Some(&b'_') {
+                    2
+                } else {
+                    1
+                }
+            }
             b'-' => {
                 while bytes.get(i) == Some(&b'-') {
                     i += 1;
@@ -105,7 +121,9 @@ mod tests {
         for ok in ["model", "team/model", "a.b_c-d", "a__b", "a--b", "x1/y2/z3"] {
             assert!(check_repository(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Model", "../x", "a/../b", "_blobs", "a/", "/a", "a..b", "-a", "a b", "a._b"] {
+        for bad in [
+            "", "Model", "../x", "a/../b", "_blobs", "a/", "/a", "a..b", "-a", "a b", "a._b",
+        ] {
             assert!(check_repository(bad).is_err(), "{bad}");
         }
     }
@@ -123,8 +141,15 @@ mod tests {
         assert_eq!(size, 7);
         let (again, _) = two.put_blob(b"weights").unwrap();
         assert_eq!(again, digest);
-        let inode = |l: &Layout| std::fs::metadata(l.blob_path(&digest).unwrap()).unwrap().ino();
+        let inode = |l: &Layout| {
+            std::fs::metadata(l.blob_path(&digest).unwrap())
+                .unwrap()
+                .ino()
+        };
         assert_eq!(inode(&one), inode(&two));
-        assert_eq!(std::fs::read_dir(dir.path().join("_tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("_tmp")).unwrap().count(),
+            0
+        );
     }
 }

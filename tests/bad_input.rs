@@ -1,0 +1,189 @@
+//! Bad model folders: every one fails with a non-zero exit and a message that names the file,
+//! the line and column, and the key; nothing is recorded and nothing is written to the store.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const GOOD: &str = "kind: Model
+name: example_tokenizer_model
+model-type: python:3.6
+payload:
+  - src/
+contract:
+  tokenize:
+    inputs:
+      input_text:
+        shape: [-1, 1]
+        type: string
+        profile: text
+    outputs:
+      output_text:
+        shape: [-1, 1]
+        type: string
+        profile: text
+";
+
+/// Uploads a copy of the tokenizer whose serving.yaml is `GOOD` with `from` replaced by `to`;
+/// returns stderr.
+fn upload_with(from: &str, to: &str, prepare: impl FnOnce(&Path)) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    let home = tempfile::tempdir().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    copy_tree(&example_dir(), folder.path());
+    std::fs::write(
+        folder.path().join("serving.yaml"),
+        GOOD.replacen(from, to, 1),
+    )
+    .unwrap();
+    prepare(folder.path());
+    let stderr = run_fail(mlambda(home.path()).arg("upload").arg(folder.path()));
+    assert!(
+        !home
+            .path()
+            .join("registry/example_tokenizer_model")
+            .exists(),
+        "nothing may reach the store"
+    );
+    let models = run_ok(mlambda(home.path()).args(["models", "--json"]));
+    assert_eq!(
+        json_of(&models),
+        serde_json::json!([]),
+        "nothing may be recorded"
+    );
+    stderr
+}
+
+fn assert_names(stderr: &str, location: &str, key: &str, what: &str) {
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("serving.yaml:"), "no file in: {stderr}");
+    assert!(first.contains(location), "no {location} in: {stderr}");
+    assert!(first.contains(key), "no key {key} in: {stderr}");
+    assert!(stderr.contains(what), "no '{what}' in: {stderr}");
+}
+
+#[test]
+fn malformed_yaml() {
+    let stderr = upload_with(
+        "        shape: [-1, 1]\n",
+        "        shape: [-1, 1\n",
+        |_| {},
+    );
+    assert!(
+        stderr.contains("serving.yaml:") && stderr.contains(':'),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_type_with_a_suggestion() {
+    let stderr = upload_with("type: string", "type: strnig", |_| {});
+    assert_names(
+        &stderr,
+        ":11:15",
+        "contract.tokenize.inputs.input_text.type",
+        "did you mean 'string'",
+    );
+}
+
+#[test]
+fn shapes_that_are_not_sizes() {
+    for (bad, what) in [("[0, 1]", "0"), ("[-2, 1]", "-2"), ("[\"a\", 1]", "a")] {
+        let stderr = upload_with("shape: [-1, 1]", &format!("shape: {bad}"), |_| {});
+        assert_names(
+            &stderr,
+            ":10:",
+            "contract.tokenize.inputs.input_text.shape",
+            what,
+        );
+    }
+}
+
+#[test]
+fn unknown_profile() {
+    let stderr = upload_with("profile: text", "profile: txt", |_| {});
+    assert_names(
+        &stderr,
+        ":12:18",
+        "contract.tokenize.inputs.input_text.profile",
+        "txt",
+    );
+}
+
+#[test]
+fn another_kind() {
+    let stderr = upload_with("kind: Model", "kind: Application", |_| {});
+    assert_names(&stderr, ":1:7", "kind", "Application");
+}
+
+#[test]
+fn duplicate_field() {
+    let stderr = upload_with(
+        "    outputs:\n",
+        "      input_text:\n        type: string\n    outputs:\n",
+        |_| {},
+    );
+    assert_names(
+        &stderr,
+        ":13:7",
+        "contract.tokenize.inputs",
+        "duplicate field 'input_text'",
+    );
+}
+
+#[test]
+fn missing_payload_entry() {
+    let stderr = upload_with("  - src/\n", "  - src/\n  - nltk_data\n", |_| {});
+    assert_names(
+        &stderr,
+        ":6:5",
+        "payload entry 'nltk_data'",
+        "does not exist",
+    );
+}
+
+#[test]
+fn payload_escaping_the_folder() {
+    for bad in ["../x", "/etc/passwd"] {
+        let stderr = upload_with("  - src/\n", &format!("  - src/\n  - {bad}\n"), |_| {});
+        assert_names(
+            &stderr,
+            ":6:5",
+            &format!("payload entry '{bad}'"),
+            "model folder",
+        );
+    }
+    let stderr = upload_with("  - src/\n", "  - src/\n", |folder| {
+        std::os::unix::fs::symlink("/etc/passwd", folder.join("src/passwd")).unwrap();
+    });
+    assert!(
+        stderr.contains("src/passwd") && stderr.contains("outside the model folder"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_model_name() {
+    let stderr = upload_with(
+        "name: example_tokenizer_model",
+        "name: Example Tokenizer!",
+        |_| {},
+    );
+    assert_names(
+        &stderr,
+        ":2:7",
+        "name",
+        "invalid model name 'Example Tokenizer!'",
+    );
+}
+
+#[test]
+fn a_missing_folder() {
+    let home = tempfile::tempdir().unwrap();
+    let stderr = run_fail(mlambda(home.path()).args(["upload", "/no/such/model"]));
+    assert!(
+        stderr.contains("/no/such/model") && stderr.contains("no such model folder"),
+        "{stderr}"
+    );
+}
