@@ -70,11 +70,15 @@ pub fn choose_base(
     store: &Store,
     choice: Option<&BaseChoice>,
     model_type: &str,
+    log: &mut dyn FnMut(Event),
 ) -> Result<(BaseImage, Option<String>), PipelineError> {
     match choice {
         Some(choice) => Ok((base::open(choice)?, None)),
         None => {
-            let (base, note) = base::for_model_type(store, model_type)?;
+            let created = source_date_epoch()?;
+            let (base, note) = base::for_model_type(store, model_type, created, &mut |line| {
+                log(Event::Step(line))
+            })?;
             Ok((base, Some(note)))
         }
     }
@@ -160,7 +164,7 @@ pub fn upload_to_store(
     };
     let result = (|| {
         catalog.set_running(&spec.name, version)?;
-        let (base, note) = choose_base(store, base_choice, &spec.model_type)?;
+        let (base, note) = choose_base(store, base_choice, &spec.model_type, &mut build_log)?;
         if let Some(note) = note {
             build_log(Event::Note(note));
         }

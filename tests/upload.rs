@@ -16,12 +16,12 @@ fn two_uploads_give_versions_one_and_two_that_third_party_tools_read() {
     let home = tempfile::tempdir().unwrap();
     let first = json_of(&run_ok(
         mlambda(home.path())
-            .args(["upload", "--json"])
+            .args(["upload", "--json", "--base", "scratch"])
             .arg(example_dir()),
     ));
     let second = json_of(&run_ok(
         mlambda(home.path())
-            .args(["upload", "--json"])
+            .args(["upload", "--json", "--base", "scratch"])
             .arg(example_dir()),
     ));
     assert_eq!(first["name"], "example_tokenizer_model");
@@ -167,7 +167,7 @@ fn a_registry_file_url_writes_to_that_folder() {
     let url = format!("file:{}", target.path().display());
     let out = json_of(&run_ok(
         mlambda(home.path())
-            .args(["upload", "--json", "--registry", &url])
+            .args(["upload", "--json", "--base", "scratch", "--registry", &url])
             .arg(example_dir()),
     ));
     assert_eq!(
@@ -191,10 +191,15 @@ fn a_registry_file_url_writes_to_that_folder() {
 #[test]
 fn the_base_image_is_chosen_plainly() {
     let home = tempfile::tempdir().unwrap();
-    let out = run_ok(mlambda(home.path()).args(["upload"]).arg(example_dir()));
+    let out = run_ok(
+        mlambda(home.path())
+            .args(["upload", "--model-type", "cobol:85"])
+            .arg(example_dir()),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("runtime 'python-3.11'") && stderr.contains("building on scratch"),
+        stderr.contains("no runtime in base-images/ serves model-type 'cobol:85'")
+            && stderr.contains("building on scratch"),
         "{stderr}"
     );
     let show = json_of(&run_ok(mlambda(home.path()).args([

@@ -1,6 +1,15 @@
 //! Where the image's lower layers come from: scratch, a local OCI layout, or the runtime the
 //! catalogue in `base-images/` names for the model-type.
 
+mod assemble;
+mod catalogue;
+mod debian;
+mod import;
+
+pub use assemble::{AssembleError, build_runtime};
+pub use catalogue::{RUNTIME_FILES, Runtime, catalogue, glob_match, runtime, runtime_for};
+pub use import::{ImportError, ImportSource, import_base};
+
 use crate::image::oci::{self, Descriptor, Index, Manifest};
 use crate::registry::store::{Layout, Store, StoreError};
 use serde_json::{Value, json};
@@ -13,7 +22,6 @@ pub fn runtime_repository(runtime: &str) -> String {
 pub const RUNTIME_TAG: &str = "latest";
 
 const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;
-const CATALOGUE: &str = include_str!("../../base-images/catalog.yaml");
 
 #[derive(Debug, Clone)]
 pub struct BaseImage {
@@ -29,6 +37,8 @@ pub struct BaseImage {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
     #[error("--base {0}: expected 'scratch' or 'oci:DIR[:TAG]'")]
     Syntax(String),
     #[error("base image {reference}: {problem}")]
@@ -183,49 +193,15 @@ fn pick_platform(index: &Index, os: &str, architecture: &str) -> Option<Descript
         .cloned()
 }
 
-/// A runtime of the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Runtime {
-    pub name: String,
-    pub description: String,
-    pub serves: Vec<String>,
-}
-
-/// The runtimes of `base-images/catalog.yaml`, in file order.
-pub fn catalogue() -> Vec<Runtime> {
-    let docs = yaml_rust2::YamlLoader::load_from_str(CATALOGUE)
-        .expect("base-images/catalog.yaml is valid YAML");
-    let runtimes = docs[0]["runtimes"]
-        .as_hash()
-        .expect("catalog.yaml has a runtimes map");
-    runtimes
-        .iter()
-        .map(|(name, spec)| Runtime {
-            name: name.as_str().unwrap_or_default().to_string(),
-            description: spec["description"].as_str().unwrap_or_default().to_string(),
-            serves: spec["serves"]
-                .as_vec()
-                .map(|v| {
-                    v.iter()
-                        .filter_map(|p| p.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-        .collect()
-}
-
-/// The runtime that serves `model_type`, if any.
-pub fn runtime_for(model_type: &str) -> Option<Runtime> {
-    catalogue().into_iter().find(|r| {
-        r.serves
-            .iter()
-            .any(|pattern| glob_match(pattern, model_type))
-    })
-}
-
 /// The base for `model_type` when no `--base` is given, with a note saying what was chosen.
-pub fn for_model_type(store: &Store, model_type: &str) -> Result<(BaseImage, String), BaseError> {
+/// A runtime built from Debian packages that is not in the store yet is assembled first
+/// (`log` hears how); when that cannot be done, the note says why and the base is scratch.
+pub fn for_model_type(
+    store: &Store,
+    model_type: &str,
+    created: u64,
+    log: &mut dyn FnMut(String),
+) -> Result<(BaseImage, String), BaseError> {
     let Some(runtime) = runtime_for(model_type) else {
         return Ok((
             scratch(),
@@ -235,40 +211,72 @@ pub fn for_model_type(store: &Store, model_type: &str) -> Result<(BaseImage, Str
         ));
     };
     let repository = runtime_repository(&runtime.name);
-    match store.existing_repository(&repository) {
-        Some(layout) if layout.resolve(Some(RUNTIME_TAG)).is_ok() => {
-            let reference = format!("runtime {}", runtime.name);
-            let base = from_layout(layout, reference, Some(RUNTIME_TAG))?;
-            Ok((
-                base,
+    let in_store = |store: &Store| {
+        store
+            .existing_repository(&repository)
+            .filter(|layout| layout.resolve(Some(RUNTIME_TAG)).is_ok())
+    };
+    let mut note = format!(
+        "model-type '{model_type}' runs on runtime '{}'",
+        runtime.name
+    );
+    if in_store(store).is_none() {
+        if runtime.debian.is_empty() {
+            return Ok((
+                scratch(),
                 format!(
-                    "model-type '{model_type}' runs on runtime '{}'",
-                    runtime.name
+                    "model-type '{model_type}' is served by runtime '{}', which is not in the local store; building on scratch (bring it with `mlambda base import {} SOURCE`, or choose one with --base)",
+                    runtime.name, runtime.name
                 ),
-            ))
+            ));
         }
-        _ => Ok((
+        log(format!(
+            "runtime '{}' is not in the local store yet: building it from Debian packages",
+            runtime.name
+        ));
+        if let Err(error) = build_runtime(store, &runtime, None, created, log) {
+            return Ok((
+                scratch(),
+                format!(
+                    "model-type '{model_type}' is served by runtime '{}', which could not be built ({error}); building on scratch (run `mlambda base build {}` or choose one with --base)",
+                    runtime.name, runtime.name
+                ),
+            ));
+        }
+        note = format!(
+            "model-type '{model_type}' runs on runtime '{}', built now from Debian packages",
+            runtime.name
+        );
+    }
+    match in_store(store) {
+        Some(layout) => {
+            let base = from_layout(
+                layout,
+                format!("runtime {}", runtime.name),
+                Some(RUNTIME_TAG),
+            )?;
+            Ok((base, note))
+        }
+        None => Ok((
             scratch(),
             format!(
-                "model-type '{model_type}' is served by runtime '{}', which is not in the local store ({}); building on scratch (choose one with --base)",
-                runtime.name,
-                store.root().join(&repository).display()
+                "runtime '{}' vanished from the store; building on scratch",
+                runtime.name
             ),
         )),
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(tail) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob_match(rest, &tail[i..]))
-        }
-    }
+/// Runtime names become a repository path component.
+pub fn check_runtime_name(name: &str) -> Result<(), BaseError> {
+    crate::registry::store::check_repository(name)
+        .ok()
+        .filter(|()| !name.contains('/'))
+        .ok_or_else(|| BaseError::Invalid {
+            reference: name.to_string(),
+            problem: "a runtime name is lowercase letters and digits separated by '.', '_' or '-'"
+                .into(),
+        })
 }
 
 pub fn is_layout_dir(dir: &Path) -> bool {

@@ -59,11 +59,11 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let base_choice = args.base.as_deref().map(parse_base).transpose()?;
     let spec = args.model.load()?;
     let store = home.store()?;
-    let (base, note) = choose_base(&store, base_choice.as_ref(), &spec.model_type)?;
+    let mut show = step_printer();
+    let (base, note) = choose_base(&store, base_choice.as_ref(), &spec.model_type, &mut show)?;
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
-    let mut show = step_printer();
     let (built, written_to) = match &output {
         Output::Layout { dir, tag } => {
             let layout = Layout::create(dir)?;

@@ -1,5 +1,6 @@
 //! The command line: one file per command. Only this module prints.
 
+mod base;
 mod build;
 mod contract;
 mod output;
@@ -38,6 +39,9 @@ enum Command {
     Versions(versions::VersionsArgs),
     /// Show one version of a model (the latest when no version is given)
     Show(versions::ShowArgs),
+    /// Runtime base images: list, import, build
+    #[command(subcommand)]
+    Base(base::Command),
 }
 
 pub fn main() -> ExitCode {
@@ -50,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Models(args) => versions::models(&home, args),
         Command::Versions(args) => versions::versions(&home, args),
         Command::Show(args) => versions::show(&home, args),
+        Command::Base(command) => base::run(&home, command),
     };
     match result {
         Ok(code) => code,

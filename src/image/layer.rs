@@ -104,8 +104,8 @@ pub fn write_contract_layer(
     tar.finish(layout, comment)
 }
 
-#[derive(Clone, Copy)]
-enum Compression {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
     None,
     Gzip,
 }
@@ -131,13 +131,15 @@ impl Write for Encoder {
     }
 }
 
-struct LayerTar {
+/// A layer being written: a tar stream hashed for its diff_id, compressed or not, hashed
+/// again for its digest, and stored.
+pub struct LayerTar {
     builder: tar::Builder<HashingWriter<Encoder>>,
     media_type: &'static str,
 }
 
 impl LayerTar {
-    fn start(layout: &Layout, compression: Compression) -> Result<LayerTar, LayerError> {
+    pub fn start(layout: &Layout, compression: Compression) -> Result<LayerTar, LayerError> {
         let blob = layout.blob_writer()?;
         let (encoder, media_type) = match compression {
             Compression::None => (Encoder::Plain(blob), MEDIA_LAYER_TAR),
@@ -156,7 +158,27 @@ impl LayerTar {
         })
     }
 
-    fn append_dir(&mut self, path: &str, options: &LayerOptions) -> io::Result<()> {
+    /// Appends an entry whose header the caller built (see [`header`]).
+    pub fn append(
+        &mut self,
+        header: &mut tar::Header,
+        path: &str,
+        data: impl Read,
+    ) -> io::Result<()> {
+        self.builder.append_data(header, path, data)
+    }
+
+    /// Appends a symlink or hard link entry.
+    pub fn append_link(
+        &mut self,
+        header: &mut tar::Header,
+        path: &str,
+        target: &str,
+    ) -> io::Result<()> {
+        self.builder.append_link(header, path, target)
+    }
+
+    pub fn append_dir(&mut self, path: &str, options: &LayerOptions) -> io::Result<()> {
         let mut header = header(tar::EntryType::Directory, 0o755, 0, options);
         self.builder
             .append_data(&mut header, format!("{path}/"), io::empty())
@@ -206,7 +228,7 @@ impl LayerTar {
         }
     }
 
-    fn finish(self, layout: &Layout, comment: String) -> Result<Layer, LayerError> {
+    pub fn finish(self, layout: &Layout, comment: String) -> Result<Layer, LayerError> {
         let hashed = self.builder.into_inner().map_err(write_error(&comment))?;
         let (encoder, diff_id, _) = hashed.finish();
         let blob = match encoder {
@@ -222,7 +244,8 @@ impl LayerTar {
     }
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64, options: &LayerOptions) -> tar::Header {
+/// A reproducible header: owner 0:0, no user or group names, the build's mtime.
+pub fn header(kind: tar::EntryType, mode: u32, size: u64, options: &LayerOptions) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode);

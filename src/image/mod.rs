@@ -78,31 +78,42 @@ pub fn build_image(
     }
 
     let config = model_config(&base.config, &layers, meta);
-    let config_bytes = serde_json::to_vec(&config).expect("a JSON value always serialises");
-    let (config_digest, config_size) = layout.put_blob(&config_bytes)?;
-
     let mut all_layers = base.layers.clone();
     all_layers.extend(layers.iter().map(|l| l.descriptor.clone()));
+    let built = write_image(layout, &config, all_layers, annotations(meta, base))?;
+    log(format!(
+        "manifest {}, config {}",
+        built.manifest.digest, built.config_digest
+    ));
+    Ok(built)
+}
+
+/// Stores `config` and the manifest that lists `layers` (already in `layout`).
+pub fn write_image(
+    layout: &Layout,
+    config: &Value,
+    layers: Vec<Descriptor>,
+    annotations: BTreeMap<String, String>,
+) -> Result<BuiltImage, ImageError> {
+    let config_bytes = serde_json::to_vec(config).expect("a JSON value always serialises");
+    let (config_digest, config_size) = layout.put_blob(&config_bytes)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MEDIA_MANIFEST.into()),
         artifact_type: None,
         config: Descriptor::new(MEDIA_CONFIG, config_digest.clone(), config_size),
-        layers: all_layers.clone(),
+        layers,
         subject: None,
-        annotations: annotations(meta, base),
+        annotations,
     };
     let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest always serialises");
     let (manifest_digest, manifest_size) = layout.put_blob(&manifest_bytes)?;
-    log(format!(
-        "manifest {manifest_digest}, config {config_digest}"
-    ));
-    let size = config_size + manifest_size + all_layers.iter().map(|l| l.size).sum::<u64>();
+    let size = config_size + manifest_size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
     Ok(BuiltImage {
         manifest: Descriptor::new(MEDIA_MANIFEST, manifest_digest, manifest_size),
         config_digest,
         size,
-        layers: all_layers,
+        layers: manifest.layers,
     })
 }
 

@@ -1,0 +1,144 @@
+//! The runtimes of `base-images/catalog.yaml`, compiled into the binary so that mlambda works
+//! from any folder.
+
+const CATALOGUE: &str = include_str!("../../base-images/catalog.yaml");
+
+/// Files of `base-images/` that runtimes add to their images, by their path there.
+pub const RUNTIME_FILES: &[(&str, &str)] = &[
+    (
+        "python-3.11/serve.py",
+        include_str!("../../base-images/python-3.11/serve.py"),
+    ),
+    (
+        "fetch-debs.sh",
+        include_str!("../../base-images/fetch-debs.sh"),
+    ),
+];
+
+/// A runtime: what it serves, and how to assemble it when it is built from Debian packages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Runtime {
+    pub name: String,
+    pub description: String,
+    pub serves: Vec<String>,
+    /// Debian packages whose data.tar become its layers, in order; empty for import-only runtimes.
+    pub debian: Vec<String>,
+    /// Image path → file of base-images/.
+    pub files: Vec<(String, String)>,
+    /// Image path → symlink target.
+    pub links: Vec<(String, String)>,
+    pub dirs: Vec<String>,
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub workdir: Option<String>,
+}
+
+pub fn catalogue() -> Vec<Runtime> {
+    let docs = yaml_rust2::YamlLoader::load_from_str(CATALOGUE)
+        .expect("base-images/catalog.yaml is valid YAML");
+    let Some(runtimes) = docs[0]["runtimes"].as_hash() else {
+        return Vec::new();
+    };
+    runtimes
+        .iter()
+        .map(|(name, spec)| {
+            let text = |v: &yaml_rust2::Yaml| match v {
+                yaml_rust2::Yaml::String(s) => s.clone(),
+                yaml_rust2::Yaml::Integer(i) => i.to_string(),
+                yaml_rust2::Yaml::Real(r) => r.clone(),
+                _ => String::new(),
+            };
+            let list = |key: &str| {
+                spec[key]
+                    .as_vec()
+                    .map(|v| v.iter().map(text).collect())
+                    .unwrap_or_default()
+            };
+            let pairs = |key: &str| {
+                spec[key]
+                    .as_hash()
+                    .map(|h| h.iter().map(|(k, v)| (text(k), text(v))).collect())
+                    .unwrap_or_default()
+            };
+            Runtime {
+                name: text(name),
+                description: text(&spec["description"]),
+                serves: list("serves"),
+                debian: list("debian"),
+                files: pairs("files"),
+                links: pairs("links"),
+                dirs: list("dirs"),
+                env: list("env"),
+                entrypoint: list("entrypoint"),
+                cmd: list("cmd"),
+                workdir: spec["workdir"].as_str().map(str::to_string),
+            }
+        })
+        .collect()
+}
+
+pub fn runtime(name: &str) -> Option<Runtime> {
+    catalogue().into_iter().find(|r| r.name == name)
+}
+
+/// The runtime that serves `model_type`, if any.
+pub fn runtime_for(model_type: &str) -> Option<Runtime> {
+    catalogue().into_iter().find(|r| {
+        r.serves
+            .iter()
+            .any(|pattern| glob_match(pattern, model_type))
+    })
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(tail) = text.strip_prefix(prefix) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob_match(rest, &tail[i..]))
+        }
+    }
+}
+
+pub fn runtime_file(path: &str) -> Option<&'static str> {
+    RUNTIME_FILES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, content)| *content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runtime_file_named_by_the_catalogue_is_compiled_in() {
+        let runtimes = catalogue();
+        assert!(
+            runtimes
+                .iter()
+                .any(|r| r.name == "python-3.11" && !r.debian.is_empty())
+        );
+        assert!(
+            runtimes
+                .iter()
+                .any(|r| r.name == "busybox" && r.debian == ["busybox-static"])
+        );
+        for runtime in &runtimes {
+            for (_, source) in &runtime.files {
+                assert!(
+                    runtime_file(source).is_some(),
+                    "{source} is not in RUNTIME_FILES"
+                );
+            }
+        }
+        assert_eq!(
+            runtime("python-3.11").unwrap().cmd,
+            ["--host", "0.0.0.0", "--port", "9090"]
+        );
+    }
+}

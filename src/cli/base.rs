@@ -1,0 +1,137 @@
+//! `mlambda base list | import | build`: the runtime base images of the local store.
+
+use super::output::{print_json, print_table};
+use crate::base::{
+    self, ImportSource, RUNTIME_TAG, build_runtime, catalogue, import_base, runtime_repository,
+};
+use crate::pipeline::{Home, source_date_epoch};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// The runtimes known, the model-types they serve, and whether they are in the store
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a runtime image into the store from an archive (`docker save` or OCI) or an OCI layout
+    Import {
+        /// The runtime's name (a runtime of base-images/catalog.yaml, or a new one)
+        name: String,
+        /// FILE[:TAG] (docker-archive or oci-archive), oci:DIR[:TAG]
+        source: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Assemble a runtime from its Debian packages (no container, no package script run)
+    Build {
+        /// The runtime's name in base-images/catalog.yaml
+        name: String,
+        /// A folder with the .deb files [default: fetched with apt-get download]
+        #[arg(long, value_name = "DIR")]
+        debs: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
+    let store = home.store()?;
+    match command {
+        Command::List { json } => {
+            let rows: Vec<(base::Runtime, Option<String>)> = catalogue()
+                .into_iter()
+                .map(|runtime| {
+                    let digest = store
+                        .existing_repository(&runtime_repository(&runtime.name))
+                        .and_then(|layout| layout.resolve(Some(RUNTIME_TAG)).ok())
+                        .map(|d| d.digest);
+                    (runtime, digest)
+                })
+                .collect();
+            if json {
+                print_json(&json!(
+                    rows.iter()
+                        .map(|(r, digest)| json!({
+                            "name": r.name,
+                            "description": r.description,
+                            "serves": r.serves,
+                            "source": if r.debian.is_empty() { "import" } else { "debian" },
+                            "in_store": digest.is_some(),
+                            "digest": digest,
+                        }))
+                        .collect::<Vec<_>>()
+                ));
+            } else {
+                let table: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|(r, digest)| {
+                        vec![
+                            r.name.clone(),
+                            r.serves.join(" "),
+                            if r.debian.is_empty() {
+                                "import".into()
+                            } else {
+                                "debian".into()
+                            },
+                            digest.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                print_table(&["RUNTIME", "SERVES", "SOURCE", "IN STORE"], &table);
+            }
+        }
+        Command::Import { name, source, json } => {
+            base::check_runtime_name(&name)?;
+            let descriptor = import_base(&store, &name, &ImportSource::parse(&source))?;
+            let repository = store.root().join(runtime_repository(&name));
+            if json {
+                print_json(
+                    &json!({"name": name, "digest": descriptor.digest, "image": format!("oci:{}:{RUNTIME_TAG}", repository.display())}),
+                );
+            } else {
+                println!("runtime {name} imported from {source}");
+                println!("  image   oci:{}:{RUNTIME_TAG}", repository.display());
+                println!("  digest  {}", descriptor.digest);
+            }
+        }
+        Command::Build { name, debs, json } => {
+            let runtime = base::runtime(&name).ok_or_else(|| {
+                let known: Vec<String> = catalogue().into_iter().map(|r| r.name).collect();
+                anyhow::anyhow!(
+                    "no runtime '{name}' in base-images/catalog.yaml (known: {})",
+                    known.join(", ")
+                )
+            })?;
+            let show = std::io::stderr().is_terminal();
+            let built = build_runtime(
+                &store,
+                &runtime,
+                debs.as_deref(),
+                source_date_epoch()?,
+                &mut |line| {
+                    if show {
+                        eprintln!("  {line}");
+                    }
+                },
+            )?;
+            let repository = store.root().join(runtime_repository(&name));
+            if json {
+                print_json(
+                    &json!({"name": name, "digest": built.manifest.digest, "size": built.size, "layers": built.layers.len(), "image": format!("oci:{}:{RUNTIME_TAG}", repository.display())}),
+                );
+            } else {
+                println!(
+                    "runtime {name} built from {} Debian packages",
+                    runtime.debian.len()
+                );
+                println!("  image   oci:{}:{RUNTIME_TAG}", repository.display());
+                println!("  digest  {}", built.manifest.digest);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,277 @@
+//! The shipped runtimes: built from Debian packages without running any package script, then
+//! used as the base of model images that really run (chroot, as root, as in CI).
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn is_root() -> bool {
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(probe.path()).unwrap()) == 0
+}
+
+/// chroot needs root; CI runs as root, so there the test never skips.
+fn can_chroot() -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI must run as root to chroot into the images");
+    }
+    eprintln!("SKIPPED: chroot into the image needs root");
+    false
+}
+
+fn chroot(rootfs: &Path, args: &[&str]) -> String {
+    let out = run_ok(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json"])
+            .arg(example_dir()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runtime 'python-3.11', built now from Debian packages"),
+        "{stderr}"
+    );
+    let uploaded = json_of(&out);
+    assert_eq!(uploaded["base"], "runtime python-3.11");
+    let log = json_of(&run_ok(mlambda(home.path()).args([
+        "show",
+        "example_tokenizer_model:1",
+        "--json",
+    ])))["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        log.contains("fetching 15 Debian packages with apt-get download"),
+        "{log}"
+    );
+    assert!(log.contains("debian package python3.11-minimal_"), "{log}");
+
+    // The model image starts with exactly the runtime's layers.
+    let runtime = json_of(&run_ok(
+        mlambda(home.path()).args(["base", "list", "--json"]),
+    ));
+    let python = runtime
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "python-3.11")
+        .unwrap();
+    assert_eq!(python["in_store"], true);
+    let model_layers = manifest_layers(&home.path().join("registry/example_tokenizer_model"), "1");
+    let base_layers = manifest_layers(&home.path().join("registry/base/python-3.11"), "latest");
+    assert_eq!(model_layers[..base_layers.len()], base_layers[..]);
+    assert_eq!(model_layers.len(), base_layers.len() + 2);
+
+    // A second upload reuses the runtime: nothing is fetched again.
+    let again = run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json"])
+            .arg(example_dir()),
+    );
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("built now"));
+
+    if !can_chroot() {
+        return;
+    }
+    let bundle = tempfile::tempdir().unwrap();
+    let image = format!(
+        "{}:1",
+        home.path()
+            .join("registry/example_tokenizer_model")
+            .display()
+    );
+    let Some(rootfs) = umoci_unpack(&image, &bundle.path().join("b")) else {
+        return;
+    };
+    let check = chroot(
+        &rootfs,
+        &["/usr/bin/python3", "/runtime/serve.py", "--check"],
+    );
+    let check: serde_json::Value = serde_json::from_str(&check).unwrap();
+    assert_eq!(check["functions"], serde_json::json!(["tokenize"]));
+    assert_eq!(
+        check["contract"]["signatures"][0]["inputs"],
+        serde_json::json!(["input_text"])
+    );
+    let imported = chroot(
+        &rootfs,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import sys; sys.path.insert(0, '/model/files/src'); import func_main; \
+             print(func_main.tokenize([['Hello, ML Lambda']])['output_text'][0][0]); \
+             print(open('/model/contract.protobin', 'rb').read()[:2].hex())",
+        ],
+    );
+    // 0x0a = field 1 (model_name), length-delimited; 0x17 = 23 bytes of "example_tokenizer_model".
+    assert_eq!(imported, "hello ml lambda\n0a17\n");
+
+    // And the image's own entrypoint serves predictions over HTTP.
+    let port = free_port();
+    let mut server = Command::new("/usr/sbin/chroot")
+        .arg(&rootfs)
+        .args([
+            "/usr/bin/python3",
+            "/runtime/serve.py",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let answer = post_json(
+        port,
+        "/tokenize",
+        r#"{"input_text": [["Tokenize THIS, please"]]}"#,
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(answer, r#"{"output_text": [["tokenize this please"]]}"#);
+}
+
+#[test]
+fn a_shell_model_runs_on_the_busybox_runtime() {
+    let home = tempfile::tempdir().unwrap();
+    let built = json_of(&run_ok(
+        mlambda(home.path()).args(["base", "build", "busybox", "--json"]),
+    ));
+    assert_eq!(
+        built["layers"], 2,
+        "busybox-static and the runtime's own files"
+    );
+    let model = tempfile::tempdir().unwrap();
+    std::fs::write(
+        model.path().join("serving.yaml"),
+        "name: greeter\nmodel-type: shell:1\ncontract:\n  greet:\n    inputs:\n      who: {type: string, shape: scalar}\n    outputs:\n      greeting: {type: string, shape: scalar}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        model.path().join("greet.sh"),
+        "#!/bin/sh\necho \"hello $1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        model.path().join("greet.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let uploaded = json_of(&run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json"])
+            .arg(model.path()),
+    ));
+    assert_eq!(uploaded["base"], "runtime busybox");
+    if !can_chroot() {
+        return;
+    }
+    let bundle = tempfile::tempdir().unwrap();
+    let image = format!("{}:1", home.path().join("registry/greeter").display());
+    let Some(rootfs) = umoci_unpack(&image, &bundle.path().join("b")) else {
+        return;
+    };
+    assert_eq!(
+        chroot(&rootfs, &["/bin/sh", "/model/files/greet.sh", "world"]),
+        "hello world\n"
+    );
+    let size = chroot(
+        &rootfs,
+        &[
+            "/bin/busybox",
+            "stat",
+            "-c",
+            "%s",
+            "/model/contract.protobin",
+        ],
+    );
+    assert_eq!(
+        size.trim().parse::<usize>().unwrap(),
+        std::fs::metadata(rootfs.join("model/contract.protobin"))
+            .unwrap()
+            .len() as usize
+    );
+}
+
+fn manifest_layers(layout: &Path, tag: &str) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    let blob = layout.join("blobs/sha256").join(
+        entry["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 POST on loopback, retried while the server starts.
+fn post_json(port: u16, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            write!(
+                stream,
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            let (head, body) = response.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+                "{response}"
+            );
+            return body.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runtime never listened on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
