@@ -4,6 +4,7 @@
 use crate::base::{self, BaseChoice, BaseError, BaseImage};
 use crate::catalog::{BuildResult, Catalog, CatalogError, NewVersion};
 use crate::contract;
+use crate::image::layer::Compression;
 use crate::image::{self, BuiltImage, ImageError, ImageMeta};
 use crate::model::spec::ModelSpec;
 use crate::registry::store::{Layout, Store, StoreError};
@@ -84,6 +85,12 @@ pub fn choose_base(
     }
 }
 
+/// How to build, beyond what the model folder says.
+#[derive(Debug, Clone, Default)]
+pub struct BuildSettings {
+    pub compression: Compression,
+}
+
 /// What a build tells its watcher: steps (for the log and a terminal), and notes the user must
 /// see whatever the output is (a default taken, a base not found).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +114,7 @@ pub fn build_to_layout(
     version: Option<u32>,
     layout: &Layout,
     tag: &str,
+    settings: &BuildSettings,
     log: &mut dyn FnMut(Event),
 ) -> Result<BuiltImage, PipelineError> {
     let meta = ImageMeta {
@@ -116,6 +124,7 @@ pub fn build_to_layout(
         description: spec.description.clone(),
         metadata: spec.metadata.clone(),
         created: source_date_epoch()?,
+        compression: settings.compression,
     };
     let contract_bytes = contract::to_protobin(&spec.contract);
     let built = image::build_image(
@@ -147,6 +156,7 @@ pub fn upload_to_store(
     store: &Store,
     spec: &ModelSpec,
     base_choice: Option<&BaseChoice>,
+    settings: &BuildSettings,
     log: &mut dyn FnMut(Event),
 ) -> Result<Uploaded, (Option<u32>, PipelineError)> {
     let new = NewVersion {
@@ -175,6 +185,7 @@ pub fn upload_to_store(
             Some(version),
             &layout,
             &version.to_string(),
+            settings,
             &mut build_log,
         )?;
         let image = format!("oci:{}:{version}", layout.dir().display());

@@ -283,3 +283,66 @@ fn read_blob_json(layout: &Path, digest: &str) -> serde_json::Value {
         .join(digest.trim_start_matches("sha256:"));
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
+
+#[test]
+fn zstd_on_request_and_the_diff_ids_match_the_uncompressed_layers() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("zstd");
+    run_ok(
+        mlambda(home.path())
+            .args([
+                "build",
+                "--base",
+                "scratch",
+                "--compression",
+                "zstd",
+                "--output",
+            ])
+            .arg(format!("oci:{}", layout.display()))
+            .arg(example_dir()),
+    );
+    let manifest = read_manifest(&layout, "latest");
+    let config = read_blob_json(&layout, manifest["config"]["digest"].as_str().unwrap());
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    let mut paths = Vec::new();
+    for (layer, diff_id) in layers
+        .iter()
+        .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
+    {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        let blob = std::fs::read(
+            layout.join("blobs/sha256").join(
+                layer["digest"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .unwrap();
+        let tar_bytes = zstd::decode_all(blob.as_slice()).unwrap();
+        assert_eq!(
+            mlambda::digest::sha256_of(&tar_bytes),
+            diff_id.as_str().unwrap()
+        );
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        for entry in archive.entries().unwrap() {
+            paths.push(entry.unwrap().path().unwrap().display().to_string());
+        }
+    }
+    assert_eq!(
+        paths,
+        [
+            "model/",
+            "model/files/",
+            "model/files/requirements.txt",
+            "model/files/src/",
+            "model/files/src/func_main.py",
+            "model/contract.protobin"
+        ]
+    );
+}

@@ -211,8 +211,7 @@ fn fetch_debs(packages: &[String], dest: &Path) -> Result<(), AssembleError> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no message");
         return Err(AssembleError::Fetch(last.to_string()));
     }

@@ -37,8 +37,6 @@ pub struct BaseImage {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
-    #[error(transparent)]
-    Assemble(#[from] AssembleError),
     #[error("--base {0}: expected 'scratch' or 'oci:DIR[:TAG]'")]
     Syntax(String),
     #[error("base image {reference}: {problem}")]

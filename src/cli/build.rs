@@ -24,6 +24,9 @@ pub struct Args {
     /// The base image: `scratch` or `oci:DIR[:TAG]` [default: the runtime for the model-type in base-images/]
     #[arg(long, value_name = "IMAGE")]
     base: Option<String>,
+    /// How small files and the contract are compressed (files of 64 MiB or more never are)
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    compression: String,
     /// Print one JSON document for scripts
     #[arg(long)]
     json: bool,
@@ -59,6 +62,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let base_choice = args.base.as_deref().map(parse_base).transpose()?;
     let spec = args.model.load()?;
     let store = home.store()?;
+    let settings = super::build_settings(&args.compression);
     let mut show = step_printer();
     let (base, note) = choose_base(&store, base_choice.as_ref(), &spec.model_type, &mut show)?;
     if let Some(note) = note {
@@ -67,7 +71,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let (built, written_to) = match &output {
         Output::Layout { dir, tag } => {
             let layout = Layout::create(dir)?;
-            let built = build_to_layout(&spec, &base, None, &layout, tag, &mut show)?;
+            let built = build_to_layout(&spec, &base, None, &layout, tag, &settings, &mut show)?;
             (built, format!("oci:{}:{tag}", dir.display()))
         }
         Output::OciArchive(file) | Output::DockerArchive(file) => {
@@ -75,7 +79,8 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
                 .prefix(".mlambda-build-")
                 .tempdir_in(parent_of(file))?;
             let layout = Layout::create(scratch.path())?;
-            let built = build_to_layout(&spec, &base, None, &layout, &args.tag, &mut show)?;
+            let built =
+                build_to_layout(&spec, &base, None, &layout, &args.tag, &settings, &mut show)?;
             if let Output::DockerArchive(_) = output {
                 write_docker_archive(
                     &layout,

@@ -96,3 +96,11 @@ impl ModelArgs {
         Ok(spec)
     }
 }
+
+fn build_settings(compression: &str) -> crate::pipeline::BuildSettings {
+    let compression = match compression {
+        "zstd" => crate::image::layer::Compression::Zstd,
+        _ => crate::image::layer::Compression::Gzip,
+    };
+    crate::pipeline::BuildSettings { compression }
+}

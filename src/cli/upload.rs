@@ -20,6 +20,9 @@ pub struct Args {
     /// Where the image goes: `file:DIR` (a file-backed store) [default: the local store in the mlambda home]
     #[arg(long, value_name = "URL")]
     registry: Option<String>,
+    /// How small files and the contract are compressed (files of 64 MiB or more never are)
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    compression: String,
     /// Print one JSON document for scripts
     #[arg(long)]
     json: bool,
@@ -34,7 +37,14 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let spec = args.model.load()?;
     let mut catalog = Catalog::open(&home.catalog_path())?;
     let mut show = step_printer();
-    match upload_to_store(&mut catalog, &store, &spec, base_choice.as_ref(), &mut show) {
+    match upload_to_store(
+        &mut catalog,
+        &store,
+        &spec,
+        base_choice.as_ref(),
+        &super::build_settings(&args.compression),
+        &mut show,
+    ) {
         Ok(uploaded) => {
             if args.json {
                 print_json(&json!({

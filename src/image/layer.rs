@@ -1,7 +1,7 @@
 //! Writes the model's layers: deterministic tar streams, hashed (uncompressed for the diff_id,
 //! compressed for the blob digest) in the same pass that stores them.
 
-use super::oci::{Descriptor, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR};
+use super::oci::{Descriptor, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};
 use crate::digest::HashingWriter;
 use crate::model::payload::{EntryKind, Payload, PayloadEntry};
 use crate::registry::store::{BlobWriter, Layout, StoreError};
@@ -22,6 +22,8 @@ pub struct LayerOptions {
     /// The mtime of every entry: `SOURCE_DATE_EPOCH`, or 0.
     pub mtime: u64,
     pub big_file_threshold: u64,
+    /// For the layers of small files and the contract; big files are never compressed.
+    pub compression: Compression,
 }
 
 impl Default for LayerOptions {
@@ -29,6 +31,7 @@ impl Default for LayerOptions {
         LayerOptions {
             mtime: 0,
             big_file_threshold: BIG_FILE_THRESHOLD,
+            compression: Compression::Gzip,
         }
     }
 }
@@ -65,7 +68,7 @@ pub fn write_payload_layers(
 
     let small: Vec<&PayloadEntry> = payload.entries.iter().filter(|e| !is_big(e)).collect();
     let comment = format!("model payload: {} entries", small.len());
-    let mut tar = LayerTar::start(layout, Compression::Gzip)?;
+    let mut tar = LayerTar::start(layout, options.compression)?;
     tar.append_dir(MODEL_DIR, options)
         .map_err(write_error(&comment))?;
     tar.append_dir(FILES_DIR, options)
@@ -91,7 +94,7 @@ pub fn write_contract_layer(
     options: &LayerOptions,
 ) -> Result<Layer, LayerError> {
     let comment = "model contract".to_string();
-    let mut tar = LayerTar::start(layout, Compression::Gzip)?;
+    let mut tar = LayerTar::start(layout, options.compression)?;
     let mut header = header(
         tar::EntryType::Regular,
         0o644,
@@ -104,16 +107,19 @@ pub fn write_contract_layer(
     tar.finish(layout, comment)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
     None,
+    #[default]
     Gzip,
+    Zstd,
 }
 
 /// Where the tar bytes go after the diff_id hash: straight into the blob, or through gzip.
 enum Encoder {
     Plain(BlobWriter),
     Gzip(Box<GzEncoder<BlobWriter>>),
+    Zstd(Box<zstd::stream::write::Encoder<'static, BlobWriter>>),
 }
 
 impl Write for Encoder {
@@ -121,12 +127,14 @@ impl Write for Encoder {
         match self {
             Encoder::Plain(w) => w.write(buf),
             Encoder::Gzip(w) => w.write(buf),
+            Encoder::Zstd(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Plain(w) => w.flush(),
             Encoder::Gzip(w) => w.flush(),
+            Encoder::Zstd(w) => w.flush(),
         }
     }
 }
@@ -147,6 +155,18 @@ impl LayerTar {
             Compression::Gzip => (
                 Encoder::Gzip(Box::new(GzEncoder::new(blob, flate2::Compression::new(6)))),
                 MEDIA_LAYER_GZIP,
+            ),
+            // Level 3, single-threaded: the same bytes on every machine.
+            Compression::Zstd => (
+                Encoder::Zstd(Box::new(
+                    zstd::stream::write::Encoder::new(blob, 3).map_err(|source| {
+                        LayerError::Write {
+                            layer: "zstd".into(),
+                            source,
+                        }
+                    })?,
+                )),
+                MEDIA_LAYER_ZSTD,
             ),
         };
         let mut builder = tar::Builder::new(HashingWriter::new(encoder));
@@ -234,6 +254,7 @@ impl LayerTar {
         let blob = match encoder {
             Encoder::Plain(blob) => blob,
             Encoder::Gzip(gz) => gz.finish().map_err(write_error(&comment))?,
+            Encoder::Zstd(zst) => zst.finish().map_err(write_error(&comment))?,
         };
         let (digest, size) = layout.commit_blob(blob)?;
         Ok(Layer {

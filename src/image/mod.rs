@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
 /// What the image says about the model (labels, annotations).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ImageMeta {
     pub name: String,
     /// The catalogue version; `None` for `mlambda build`, which records no version.
@@ -23,6 +23,8 @@ pub struct ImageMeta {
     pub metadata: BTreeMap<String, String>,
     /// Unix seconds for every timestamp in the image: `SOURCE_DATE_EPOCH`, or 0.
     pub created: u64,
+    /// How the layers of small files and the contract are compressed (gzip, or zstd on request).
+    pub compression: layer::Compression,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +58,7 @@ pub fn build_image(
 ) -> Result<BuiltImage, ImageError> {
     let options = LayerOptions {
         mtime: meta.created,
+        compression: meta.compression,
         ..LayerOptions::default()
     };
     if let Some(source) = &base.layout {
