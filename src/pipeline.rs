@@ -143,7 +143,11 @@ pub struct Uploaded {
 }
 
 /// Runs after the local build and before the version is `Finished`: a push to a registry.
-pub type AfterBuild<'a> = dyn FnMut(&Catalog, u32, &Uploaded) -> Result<Option<crate::registry::client::Pushed>, PipelineError>
+pub type AfterBuild<'a> = dyn FnMut(
+        &Catalog,
+        u32,
+        &Uploaded,
+    ) -> Result<Option<crate::registry::client::Pushed>, PipelineError>
     + 'a;
 
 /// `mlambda upload` into a file-backed store: takes a version, builds, tags, records. A
@@ -155,7 +159,9 @@ pub fn upload_to_store(
     base_choice: Option<&BaseChoice>,
     log: &mut dyn FnMut(Event),
 ) -> Result<Uploaded, (Option<u32>, PipelineError)> {
-    upload_then(catalog, store, spec, base_choice, log, &mut |_, _, _| Ok(None))
+    upload_then(catalog, store, spec, base_choice, log, &mut |_, _, _| {
+        Ok(None)
+    })
 }
 
 /// `upload_to_store`, then `after_build` (a push); its failure fails the version.

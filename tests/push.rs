@@ -52,9 +52,7 @@ fn layers_of(home: &Path, repository: &str, tag: &str) -> Vec<String> {
 }
 
 fn record(home: &Path, reference: &str) -> Value {
-    json_of(&run_ok(
-        mlambda(home).args(["show", reference, "--json"]),
-    ))
+    json_of(&run_ok(mlambda(home).args(["show", reference, "--json"])))
 }
 
 #[test]
@@ -64,7 +62,11 @@ fn a_push_over_plain_http_is_what_skopeo_reads_and_an_unchanged_model_sends_no_p
     };
     let proxy = Proxy::start(registry.port);
     let home = tempfile::tempdir().unwrap();
-    let first = json_of(&run_ok(&mut upload_to(home.path(), &proxy.url("team"), &[])));
+    let first = json_of(&run_ok(&mut upload_to(
+        home.path(),
+        &proxy.url("team"),
+        &[],
+    )));
     let reference = format!("127.0.0.1:{}/team/{MODEL}:1", proxy.port);
     assert_eq!(first["status"], "Finished");
     assert_eq!(first["version"], 1);
@@ -89,14 +91,16 @@ fn a_push_over_plain_http_is_what_skopeo_reads_and_an_unchanged_model_sends_no_p
             Command::new(&skopeo)
                 .args(["copy", "--src-tls-verify=false"])
                 .arg(format!("docker://{direct}"))
-                .arg(format!("oci:{}:pulled", out.path().join("layout").display())),
+                .arg(format!(
+                    "oci:{}:pulled",
+                    out.path().join("layout").display()
+                )),
         );
         let inspected: Value = serde_json::from_slice(
-            &run_ok(
-                Command::new(&skopeo)
-                    .arg("inspect")
-                    .arg(format!("oci:{}:pulled", out.path().join("layout").display())),
-            )
+            &run_ok(Command::new(&skopeo).arg("inspect").arg(format!(
+                "oci:{}:pulled",
+                out.path().join("layout").display()
+            )))
             .stdout,
         )
         .unwrap();
@@ -105,7 +109,11 @@ fn a_push_over_plain_http_is_what_skopeo_reads_and_an_unchanged_model_sends_no_p
     }
 
     // Version 2 of the same folder: the payload and contract layers are there already.
-    let second = json_of(&run_ok(&mut upload_to(home.path(), &proxy.url("team"), &[])));
+    let second = json_of(&run_ok(&mut upload_to(
+        home.path(),
+        &proxy.url("team"),
+        &[],
+    )));
     assert_eq!(second["version"], 2);
     assert_eq!(second["pushed_digest"], second["digest"]);
     let layers = layers_of(home.path(), MODEL, "2");
@@ -241,7 +249,10 @@ fn faults_503_429_and_cut_connections_are_retried_to_the_right_digests() {
         run_ok(
             Command::new(&skopeo)
                 .args(["copy", "--src-tls-verify=false"])
-                .arg(format!("docker://{}/faults/{MODEL}:1", registry.authority()))
+                .arg(format!(
+                    "docker://{}/faults/{MODEL}:1",
+                    registry.authority()
+                ))
                 .arg(format!("oci:{}:x", out.path().join("l").display())),
         );
     }
@@ -258,17 +269,20 @@ fn chunked_uploads_when_the_registry_asks_survive_a_cut_chunk() {
         s.cut_uploads = 1;
     });
     let home = tempfile::tempdir().unwrap();
-    let uploaded = json_of(&run_ok(&mut upload_to(home.path(), &proxy.url("chunks"), &[])));
+    let uploaded = json_of(&run_ok(&mut upload_to(
+        home.path(),
+        &proxy.url("chunks"),
+        &[],
+    )));
     assert_eq!(uploaded["status"], "Finished");
     let log = proxy.take_log();
     let patches = log.iter().filter(|l| l.method == "PATCH").count();
     assert!(patches >= 2, "chunked: {log:#?}");
-    assert!(
-        log.iter()
-            .all(|l| !(l.method == "PUT" && l.target.contains("/blobs/uploads/"))
-                || l.status != 201
-                || put_digest(l).is_some())
-    );
+    assert!(log.iter().all(
+        |l| !(l.method == "PUT" && l.target.contains("/blobs/uploads/"))
+            || l.status != 201
+            || put_digest(l).is_some()
+    ));
     if let Some(skopeo) = tool("skopeo") {
         let raw = skopeo_raw_manifest(
             &skopeo,
@@ -280,7 +294,10 @@ fn chunked_uploads_when_the_registry_asks_survive_a_cut_chunk() {
         run_ok(
             Command::new(&skopeo)
                 .args(["copy", "--src-tls-verify=false"])
-                .arg(format!("docker://{}/chunks/{MODEL}:1", registry.authority()))
+                .arg(format!(
+                    "docker://{}/chunks/{MODEL}:1",
+                    registry.authority()
+                ))
                 .arg(format!("oci:{}:x", out.path().join("l").display())),
         );
     }
@@ -337,7 +354,10 @@ fn basic_auth_with_good_wrong_and_no_credentials() {
         upload_to(home.path(), &registry.url(), &[]).env("DOCKER_CONFIG", empty_docker.path()),
     );
     assert!(stderr.contains("requires authentication"), "{stderr}");
-    assert_eq!(record(home.path(), &format!("{MODEL}:1"))["status"], "Failed");
+    assert_eq!(
+        record(home.path(), &format!("{MODEL}:1"))["status"],
+        "Failed"
+    );
 
     // Wrong ones, from stdin.
     let mut child = upload_to(
@@ -377,10 +397,7 @@ fn basic_auth_with_good_wrong_and_no_credentials() {
 
     // Good ones, from a docker config.json (`auths` with base64 `auth`).
     let docker = tempfile::tempdir().unwrap();
-    let auth = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        "ci:s3cret-pass",
-    );
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ci:s3cret-pass");
     std::fs::write(
         docker.path().join("config.json"),
         format!(
@@ -391,7 +408,13 @@ fn basic_auth_with_good_wrong_and_no_credentials() {
     .unwrap();
     let pushed = json_of(&run_ok(
         mlambda(home.path())
-            .args(["push", &format!("{MODEL}:1"), "--registry", &registry.url(), "--json"])
+            .args([
+                "push",
+                &format!("{MODEL}:1"),
+                "--registry",
+                &registry.url(),
+                "--json",
+            ])
             .env("DOCKER_CONFIG", docker.path()),
     ));
     assert_eq!(pushed["status"], "Finished");
@@ -420,7 +443,10 @@ fn self_signed_tls_needs_the_ca_cert() {
     let stderr = run_fail(&mut upload_to(home.path(), &registry.url(), &[]));
     assert!(stderr.contains("--ca-cert"), "{stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
-    assert_eq!(record(home.path(), &format!("{MODEL}:1"))["status"], "Failed");
+    assert_eq!(
+        record(home.path(), &format!("{MODEL}:1"))["status"],
+        "Failed"
+    );
 
     let ca = registry.ca_cert();
     let ok = json_of(&run_ok(&mut upload_to(
@@ -478,8 +504,7 @@ fn bearer_tokens_are_fetched_with_credentials_and_renewed_when_refused() {
 
     // Without credentials the token server refuses.
     let stderr = run_fail(
-        &mut upload_to(home.path(), &proxy.url("tokens"), &[])
-            .env("DOCKER_CONFIG", home.path()),
+        &mut upload_to(home.path(), &proxy.url("tokens"), &[]).env("DOCKER_CONFIG", home.path()),
     );
     assert!(stderr.contains("requires authentication"), "{stderr}");
 }

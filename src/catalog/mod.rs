@@ -566,12 +566,21 @@ mod tests {
         assert_eq!(record.pushed_digest.as_deref(), Some("sha256:m"));
 
         let digests = vec!["sha256:l".to_string(), "sha256:z".to_string()];
-        catalog.add_blob_locations("r:1", "t/a", &digests[..1]).unwrap();
-        catalog.add_blob_locations("r:1", "t/a", &digests[..1]).unwrap();
+        catalog
+            .add_blob_locations("r:1", "t/a", &digests[..1])
+            .unwrap();
+        catalog
+            .add_blob_locations("r:1", "t/a", &digests[..1])
+            .unwrap();
         let found = catalog.blob_locations("r:1", &digests).unwrap();
         assert_eq!(found.get("sha256:l"), Some(&vec!["t/a".to_string()]));
         assert!(!found.contains_key("sha256:z"));
-        assert!(catalog.blob_locations("other", &digests).unwrap().is_empty());
+        assert!(
+            catalog
+                .blob_locations("other", &digests)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

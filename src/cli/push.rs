@@ -6,9 +6,7 @@ use crate::catalog::Catalog;
 use crate::pipeline::Home;
 use crate::pipeline::push::{Remote, push_version};
 use crate::registry::client::auth::Credential;
-use crate::registry::client::{
-    BlobOutcome, ConnectOptions, PushProgress, Pushed, Target, Watcher,
-};
+use crate::registry::client::{BlobOutcome, ConnectOptions, PushProgress, Pushed, Target, Watcher};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::collections::HashMap;
@@ -171,8 +169,7 @@ struct Bars {
 impl Bars {
     fn new(terminal: bool) -> Bars {
         Bars {
-            multi: terminal
-                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            multi: terminal.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             bars: Mutex::new(HashMap::new()),
         }
     }
@@ -219,10 +216,7 @@ impl PushProgress for Bars {
     }
 
     fn retrying(&self, what: &str, message: &str, wait: Duration) {
-        let line = format!(
-            "retrying {what} in {:.1}s: {message}",
-            wait.as_secs_f64()
-        );
+        let line = format!("retrying {what} in {:.1}s: {message}", wait.as_secs_f64());
         match &self.multi {
             Some(multi) => {
                 let _ = multi.println(line);

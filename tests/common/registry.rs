@@ -44,9 +44,25 @@ impl Distribution {
                 Command::new(openssl)
                     .current_dir(dir.path())
                     .args([
-                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "1",
-                        "-keyout", "key.pem", "-out", "cert.pem", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-sha256",
+                        "-days",
+                        "1",
+                        "-keyout",
+                        "key.pem",
+                        "-out",
+                        "cert.pem",
+                        "-subj",
+                        "/CN=127.0.0.1",
+                        "-addext",
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        // rustls (webpki) refuses a CA:TRUE certificate as the server's own.
+                        "-addext",
+                        "basicConstraints=critical,CA:FALSE",
                     ])
                     .stderr(Stdio::null()),
             );

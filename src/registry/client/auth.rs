@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// A refresh token (`identitytoken` in config.json), exchanged at the token endpoint.
     IdentityToken(String),
 }
@@ -84,9 +87,8 @@ pub fn find_credential(
             )));
         }
     };
-    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        PushError::Config(format!("{}: is not valid JSON: {e}", path.display()))
-    })?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| PushError::Config(format!("{}: is not valid JSON: {e}", path.display())))?;
     from_docker_config(&config, authority, &path.display().to_string())
 }
 
@@ -189,9 +191,9 @@ fn run_helper(helper: &str, key: &str, authority: &str) -> Result<Option<Found>,
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(key.as_bytes());
     }
-    let output = child.wait_with_output().map_err(|e| {
-        PushError::Config(format!("credential helper {program} failed: {e}"))
-    })?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| PushError::Config(format!("credential helper {program} failed: {e}")))?;
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
         if said.contains("credentials not found") {
@@ -259,7 +261,11 @@ fn parse_params(text: &str) -> HashMap<String, String> {
         let Some((key, after)) = rest.split_once('=') else {
             break;
         };
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
             let mut value = String::new();
@@ -325,11 +331,7 @@ impl Auth {
 
     /// The `Authorization` header for a request needing `scopes`, fetching a token when the
     /// registry uses bearer tokens and none is valid.
-    pub fn header(
-        &self,
-        http: &Client,
-        scopes: &[String],
-    ) -> Result<Option<HeaderValue>, Fault> {
+    pub fn header(&self, http: &Client, scopes: &[String]) -> Result<Option<HeaderValue>, Fault> {
         match self.challenge() {
             None => Ok(None),
             Some(Challenge::Basic) => match self.found.as_ref().map(|f| &f.credential) {
@@ -345,7 +347,9 @@ impl Auth {
                 if let Ok(tokens) = self.tokens.lock() {
                     if let Some(token) = tokens.get(&key) {
                         if token.expires > Instant::now() {
-                            return Ok(HeaderValue::from_str(&format!("Bearer {}", token.value)).ok());
+                            return Ok(
+                                HeaderValue::from_str(&format!("Bearer {}", token.value)).ok()
+                            );
                         }
                     }
                 }
@@ -541,7 +545,10 @@ mod tests {
         let found = from_docker_config(&config, "other:5000", "config.json")
             .unwrap()
             .unwrap();
-        assert_eq!(found.credential, Credential::IdentityToken("refresh".into()));
+        assert_eq!(
+            found.credential,
+            Credential::IdentityToken("refresh".into())
+        );
         assert!(
             from_docker_config(&config, "nowhere", "config.json")
                 .unwrap()

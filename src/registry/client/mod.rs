@@ -73,8 +73,15 @@ impl Fault {
         // Upload URLs carry long session states; the operation names what was being done.
         let detail = error_chain(&error.without_url());
         if certificate {
+            let hint = if detail.contains("CaUsedAsEndEntity") {
+                "the registry's certificate is marked as a CA (basicConstraints CA:TRUE), which \
+                 TLS clients refuse as a server certificate: sign a server certificate with that \
+                 CA, or make the self-signed one with CA:FALSE"
+            } else {
+                "for a registry with its own CA, pass --ca-cert FILE"
+            };
             return Fault::Fatal(PushError::Transport(format!(
-                "{what}: TLS failed: {detail} (for a registry with its own CA, pass --ca-cert FILE)"
+                "{what}: TLS failed: {detail} ({hint})"
             )));
         }
         if transient {
@@ -261,9 +268,7 @@ impl Registry {
                 request = request.header(AUTHORIZATION, header.clone());
                 sent_auth = true;
             }
-            let response = request
-                .send()
-                .map_err(|e| Fault::from_transport(what, e))?;
+            let response = request.send().map_err(|e| Fault::from_transport(what, e))?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED {
                 if self
@@ -518,9 +523,7 @@ pub fn push_image(
     let mut blobs_done = results.into_inner().unwrap_or_default();
     blobs_done.sort();
     Ok(Pushed {
-        reference: registry
-            .target
-            .reference(request.repository, request.tag),
+        reference: registry.target.reference(request.repository, request.tag),
         repository: request.repository.to_string(),
         digest,
         blobs: blobs_done,

@@ -138,11 +138,11 @@ impl BlobState<'_> {
 
     fn exists(&self) -> Result<bool, Fault> {
         let url = self.blob_url()?;
-        let response = self
-            .registry
-            .send(&format!("HEAD blob {}", short(self.digest)), &self.scopes, &|http| {
-                Ok(http.head(url.clone()).timeout(Duration::from_secs(60)))
-            })?;
+        let response = self.registry.send(
+            &format!("HEAD blob {}", short(self.digest)),
+            &self.scopes,
+            &|http| Ok(http.head(url.clone()).timeout(Duration::from_secs(60))),
+        )?;
         match response.status() {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -221,7 +221,9 @@ impl BlobState<'_> {
     /// One PUT with the whole file. None when the registry refuses a monolithic upload.
     fn monolithic(&mut self) -> Result<Option<BlobOutcome>, Fault> {
         let Some(session) = self.session.take() else {
-            return Err(Fault::Fatal(PushError::Protocol("no upload session".into())));
+            return Err(Fault::Fatal(PushError::Protocol(
+                "no upload session".into(),
+            )));
         };
         let url = with_digest(&session.location, self.digest);
         let (path, size, digest) = (self.path.to_path_buf(), self.size, self.digest.to_string());
@@ -266,7 +268,9 @@ impl BlobState<'_> {
         let chunk = self.chunk.unwrap_or(DEFAULT_CHUNK).max(1);
         loop {
             let Some(mut session) = self.session.clone() else {
-                return Err(Fault::Fatal(PushError::Protocol("no upload session".into())));
+                return Err(Fault::Fatal(PushError::Protocol(
+                    "no upload session".into(),
+                )));
             };
             if session.uncertain {
                 match self.status(&session)? {
@@ -330,9 +334,16 @@ impl BlobState<'_> {
                     self.progress.blob_position(self.digest, offset);
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE => {
-                    if let Some(s) = self.session.as_mut() {
-                        s.uncertain = true;
-                    }
+                    // We and the registry disagree on the offset: start the blob over.
+                    self.session = None;
+                    return Err(Fault::Transient {
+                        message: format!(
+                            "upload chunk of {}: the registry refused the range {start}-{}",
+                            short(self.digest),
+                            start + len - 1
+                        ),
+                        retry_after: None,
+                    });
                 }
                 StatusCode::NOT_FOUND => {
                     self.session = None;
@@ -398,12 +409,16 @@ impl BlobState<'_> {
                 self.session = None;
                 Ok(BlobOutcome::Uploaded)
             }
-            StatusCode::NOT_FOUND => {
+            // The session was lost, or what the registry assembled after a resume is not
+            // the blob: send it again from the start.
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => {
                 self.session = None;
                 Err(Fault::Transient {
                     message: format!(
-                        "finish upload of {}: the upload session was lost",
-                        short(self.digest)
+                        "finish upload of {}: HTTP {}{}",
+                        short(self.digest),
+                        response.status(),
+                        error_detail(response)
                     ),
                     retry_after: None,
                 })
@@ -484,12 +499,17 @@ fn location(from: &Url, headers: &HeaderMap) -> Result<Url, Fault> {
     })
 }
 
-/// `Range: 0-N` → N+1, the bytes the registry has.
+/// `Range: 0-N` → N+1, the bytes the registry has. CNCF distribution answers `0-0` for an
+/// empty upload as well as for one byte: taken as 0, since sending a byte again is harmless
+/// where skipping one is not.
 fn range_end(headers: &HeaderMap) -> Option<u64> {
     let text = headers.get(RANGE)?.to_str().ok()?;
     let text = text.trim().trim_start_matches("bytes=");
     let (_, end) = text.split_once('-')?;
-    end.trim().parse::<u64>().ok().map(|e| e + 1)
+    match end.trim().parse::<u64>().ok()? {
+        0 => Some(0),
+        end => Some(end + 1),
+    }
 }
 
 fn with_digest(location: &Url, digest: &str) -> Url {
@@ -561,6 +581,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(RANGE, "0-1023".parse().unwrap());
         assert_eq!(range_end(&headers), Some(1024));
+        headers.insert(RANGE, "0-0".parse().unwrap());
+        assert_eq!(range_end(&headers), Some(0));
         headers.insert(LOCATION, "/v2/a/blobs/uploads/u?_state=x".parse().unwrap());
         let from = Url::parse("http://127.0.0.1:5000/v2/a/blobs/uploads/").unwrap();
         let to = location(&from, &headers).unwrap();
