@@ -504,7 +504,7 @@ fn bearer_tokens_are_fetched_with_credentials_and_renewed_when_refused() {
 
     // Without credentials the token server refuses.
     let stderr = run_fail(
-        &mut upload_to(home.path(), &proxy.url("tokens"), &[]).env("DOCKER_CONFIG", home.path()),
+        upload_to(home.path(), &proxy.url("tokens"), &[]).env("DOCKER_CONFIG", home.path()),
     );
     assert!(stderr.contains("requires authentication"), "{stderr}");
 }

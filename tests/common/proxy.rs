@@ -266,10 +266,11 @@ fn handle(
         out.push_str(h);
         out.push_str("\r\n");
     }
-    if method == "POST" && status == 202 {
-        if let Some(min) = state.lock().unwrap().chunk_min {
-            out.push_str(&format!("OCI-Chunk-Min-Length: {min}\r\n"));
-        }
+    if method == "POST"
+        && status == 202
+        && let Some(min) = state.lock().unwrap().chunk_min
+    {
+        out.push_str(&format!("OCI-Chunk-Min-Length: {min}\r\n"));
     }
     out.push_str("Connection: close\r\n\r\n");
     log(status);

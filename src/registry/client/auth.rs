@@ -121,10 +121,10 @@ pub(crate) fn from_docker_config(
             .map(|(k, v)| (k.clone(), v.clone()))
     };
     // A helper named for this registry wins, then the store for all, then inline `auths`.
-    if let Some((key, helper)) = matching_key(&config["credHelpers"]) {
-        if let Some(helper) = helper.as_str() {
-            return run_helper(helper, &key, authority);
-        }
+    if let Some((key, helper)) = matching_key(&config["credHelpers"])
+        && let Some(helper) = helper.as_str()
+    {
+        return run_helper(helper, &key, authority);
     }
     if let Some(store) = config["credsStore"].as_str().filter(|s| !s.is_empty()) {
         let key = matching_key(&config["auths"]).map_or_else(|| authority.to_string(), |(k, _)| k);
@@ -344,14 +344,11 @@ impl Auth {
             },
             Some(Challenge::Bearer { realm, service }) => {
                 let key = scopes.join(" ");
-                if let Ok(tokens) = self.tokens.lock() {
-                    if let Some(token) = tokens.get(&key) {
-                        if token.expires > Instant::now() {
-                            return Ok(
-                                HeaderValue::from_str(&format!("Bearer {}", token.value)).ok()
-                            );
-                        }
-                    }
+                if let Ok(tokens) = self.tokens.lock()
+                    && let Some(token) = tokens.get(&key)
+                    && token.expires > Instant::now()
+                {
+                    return Ok(HeaderValue::from_str(&format!("Bearer {}", token.value)).ok());
                 }
                 let token = self.fetch_token(http, &realm, service.as_deref(), scopes)?;
                 let header = HeaderValue::from_str(&format!("Bearer {}", token.value)).ok();
