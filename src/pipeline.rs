@@ -10,6 +10,8 @@ use crate::model::spec::ModelSpec;
 use crate::registry::store::{Layout, Store, StoreError};
 use std::path::PathBuf;
 
+pub mod push;
+
 /// Where mlambda keeps its state: `$MLAMBDA_HOME`, else `$XDG_DATA_HOME/mlambda`, else
 /// `~/.local/share/mlambda`.
 pub fn default_home() -> PathBuf {
@@ -50,6 +52,8 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Push(#[from] crate::registry::client::PushError),
     #[error("SOURCE_DATE_EPOCH='{0}' is not a number of seconds since 1970")]
     SourceDateEpoch(String),
 }
@@ -83,6 +87,14 @@ pub fn choose_base(
             Ok((base, Some(note)))
         }
     }
+}
+
+/// What to build: the model, the base asked for (`None`: the runtime for its model-type), how.
+#[derive(Clone, Copy)]
+pub struct BuildRequest<'a> {
+    pub spec: &'a ModelSpec,
+    pub base: Option<&'a BaseChoice>,
+    pub settings: &'a BuildSettings,
 }
 
 /// How to build, beyond what the model folder says.
@@ -147,18 +159,42 @@ pub struct Uploaded {
     pub built: BuiltImage,
     pub base: String,
     pub base_digest: Option<String>,
+    /// Where the image was pushed after the local build, when it was.
+    pub pushed: Option<crate::registry::client::Pushed>,
 }
+
+/// Runs after the local build and before the version is `Finished`: a push to a registry.
+pub type AfterBuild<'a> = dyn FnMut(
+        &Catalog,
+        u32,
+        &Uploaded,
+    ) -> Result<Option<crate::registry::client::Pushed>, PipelineError>
+    + 'a;
 
 /// `mlambda upload` into a file-backed store: takes a version, builds, tags, records. A
 /// failure after the version is taken is recorded `Failed` with its error.
 pub fn upload_to_store(
     catalog: &mut Catalog,
     store: &Store,
-    spec: &ModelSpec,
-    base_choice: Option<&BaseChoice>,
-    settings: &BuildSettings,
+    request: &BuildRequest,
     log: &mut dyn FnMut(Event),
 ) -> Result<Uploaded, (Option<u32>, PipelineError)> {
+    upload_then(catalog, store, request, log, &mut |_, _, _| Ok(None))
+}
+
+/// `upload_to_store`, then `after_build` (a push); its failure fails the version.
+pub fn upload_then(
+    catalog: &mut Catalog,
+    store: &Store,
+    request: &BuildRequest,
+    log: &mut dyn FnMut(Event),
+    after_build: &mut AfterBuild,
+) -> Result<Uploaded, (Option<u32>, PipelineError)> {
+    let BuildRequest {
+        spec,
+        base: base_choice,
+        settings,
+    } = *request;
     let new = NewVersion {
         model: spec.name.clone(),
         model_type: spec.model_type.clone(),
@@ -195,10 +231,11 @@ pub fn upload_to_store(
             built,
             base: base.reference.clone(),
             base_digest: base.manifest_digest.clone(),
+            pushed: None,
         })
     })();
     match result {
-        Ok(uploaded) => {
+        Ok(mut uploaded) => {
             let record = BuildResult {
                 base_image: uploaded.base.clone(),
                 base_digest: uploaded.base_digest.clone(),
@@ -208,8 +245,22 @@ pub fn upload_to_store(
                 size: uploaded.built.size,
             };
             catalog
-                .finish(&spec.name, version, &record)
+                .record_build(&spec.name, version, &record)
                 .map_err(|e| (Some(version), e.into()))?;
+            match after_build(catalog, version, &uploaded) {
+                Ok(None) => catalog.finish(&spec.name, version, &record),
+                Ok(Some(pushed)) => {
+                    let done =
+                        catalog.record_push(&spec.name, version, &pushed.reference, &pushed.digest);
+                    uploaded.pushed = Some(pushed);
+                    done
+                }
+                Err(error) => {
+                    let _ = catalog.fail(&spec.name, version, &error.to_string());
+                    return Err((Some(version), error));
+                }
+            }
+            .map_err(|e| (Some(version), e.into()))?;
             Ok(uploaded)
         }
         Err(error) => {

@@ -5,6 +5,7 @@ mod liveness;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,7 +81,12 @@ pub struct VersionRecord {
     pub contract_text: String,
     pub base_image: Option<String>,
     pub base_digest: Option<String>,
+    /// The remote reference once pushed, else the local store's `oci:` reference.
     pub image: Option<String>,
+    /// The local store's `oci:DIR:TAG` (the image that can be pushed again).
+    pub local_image: Option<String>,
+    /// The manifest digest the remote registry confirmed.
+    pub pushed_digest: Option<String>,
     pub digest: Option<String>,
     pub config_digest: Option<String>,
     pub size: Option<u64>,
@@ -148,6 +154,7 @@ impl Catalog {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        migrate(&conn).map_err(sql)?;
         let catalog = Catalog {
             conn,
             path: display,
@@ -231,9 +238,20 @@ impl Catalog {
         version: u32,
         result: &BuildResult,
     ) -> Result<(), CatalogError> {
+        self.record_build(model, version, result)?;
+        self.set_status(model, version, Status::Finished)
+    }
+
+    /// What the build produced, status unchanged (a push is still to come).
+    pub fn record_build(
+        &self,
+        model: &str,
+        version: u32,
+        result: &BuildResult,
+    ) -> Result<(), CatalogError> {
         self.conn
             .execute(
-                "UPDATE versions SET status = 'Finished', base_image = ?3, base_digest = ?4, image = ?5,
+                "UPDATE versions SET base_image = ?3, base_digest = ?4, image = ?5,
                  manifest_digest = ?6, config_digest = ?7, size = ?8, finished = ?9
                  WHERE model = ?1 AND version = ?2",
                 params![
@@ -249,6 +267,73 @@ impl Catalog {
                 ],
             )
             .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// A push confirmed by the registry: the version is `Finished` (also one whose earlier
+    /// push failed) and its image is the remote reference.
+    pub fn record_push(
+        &self,
+        model: &str,
+        version: u32,
+        remote_image: &str,
+        pushed_digest: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE versions SET status = 'Finished', remote_image = ?3, pushed_digest = ?4,
+                 error = NULL, finished = ?5 WHERE model = ?1 AND version = ?2",
+                params![model, version, remote_image, pushed_digest, now()],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// For each of `digests`, the repositories of `registry` it was pushed to (newest first):
+    /// the sources of cross-repository mounts.
+    pub fn blob_locations(
+        &self,
+        registry: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, CatalogError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT repository FROM blob_locations WHERE registry = ?1 AND digest = ?2
+                 ORDER BY pushed DESC LIMIT 5",
+            )
+            .map_err(self.sql())?;
+        let mut out = HashMap::new();
+        for digest in digests {
+            let repos: Vec<String> = statement
+                .query_map(params![registry, digest], |r| r.get(0))
+                .map_err(self.sql())?
+                .collect::<Result<_, _>>()
+                .map_err(self.sql())?;
+            if !repos.is_empty() {
+                out.insert(digest.clone(), repos);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers that `registry`'s `repository` holds `digests`.
+    pub fn add_blob_locations(
+        &self,
+        registry: &str,
+        repository: &str,
+        digests: &[String],
+    ) -> Result<(), CatalogError> {
+        let now = now();
+        for digest in digests {
+            self.conn
+                .execute(
+                    "INSERT INTO blob_locations (registry, digest, repository, pushed) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (registry, digest, repository) DO UPDATE SET pushed = excluded.pushed",
+                    params![registry, digest, repository, now],
+                )
+                .map_err(self.sql())?;
+        }
         Ok(())
     }
 
@@ -345,7 +430,35 @@ impl Catalog {
 }
 
 const VERSION_COLUMNS: &str = "model, version, model_type, status, contract, contract_text, contract_source,
-    base_image, base_digest, image, manifest_digest, config_digest, size, created, finished, error, log";
+    base_image, base_digest, COALESCE(remote_image, image), manifest_digest, config_digest, size, created, finished,
+    error, log, image, pushed_digest";
+
+/// Columns and tables added after the first release, added to older catalogues on open.
+/// Idempotent: a column is added only when `PRAGMA table_info` does not list it.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('versions')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, kind) in [("remote_image", "TEXT"), ("pushed_digest", "TEXT")] {
+        if !columns.iter().any(|c| c == column) {
+            // A concurrent opener may have added it first.
+            match conn.execute_batch(&format!("ALTER TABLE versions ADD COLUMN {column} {kind}")) {
+                Err(e) if e.to_string().contains("duplicate column") => {}
+                other => other?,
+            }
+        }
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS blob_locations (
+            registry TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            repository TEXT NOT NULL,
+            pushed TEXT NOT NULL,
+            PRIMARY KEY (registry, digest, repository)
+        );",
+    )
+}
 
 fn version_from_row(r: &Row) -> rusqlite::Result<VersionRecord> {
     Ok(VersionRecord {
@@ -366,6 +479,8 @@ fn version_from_row(r: &Row) -> rusqlite::Result<VersionRecord> {
         finished: r.get(14)?,
         error: r.get(15)?,
         log: r.get(16)?,
+        local_image: r.get(17)?,
+        pushed_digest: r.get(18)?,
     })
 }
 
@@ -416,6 +531,56 @@ mod tests {
         let models = catalog.models().unwrap();
         assert_eq!(models.len(), 2);
         assert_eq!(models[0].versions, 2);
+    }
+
+    #[test]
+    fn pushes_and_blob_locations_are_recorded_and_old_catalogues_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        {
+            // A catalogue from before pushes: no remote columns.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+        }
+        let mut catalog = Catalog::open(&path).unwrap();
+        drop(Catalog::open(&path).unwrap());
+        catalog.start_version(&new_version("a")).unwrap();
+        let build = BuildResult {
+            image: "oci:/s/a:1".into(),
+            manifest_digest: "sha256:m".into(),
+            ..BuildResult::default()
+        };
+        catalog.record_build("a", 1, &build).unwrap();
+        catalog.fail("a", 1, "push failed").unwrap();
+        let record = catalog.version("a", 1).unwrap().unwrap();
+        assert_eq!(record.status, Status::Failed);
+        assert_eq!(record.image.as_deref(), Some("oci:/s/a:1"));
+        catalog
+            .record_push("a", 1, "r.example.com/a:1", "sha256:m")
+            .unwrap();
+        let record = catalog.version("a", 1).unwrap().unwrap();
+        assert_eq!(record.status, Status::Finished);
+        assert_eq!(record.error, None);
+        assert_eq!(record.image.as_deref(), Some("r.example.com/a:1"));
+        assert_eq!(record.local_image.as_deref(), Some("oci:/s/a:1"));
+        assert_eq!(record.pushed_digest.as_deref(), Some("sha256:m"));
+
+        let digests = vec!["sha256:l".to_string(), "sha256:z".to_string()];
+        catalog
+            .add_blob_locations("r:1", "t/a", &digests[..1])
+            .unwrap();
+        catalog
+            .add_blob_locations("r:1", "t/a", &digests[..1])
+            .unwrap();
+        let found = catalog.blob_locations("r:1", &digests).unwrap();
+        assert_eq!(found.get("sha256:l"), Some(&vec!["t/a".to_string()]));
+        assert!(!found.contains_key("sha256:z"));
+        assert!(
+            catalog
+                .blob_locations("other", &digests)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod base;
 mod build;
 mod contract;
 mod output;
+mod push;
 mod upload;
 mod versions;
 
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Build the model folder into a new version of its image and store it (the seeds' `hs upload`)
     Upload(upload::Args),
+    /// Push a version built earlier to a registry (e.g. one built on an air-gapped host)
+    Push(push::Args),
     /// Print the contract that upload would put into the image
     Contract(contract::Args),
     /// Build the image to an OCI layout or archive without recording a version
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
     let home = mlambda_home(cli.home);
     let result = match cli.command {
         Command::Upload(args) => upload::run(&home, args),
+        Command::Push(args) => push::run(&home, args),
         Command::Contract(args) => contract::run(args),
         Command::Build(args) => build::run(&home, args),
         Command::Models(args) => versions::models(&home, args),

@@ -4,7 +4,8 @@ use super::ModelArgs;
 use super::output::{print_json, step_printer};
 use crate::base::{BaseChoice, parse_base};
 use crate::catalog::Catalog;
-use crate::pipeline::{Home, upload_to_store};
+use crate::pipeline::push::upload_to_registry;
+use crate::pipeline::{BuildRequest, Home, upload_to_store};
 use crate::registry::store::Store;
 use serde_json::json;
 use std::path::PathBuf;
@@ -17,12 +18,16 @@ pub struct Args {
     /// The base image: `scratch` or `oci:DIR[:TAG]` [default: the runtime for the model-type in base-images/]
     #[arg(long, value_name = "IMAGE")]
     base: Option<String>,
-    /// Where the image goes: `file:DIR` (a file-backed store) [default: the local store in the mlambda home]
+    /// Where the image goes: `http(s)://host[:port][/prefix]` (any OCI registry; the image is
+    /// built into the local store first, then pushed to <prefix>/<name>:<version>), or
+    /// `file:DIR` (a file-backed store) [default: the local store in the mlambda home]
     #[arg(long, value_name = "URL")]
     registry: Option<String>,
     /// How small files and the contract are compressed (files of 64 MiB or more never are)
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression: String,
+    #[command(flatten)]
+    remote: super::push::RemoteArgs,
     /// Print one JSON document for scripts
     #[arg(long)]
     json: bool,
@@ -30,41 +35,62 @@ pub struct Args {
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let base_choice: Option<BaseChoice> = args.base.as_deref().map(parse_base).transpose()?;
-    let store = match args.registry.as_deref() {
-        None => home.store()?,
-        Some(url) => Store::open(&file_registry(url)?)?,
+    let (store, remote) = match args.registry.as_deref() {
+        None => (home.store()?, None),
+        Some(url) if url.starts_with("file:") => (Store::open(&file_registry(url)?)?, None),
+        Some(url) => (home.store()?, Some(args.remote.remote(url)?)),
     };
     let spec = args.model.load()?;
     let mut catalog = Catalog::open(&home.catalog_path())?;
     let mut show = step_printer();
-    match upload_to_store(
-        &mut catalog,
-        &store,
-        &spec,
-        base_choice.as_ref(),
-        &super::build_settings(&args.compression),
-        &mut show,
-    ) {
+    let settings = super::build_settings(&args.compression);
+    let request = BuildRequest {
+        spec: &spec,
+        base: base_choice.as_ref(),
+        settings: &settings,
+    };
+    let result = match &remote {
+        None => upload_to_store(&mut catalog, &store, &request, &mut show),
+        Some(remote) => {
+            let watcher = super::push::progress_watcher();
+            upload_to_registry(&mut catalog, &store, &request, remote, &mut show, &watcher)
+        }
+    };
+    match result {
         Ok(uploaded) => {
+            let image = uploaded
+                .pushed
+                .as_ref()
+                .map_or(uploaded.image.clone(), |p| p.reference.clone());
             if args.json {
-                print_json(&json!({
+                let mut document = json!({
                     "name": spec.name,
                     "version": uploaded.version,
                     "status": "Finished",
-                    "image": uploaded.image,
+                    "image": image,
                     "digest": uploaded.built.manifest.digest,
                     "config_digest": uploaded.built.config_digest,
                     "size": uploaded.built.size,
                     "model_type": spec.model_type,
                     "contract_source": spec.contract_source,
                     "base": uploaded.base,
-                }));
+                });
+                if let Some(pushed) = &uploaded.pushed {
+                    document["pushed_digest"] = json!(pushed.digest);
+                    document["local_image"] = json!(uploaded.image);
+                    document["blobs"] = super::push::blob_counts(pushed);
+                }
+                print_json(&document);
             } else {
                 println!("{}:{} Finished", spec.name, uploaded.version);
-                println!("  image     {}", uploaded.image);
+                println!("  image     {image}");
                 println!("  digest    {}", uploaded.built.manifest.digest);
                 println!("  contract  {}", spec.contract_source);
                 println!("  base      {}", uploaded.base);
+                if let Some(pushed) = &uploaded.pushed {
+                    println!("  local     {}", uploaded.image);
+                    super::push::print_pushed(pushed);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -88,12 +114,10 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `file:DIR` → DIR. Other registries are pushed to over HTTP, which this build does not do yet.
+/// `file:DIR` → DIR.
 fn file_registry(url: &str) -> anyhow::Result<PathBuf> {
     match url.strip_prefix("file:") {
         Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-        _ => anyhow::bail!(
-            "--registry {url}: only file:DIR (a file-backed store) is supported by this version of mlambda"
-        ),
+        _ => anyhow::bail!("--registry {url}: expected file:DIR"),
     }
 }

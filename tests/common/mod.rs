@@ -2,6 +2,9 @@
 //! finding third-party tools, and an independent reader of the contract's wire format.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,149 @@
+//! Uploads to a remote registry: build into the local store exactly as for a local upload (so
+//! the version exists here and can be pushed again), then push that image from the local layout
+//! to `<registry>/<prefix>/<name>:<version>`, and record the reference and the digest the
+//! registry confirmed.
+
+use super::{BuildRequest, Event, PipelineError, Uploaded, upload_then};
+use crate::catalog::{Catalog, Status};
+use crate::registry::client::{
+    ConnectOptions, PushError, PushRequest, Pushed, Registry, Target, Watcher, push_image,
+};
+use crate::registry::store::{Layout, Store};
+
+/// A registry to push to, and how.
+pub struct Remote {
+    pub target: Target,
+    pub options: ConnectOptions,
+}
+
+/// `mlambda upload --registry http(s)://…`.
+pub fn upload_to_registry(
+    catalog: &mut Catalog,
+    store: &Store,
+    request: &BuildRequest,
+    remote: &Remote,
+    log: &mut dyn FnMut(Event),
+    watcher: &Watcher,
+) -> Result<Uploaded, (Option<u32>, PipelineError)> {
+    let name = request.spec.name.clone();
+    upload_then(
+        catalog,
+        store,
+        request,
+        log,
+        &mut |catalog, version, uploaded| {
+            let layout = store.repository(&name)?;
+            push_layout(
+                catalog,
+                &layout,
+                &name,
+                version,
+                &uploaded.built.manifest.digest,
+                remote,
+                watcher,
+            )
+            .map(Some)
+        },
+    )
+}
+
+/// `mlambda push NAME:VERSION`: a version built earlier (here, or on an air-gapped host whose
+/// store was carried over) pushed from the local store.
+pub fn push_version(
+    catalog: &Catalog,
+    store: &Store,
+    name: &str,
+    version: u32,
+    remote: &Remote,
+    watcher: &Watcher,
+) -> Result<Pushed, PipelineError> {
+    let not_pushable = |why: String| PipelineError::Push(PushError::Config(why));
+    let record = catalog.version(name, version)?.ok_or_else(|| {
+        not_pushable(format!(
+            "no version {name}:{version} in the catalogue (`mlambda versions {name}` lists them)"
+        ))
+    })?;
+    if matches!(record.status, Status::Pending | Status::Running) {
+        return Err(not_pushable(format!(
+            "{name}:{version} is still being built ({:?})",
+            record.status
+        )));
+    }
+    let digest = record.digest.clone().ok_or_else(|| {
+        not_pushable(format!(
+            "{name}:{version} has no image: its build failed ({})",
+            record.error.as_deref().unwrap_or("no error recorded")
+        ))
+    })?;
+    let layout = store.existing_repository(name).ok_or_else(|| {
+        not_pushable(format!(
+            "{name}:{version}: the local store {} has no repository '{name}'",
+            store.root().display()
+        ))
+    })?;
+    let tagged = layout.resolve(Some(&version.to_string()))?;
+    if tagged.digest != digest {
+        return Err(not_pushable(format!(
+            "{name}:{version}: the local store holds {} under that tag, the catalogue {digest}",
+            tagged.digest
+        )));
+    }
+    let pushed = push_layout(catalog, &layout, name, version, &digest, remote, watcher)?;
+    catalog.record_push(name, version, &pushed.reference, &pushed.digest)?;
+    Ok(pushed)
+}
+
+/// Pushes one tagged image of a local layout, with mount sources from the catalogue, and
+/// remembers where its blobs now are.
+fn push_layout(
+    catalog: &Catalog,
+    layout: &Layout,
+    name: &str,
+    version: u32,
+    manifest_digest: &str,
+    remote: &Remote,
+    watcher: &Watcher,
+) -> Result<Pushed, PipelineError> {
+    let repository = remote.target.repository(name);
+    let reference = remote.target.reference(&repository, &version.to_string());
+    let _ = catalog.append_log(name, version, &format!("pushing to {reference}"));
+    let registry = Registry::connect(&remote.target, &remote.options)?;
+    let manifest_digests = manifest_blobs(layout, manifest_digest)?;
+    let known = catalog.blob_locations(&remote.target.authority, &manifest_digests)?;
+    let request = PushRequest {
+        layout,
+        manifest_digest,
+        repository: &repository,
+        tag: &version.to_string(),
+        known_locations: &known,
+    };
+    let pushed = push_image(&registry, &request, remote.options.parallel, watcher)?;
+    let digests: Vec<String> = pushed.blobs.iter().map(|(d, _)| d.clone()).collect();
+    catalog.add_blob_locations(&remote.target.authority, &repository, &digests)?;
+    let count = |kind| pushed.blobs.iter().filter(|(_, o)| *o == kind).count();
+    use crate::registry::client::BlobOutcome::{Existed, Mounted, Uploaded};
+    let _ = catalog.append_log(
+        name,
+        version,
+        &format!(
+            "pushed {} as {} ({} blobs uploaded, {} mounted, {} already there)",
+            pushed.reference,
+            pushed.digest,
+            count(Uploaded),
+            count(Mounted),
+            count(Existed)
+        ),
+    );
+    Ok(pushed)
+}
+
+/// The config and layer digests of a manifest in the layout.
+fn manifest_blobs(layout: &Layout, digest: &str) -> Result<Vec<String>, PipelineError> {
+    let bytes = layout.read_blob(digest, 4 << 20)?;
+    let manifest: crate::image::oci::Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        PushError::Protocol(format!("manifest {digest} is not an image manifest: {e}"))
+    })?;
+    Ok(std::iter::once(manifest.config.digest)
+        .chain(manifest.layers.into_iter().map(|l| l.digest))
+        .collect())
+}
