@@ -3,6 +3,7 @@
 mod build;
 mod contract;
 mod output;
+mod registry;
 mod upload;
 mod versions;
 
@@ -38,6 +39,8 @@ enum Command {
     Versions(versions::VersionsArgs),
     /// Show one version of a model (the latest when no version is given)
     Show(versions::ShowArgs),
+    /// The file-backed registry: serve it over HTTP, collect its garbage
+    Registry(registry::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Models(args) => versions::models(&home, args),
         Command::Versions(args) => versions::versions(&home, args),
         Command::Show(args) => versions::show(&home, args),
+        Command::Registry(args) => registry::run(&home, args),
     };
     match result {
         Ok(code) => code,
