@@ -20,12 +20,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
+/// On scratch unless `extra` names a base: these tests are about the push, and a runtime
+/// base would make every one of them build and send a Python installation.
 fn upload_to(home: &Path, registry: &str, extra: &[&str]) -> Command {
     let mut command = mlambda(home);
-    command
-        .args(["upload", "--json", "--registry", registry])
-        .args(extra)
-        .arg(example_dir());
+    command.args(["upload", "--json", "--registry", registry]);
+    if !extra.contains(&"--base") {
+        command.args(["--base", "scratch"]);
+    }
+    command.args(extra).arg(example_dir());
     command
 }
 

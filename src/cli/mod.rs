@@ -5,6 +5,7 @@ mod build;
 mod contract;
 mod output;
 mod push;
+mod registry;
 mod upload;
 mod versions;
 
@@ -45,6 +46,8 @@ enum Command {
     /// Runtime base images: list, import, build
     #[command(subcommand)]
     Base(base::Command),
+    /// The file-backed registry: serve it over HTTP, collect its garbage
+    Registry(registry::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Versions(args) => versions::versions(&home, args),
         Command::Show(args) => versions::show(&home, args),
         Command::Base(command) => base::run(&home, command),
+        Command::Registry(args) => registry::run(&home, args),
     };
     match result {
         Ok(code) => code,

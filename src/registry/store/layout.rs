@@ -5,7 +5,7 @@
 //! never leaves a half-written blob or index visible. In the local store, blobs live once in a
 //! shared pool and each repository holds hard links to them.
 
-use crate::digest::{HashingReader, HashingWriter, is_sha256};
+use crate::digest::{HashingReader, HashingWriter, digest_of, parse_digest};
 use crate::image::oci::{ANNOTATION_REF_NAME, Descriptor, Index};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -147,7 +147,13 @@ impl Layout {
                 problem: format!("is larger than {limit} bytes"),
             });
         }
-        let actual = crate::digest::sha256_of(&bytes);
+        let algorithm = parse_digest(digest)
+            .map_err(|problem| StoreError::Invalid {
+                path: path.clone(),
+                problem,
+            })?
+            .0;
+        let actual = digest_of(algorithm, &bytes);
         if actual != digest {
             return Err(StoreError::DigestMismatch {
                 what: path.display().to_string(),
@@ -219,6 +225,77 @@ impl Layout {
             });
         }
         self.commit_blob(writer).map(|_| ())
+    }
+
+    /// Writes `bytes` as the blob `digest` (which they must match, in either algorithm).
+    pub fn put_bytes(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let (algorithm, _) = parse_digest(digest).map_err(|problem| StoreError::Invalid {
+            path: self.dir.clone(),
+            problem,
+        })?;
+        let actual = digest_of(algorithm, bytes);
+        if actual != digest {
+            return Err(StoreError::DigestMismatch {
+                what: "content".into(),
+                expected: digest.into(),
+                actual,
+            });
+        }
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let mut file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.house.tmp)
+            .map_err(io_err(&self.house.tmp, "cannot create a temporary file"))?;
+        file.write_all(bytes)
+            .map_err(io_err(file.path(), "cannot write"))?;
+        file.as_file()
+            .sync_all()
+            .map_err(io_err(file.path(), "cannot fsync"))?;
+        self.adopt_file(file.path(), digest)
+    }
+
+    /// Publishes a finished file whose content was already verified to be `digest` and
+    /// fsynced, by hard links only: into the pool (never replacing a blob already there), then
+    /// into this layout. The file itself stays where it is; the caller removes it.
+    pub fn adopt_file(&self, file: &Path, digest: &str) -> Result<(), StoreError> {
+        fs::set_permissions(file, fs::Permissions::from_mode(0o644))
+            .map_err(io_err(file, "cannot set permissions"))?;
+        let target = self.blob_path(digest)?;
+        let Some(pool) = &self.house.pool else {
+            return link_or_copy(file, &target, &self.house.tmp);
+        };
+        let pooled = blob_path_in(pool, digest)?;
+        // A garbage collection may remove an old pooled copy between the two links: then the
+        // second link finds nothing, and the next round puts this file into the pool again.
+        for _ in 0..3 {
+            link_new(file, &pooled)?;
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent, "cannot create"))?;
+            }
+            match fs::hard_link(&pooled, &target) {
+                Ok(()) => return sync_parent(&target),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => return link_or_copy(file, &target, &self.house.tmp),
+            }
+        }
+        link_or_copy(file, &target, &self.house.tmp)
+    }
+
+    /// Removes this layout's link to a blob (the pool keeps its copy until gc); whether it was here.
+    pub fn remove_blob(&self, digest: &str) -> Result<bool, StoreError> {
+        let path = self.blob_path(digest)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_parent(&path).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::Io {
+                path,
+                action: "cannot remove",
+                source: e,
+            }),
+        }
     }
 
     fn place(&self, file: tempfile::NamedTempFile, digest: &str) -> Result<(), StoreError> {
@@ -339,14 +416,31 @@ impl Write for BlobWriter {
     }
 }
 
+/// `DIR/blobs/<algorithm>/<hex>` for a well-formed sha256 or sha512 digest; anything else is
+/// refused before it can become a path.
 pub(crate) fn blob_path_in(dir: &Path, digest: &str) -> Result<PathBuf, StoreError> {
-    if !is_sha256(digest) {
-        return Err(StoreError::Invalid {
-            path: dir.to_path_buf(),
-            problem: format!("'{digest}' is not a sha256 digest"),
-        });
+    let (algorithm, hex) = parse_digest(digest).map_err(|problem| StoreError::Invalid {
+        path: dir.to_path_buf(),
+        problem,
+    })?;
+    Ok(dir.join("blobs").join(algorithm.name()).join(hex))
+}
+
+/// Hard-links `from` to `to` unless `to` exists already (then that copy, with the same
+/// content, is kept).
+fn link_new(from: &Path, to: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent, "cannot create"))?;
     }
-    Ok(dir.join("blobs/sha256").join(&digest["sha256:".len()..]))
+    match fs::hard_link(from, to) {
+        Ok(()) => sync_parent(to),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Io {
+            path: to.to_path_buf(),
+            action: "cannot link into the pool",
+            source: e,
+        }),
+    }
 }
 
 fn persist(file: tempfile::NamedTempFile, target: &Path) -> Result<(), StoreError> {
@@ -368,6 +462,9 @@ fn persist(file: tempfile::NamedTempFile, target: &Path) -> Result<(), StoreErro
 fn link_or_copy(from: &Path, to: &Path, tmp: &Path) -> Result<(), StoreError> {
     if to.is_file() {
         return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent, "cannot create"))?;
     }
     match fs::hard_link(from, to) {
         Ok(()) => sync_parent(to),

@@ -5,15 +5,21 @@
 //! ROOT/_blobs/blobs/sha256/…   the pool: every blob once
 //! ROOT/_tmp/                   temporary files (same filesystem, so renames are atomic)
 //! ROOT/_locks/                 index.json locks, one per repository
+//! ROOT/_uploads/<id>/          blob upload sessions of the registry server
 //! ROOT/<repository>/           a standard OCI image layout whose blobs link into the pool
 //! ```
 //! Names starting with '_' can never be repositories (the distribution spec forbids them).
 
+pub mod gc;
 mod layout;
+pub mod manifests;
+pub mod uploads;
 
 pub use layout::{BlobWriter, Layout, StoreError};
 use layout::{Housekeeping, io_err};
+pub use manifests::{MANIFEST_LIMIT, Reference, is_tag};
 use std::path::{Path, PathBuf};
+pub use uploads::Uploads;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -22,7 +28,7 @@ pub struct Store {
 
 impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["_blobs/blobs/sha256", "_tmp", "_locks"] {
+        for sub in ["_blobs/blobs/sha256", "_tmp", "_locks", "_uploads"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir, "cannot create the store"))?;
         }
@@ -51,6 +57,47 @@ impl Store {
         dir.join("oci-layout")
             .is_file()
             .then(|| Layout::open_with(&dir, self.housekeeping(repository)))
+    }
+
+    /// The blob upload sessions.
+    pub fn uploads(&self) -> Uploads {
+        Uploads::new(&self.root)
+    }
+
+    /// Every repository (a folder holding an `oci-layout` file), sorted.
+    pub fn repositories(&self) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        let mut todo = vec![String::new()];
+        while let Some(prefix) = todo.pop() {
+            let dir = self.root.join(&prefix);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir, "cannot list")(e)),
+            };
+            let is_layout = !prefix.is_empty() && dir.join("oci-layout").is_file();
+            for entry in entries.flatten() {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) || (is_layout && name == "blobs") {
+                    continue;
+                }
+                let path = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if check_repository(&path).is_ok() {
+                    todo.push(path);
+                }
+            }
+            if is_layout {
+                found.push(prefix);
+            }
+        }
+        found.sort();
+        Ok(found)
     }
 
     fn housekeeping(&self, repository: &str) -> Housekeeping {

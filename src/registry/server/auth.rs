@@ -1,0 +1,158 @@
+//! HTTP basic authentication against an htpasswd file of bcrypt entries (`htpasswd -Bbn`),
+//! as CNCF distribution reads it.
+
+use super::errors::{ApiError, Code};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+pub struct Htpasswd {
+    users: BTreeMap<String, String>,
+    /// sha256 of `Authorization` values already verified: bcrypt is slow on purpose, and a
+    /// client sends the same header with every request.
+    verified: Mutex<HashSet<String>>,
+}
+
+impl Htpasswd {
+    /// Reads `user:$2y$…` lines; anything but bcrypt is refused with the line number.
+    pub fn load(path: &Path) -> Result<Htpasswd, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Htpasswd::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Htpasswd, String> {
+        let mut users = BTreeMap::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, hash) = line
+                .split_once(':')
+                .ok_or_else(|| format!("line {}: expected user:hash", number + 1))?;
+            if !["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+                return Err(format!(
+                    "line {}: the entry of '{user}' is not bcrypt (create it with htpasswd -B)",
+                    number + 1
+                ));
+            }
+            users.insert(user.to_string(), hash.to_string());
+        }
+        if users.is_empty() {
+            return Err("no users".into());
+        }
+        Ok(Htpasswd {
+            users,
+            verified: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Whether an `Authorization` header names a user with the right password.
+    pub async fn check(self: &Arc<Self>, authorization: Option<&str>) -> Result<(), ApiError> {
+        let unauthorized = |message: &str| {
+            ApiError::new(Code::Unauthorized, message).header(
+                axum::http::header::WWW_AUTHENTICATE,
+                "Basic realm=\"mlambda\"",
+            )
+        };
+        let Some(value) = authorization else {
+            return Err(unauthorized("authentication required"));
+        };
+        let key = crate::digest::sha256_of(value.as_bytes());
+        if self
+            .verified
+            .lock()
+            .is_ok_and(|verified| verified.contains(&key))
+        {
+            return Ok(());
+        }
+        let Some((user, password)) = value
+            .strip_prefix("Basic ")
+            .and_then(|b64| base64_decode(b64.trim()))
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|pair| {
+                pair.split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+            })
+        else {
+            return Err(unauthorized("malformed basic credentials"));
+        };
+        let Some(hash) = self.users.get(&user).cloned() else {
+            return Err(unauthorized("invalid username or password"));
+        };
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .map_err(ApiError::from)?
+            .unwrap_or(false);
+        if !ok {
+            return Err(unauthorized("invalid username or password"));
+        }
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() > 1024 {
+                verified.clear();
+            }
+            verified.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// Standard base64 with optional padding; `None` when malformed.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let text = text.trim_end_matches('=').as_bytes();
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_known_values() {
+        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert!(base64_decode("Y").is_none());
+        assert!(base64_decode("!!!!").is_none());
+    }
+
+    #[test]
+    fn only_bcrypt_entries_are_accepted() {
+        assert!(Htpasswd::parse("u:$apr1$x$y").is_err());
+        assert!(Htpasswd::parse("").is_err());
+        let ok = Htpasswd::parse(&format!("u:{}\n", bcrypt::hash("p", 4).unwrap())).unwrap();
+        let ok = Arc::new(ok);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert!(ok.check(Some("Basic dTpw")).await.is_ok());
+            assert!(ok.check(Some("Basic dTpx")).await.is_err());
+            assert!(ok.check(None).await.is_err());
+        });
+    }
+}

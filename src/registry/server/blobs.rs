@@ -1,0 +1,137 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: streamed from the file, `Range` by seek.
+
+use super::errors::{ApiError, ApiResult, Code};
+use super::{Call, Shared, blocking, respond};
+use crate::digest::parse_digest;
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+pub(crate) fn check_digest(digest: &str) -> Result<(), ApiError> {
+    parse_digest(digest)
+        .map(|_| ())
+        .map_err(|message| ApiError::new(Code::DigestInvalid, message))
+}
+
+pub(super) async fn get(state: &Shared, name: &str, digest: &str, call: Call) -> ApiResult {
+    check_digest(digest)?;
+    let unknown = || ApiError::new(Code::BlobUnknown, format!("blob {digest} is not in {name}"));
+    let path = state
+        .store
+        .existing_repository(name)
+        .and_then(|layout| layout.blob_path(digest).ok())
+        .ok_or_else(unknown)?;
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
+        Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
+    };
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?
+        .len();
+    let mut headers = vec![
+        ("Docker-Content-Digest", digest.to_string()),
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("Accept-Ranges", "bytes".to_string()),
+    ];
+    let range = call
+        .headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|text| parse_range(text, size));
+    let (status, start, length) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Some((start, end))) => {
+            headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Some(None) => {
+            return Err(
+                ApiError::new(Code::BlobUnknown, "the range cannot be satisfied")
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}")),
+            );
+        }
+    };
+    if call.method == Method::HEAD {
+        return Ok(respond(status, &headers, Body::empty(), Some(length)));
+    }
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), 1 << 16);
+    Ok(respond(
+        status,
+        &headers,
+        Body::from_stream(stream),
+        Some(length),
+    ))
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` within `size`: the inclusive range, or `None` when
+/// it cannot be satisfied (or is not one range).
+fn parse_range(text: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = text.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let (start, end) = if first.is_empty() {
+        let suffix: u64 = last.parse().ok()?;
+        if suffix == 0 {
+            return None;
+        }
+        (size.saturating_sub(suffix), size.checked_sub(1)?)
+    } else {
+        let start: u64 = first.parse().ok()?;
+        let end = if last.is_empty() {
+            size.checked_sub(1)?
+        } else {
+            last.parse::<u64>().ok()?.min(size.checked_sub(1)?)
+        };
+        (start, end)
+    };
+    (start <= end && end < size).then_some((start, end))
+}
+
+pub(super) async fn delete(state: &Shared, name: &str, digest: &str) -> ApiResult {
+    check_digest(digest)?;
+    let Some(layout) = state.store.existing_repository(name) else {
+        return Err(ApiError::new(
+            Code::NameUnknown,
+            format!("no repository {name}"),
+        ));
+    };
+    let digest_owned = digest.to_string();
+    let removed = blocking(move || Ok(layout.remove_blob(&digest_owned)?)).await?;
+    if !removed {
+        return Err(ApiError::new(
+            Code::BlobUnknown,
+            format!("blob {digest} is not in {name}"),
+        ));
+    }
+    Ok(respond(StatusCode::ACCEPTED, &[], Body::empty(), Some(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-0", 10), Some((0, 0)));
+        assert_eq!(parse_range("bytes=2-", 10), Some((2, 9)));
+        assert_eq!(parse_range("bytes=-3", 10), Some((7, 9)));
+        assert_eq!(parse_range("bytes=5-100", 10), Some((5, 9)));
+        assert_eq!(parse_range("bytes=10-", 10), None);
+        assert_eq!(parse_range("bytes=3-2", 10), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 10), None);
+        assert_eq!(parse_range("items=0-1", 10), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+    }
+}

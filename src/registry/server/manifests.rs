@@ -1,0 +1,259 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>` and the referrers API.
+
+use super::blobs::check_digest;
+use super::errors::{ApiError, ApiResult, Code};
+use super::{Call, Shared, blocking, respond};
+use crate::image::oci::{Index, MEDIA_INDEX};
+use crate::registry::store::manifests::{digest_like, manifest_facts};
+use crate::registry::store::{MANIFEST_LIMIT, Reference, is_tag};
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use futures_util::StreamExt;
+
+/// How much of a too-large manifest is read and dropped before answering 413.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+fn reference(text: &str) -> Result<Reference<'_>, ApiError> {
+    Reference::parse(text).map_err(|(digest_like, message)| {
+        ApiError::new(
+            if digest_like {
+                Code::DigestInvalid
+            } else {
+                Code::ManifestInvalid
+            },
+            message,
+        )
+    })
+}
+
+pub(super) async fn get(state: &Shared, name: &str, text: &str, call: Call) -> ApiResult {
+    reference(text)?;
+    let Some(layout) = state.store.existing_repository(name) else {
+        return Err(ApiError::new(
+            Code::NameUnknown,
+            format!("no repository {name}"),
+        ));
+    };
+    let owned = text.to_string();
+    let found = blocking(move || {
+        let reference = Reference::parse(&owned).map_err(|(_, m)| ApiError::internal(m))?;
+        Ok(layout.manifest(reference)?)
+    })
+    .await?;
+    let Some((descriptor, bytes)) = found else {
+        return Err(ApiError::new(
+            Code::ManifestUnknown,
+            format!("no manifest {text} in {name}"),
+        ));
+    };
+    let headers = [
+        ("Content-Type", descriptor.media_type.clone()),
+        ("Docker-Content-Digest", descriptor.digest.clone()),
+    ];
+    let length = bytes.len() as u64;
+    let body = if call.method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    Ok(respond(StatusCode::OK, &headers, body, Some(length)))
+}
+
+pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> ApiResult {
+    let parsed = reference(text)?;
+    let mut tags: Vec<String> = match parsed {
+        Reference::Tag(tag) => vec![tag.to_string()],
+        Reference::Digest(_) => Vec::new(),
+    };
+    for (key, value) in &call.query {
+        if key == "tag" {
+            if !is_tag(value) {
+                return Err(ApiError::new(
+                    Code::ManifestInvalid,
+                    format!("'{value}' is not a valid tag"),
+                ));
+            }
+            if !tags.contains(value) {
+                tags.push(value.clone());
+            }
+        }
+    }
+    let too_large = || {
+        ApiError::new(
+            Code::SizeInvalid,
+            format!("a manifest may hold at most {MANIFEST_LIMIT} bytes"),
+        )
+        .status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let declared = call
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut bytes = Vec::new();
+    let mut stream = call.body.into_data_stream();
+    let mut over = declared.is_some_and(|n| n > MANIFEST_LIMIT);
+    let mut drained = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                Code::ManifestInvalid,
+                format!("the request body broke off: {e}"),
+            )
+        })?;
+        if !over && (bytes.len() + chunk.len()) as u64 > MANIFEST_LIMIT {
+            over = true;
+            bytes = Vec::new();
+        }
+        if over {
+            // Read (and drop) a little more, so that the client gets to see the 413 rather
+            // than a connection reset in the middle of its request; not for ever.
+            drained += chunk.len() as u64;
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        } else {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        return Err(too_large());
+    }
+    let facts = manifest_facts(&bytes)
+        .map_err(|m| ApiError::new(Code::ManifestInvalid, format!("invalid manifest: {m}")))?;
+    let content_type = call
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+        .filter(|v| !v.is_empty());
+    let media_type = match (&content_type, &facts.media_type) {
+        (Some(header), Some(inside)) if header != inside => {
+            return Err(ApiError::new(
+                Code::ManifestInvalid,
+                format!("Content-Type {header} differs from the manifest's mediaType {inside}"),
+            ));
+        }
+        (Some(header), _) => header.clone(),
+        (None, Some(inside)) => inside.clone(),
+        (None, None) => {
+            return Err(ApiError::new(
+                Code::ManifestInvalid,
+                "the manifest has no mediaType and the request no Content-Type",
+            ));
+        }
+    };
+    let digest = match parsed {
+        Reference::Digest(expected) => {
+            let actual = digest_like(Some(expected), &bytes);
+            if actual != expected {
+                return Err(ApiError::new(
+                    Code::DigestInvalid,
+                    format!("the manifest's digest is {actual}, not {expected}"),
+                ));
+            }
+            actual
+        }
+        Reference::Tag(_) => digest_like(None, &bytes),
+    };
+    let store = state.store.clone();
+    let (name_owned, digest_owned) = (name.to_string(), digest.clone());
+    let subject = facts.subject.clone();
+    blocking(move || {
+        let layout = store.repository(&name_owned)?;
+        for blob in &facts.blobs {
+            if !layout.has_blob(blob) {
+                return Err(ApiError::new(
+                    Code::ManifestBlobUnknown,
+                    format!("blob {blob} is not in {name_owned}"),
+                )
+                .detail(serde_json::json!({ "digest": blob })));
+            }
+        }
+        for child in &facts.manifests {
+            let known = Reference::parse(child)
+                .ok()
+                .map(|r| layout.manifest(r))
+                .transpose()?
+                .flatten()
+                .is_some();
+            if !known {
+                return Err(ApiError::new(
+                    Code::ManifestBlobUnknown,
+                    format!("manifest {child} is not in {name_owned}"),
+                )
+                .detail(serde_json::json!({ "digest": child })));
+            }
+        }
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        layout.put_manifest(&bytes, &digest_owned, &media_type, &tags)?;
+        Ok(())
+    })
+    .await?;
+    let mut headers = vec![
+        ("Location", format!("/v2/{name}/manifests/{digest}")),
+        ("Docker-Content-Digest", digest.clone()),
+    ];
+    if let Some(subject) = subject {
+        headers.push(("OCI-Subject", subject));
+    }
+    Ok(respond(
+        StatusCode::CREATED,
+        &headers,
+        Body::empty(),
+        Some(0),
+    ))
+}
+
+pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult {
+    reference(text)?;
+    let Some(layout) = state.store.existing_repository(name) else {
+        return Err(ApiError::new(
+            Code::NameUnknown,
+            format!("no repository {name}"),
+        ));
+    };
+    let owned = text.to_string();
+    let deleted = blocking(move || {
+        let reference = Reference::parse(&owned).map_err(|(_, m)| ApiError::internal(m))?;
+        Ok(layout.delete_manifest(reference)?)
+    })
+    .await?;
+    if !deleted {
+        return Err(ApiError::new(
+            Code::ManifestUnknown,
+            format!("no manifest {text} in {name}"),
+        ));
+    }
+    Ok(respond(StatusCode::ACCEPTED, &[], Body::empty(), Some(0)))
+}
+
+pub(super) async fn referrers(state: &Shared, name: &str, digest: &str, call: Call) -> ApiResult {
+    check_digest(digest)?;
+    let artifact_type = super::query_value(&call.query, "artifactType").map(str::to_string);
+    let Some(layout) = state.store.existing_repository(name) else {
+        return Err(ApiError::new(
+            Code::NameUnknown,
+            format!("no repository {name}"),
+        ));
+    };
+    let (digest_owned, filter) = (digest.to_string(), artifact_type.clone());
+    let manifests =
+        blocking(move || Ok(layout.referrers(&digest_owned, filter.as_deref())?)).await?;
+    let index = Index {
+        manifests,
+        ..Index::default()
+    };
+    let body = serde_json::to_vec(&index).map_err(ApiError::internal)?;
+    let mut headers = vec![("Content-Type", MEDIA_INDEX.to_string())];
+    if artifact_type.is_some() {
+        headers.push(("OCI-Filters-Applied", "artifactType".to_string()));
+    }
+    let length = body.len() as u64;
+    Ok(respond(
+        StatusCode::OK,
+        &headers,
+        Body::from(body),
+        Some(length),
+    ))
+}

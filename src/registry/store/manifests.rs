@@ -1,0 +1,370 @@
+//! Manifests, tags and referrers of one repository, as the distribution API sees them.
+//!
+//! Everything stays a plain OCI image layout: a tagged manifest is an `index.json` entry with
+//! the `org.opencontainers.image.ref.name` annotation; a manifest pushed by digest only (a
+//! referrer, the child of an index) is an entry without it (as zot keeps them), so layout
+//! readers and the garbage collector see it too.
+
+use super::layout::{Layout, StoreError};
+use crate::digest::{digest_of, parse_digest};
+use crate::image::oci::{ANNOTATION_REF_NAME, Descriptor};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The largest manifest the store reads or accepts.
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+
+/// What a manifest reference names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference<'a> {
+    Tag(&'a str),
+    Digest(&'a str),
+}
+
+impl<'a> Reference<'a> {
+    /// A tag (`[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`) or a supported digest; the reason otherwise,
+    /// and whether it looked like a digest.
+    pub fn parse(text: &'a str) -> Result<Reference<'a>, (bool, String)> {
+        if text.contains(':') {
+            parse_digest(text).map_err(|e| (true, e))?;
+            Ok(Reference::Digest(text))
+        } else if is_tag(text) {
+            Ok(Reference::Tag(text))
+        } else {
+            Err((false, format!("'{text}' is not a valid tag")))
+        }
+    }
+}
+
+/// The distribution spec's tag grammar: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+pub fn is_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes[1..]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The parts of a pushed manifest (image manifest or index) that the registry checks.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestFacts {
+    /// `mediaType` inside the document, if any.
+    pub media_type: Option<String>,
+    /// Blobs it needs in the repository: config and layers.
+    pub blobs: Vec<String>,
+    /// Manifests it needs in the repository: an index's children.
+    pub manifests: Vec<String>,
+    pub subject: Option<String>,
+    /// `artifactType`, else the config's media type (as the referrers API reports).
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Reads what matters of a manifest or index; the reason when it is not one.
+pub fn manifest_facts(bytes: &[u8]) -> Result<ManifestFacts, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let digest_of_descriptor = |d: &serde_json::Value, what: &str| -> Result<String, String> {
+        let digest = d
+            .get("digest")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("{what} has no digest"))?;
+        parse_digest(digest).map_err(|e| format!("{what}: {e}"))?;
+        if d.get("mediaType").is_some_and(|m| !m.is_string()) {
+            return Err(format!("{what}: mediaType is not a string"));
+        }
+        if d.get("size").is_some_and(|s| !s.is_u64()) {
+            return Err(format!("{what}: size is not a non-negative integer"));
+        }
+        Ok(digest.to_string())
+    };
+    let mut facts = ManifestFacts {
+        media_type: text(object.get("mediaType")),
+        ..ManifestFacts::default()
+    };
+    if object.get("schemaVersion").and_then(|v| v.as_u64()) != Some(2) {
+        return Err("schemaVersion must be 2".into());
+    }
+    if let Some(config) = object.get("config") {
+        facts.blobs.push(digest_of_descriptor(config, "config")?);
+        facts.artifact_type = text(config.get("mediaType"));
+        let layers = match object.get("layers") {
+            Some(serde_json::Value::Array(layers)) => layers.as_slice(),
+            None | Some(serde_json::Value::Null) => &[],
+            Some(_) => return Err("layers is not a list".into()),
+        };
+        for (i, layer) in layers.iter().enumerate() {
+            facts
+                .blobs
+                .push(digest_of_descriptor(layer, &format!("layers[{i}]"))?);
+        }
+    } else if let Some(children) = object.get("manifests") {
+        let children = children.as_array().ok_or("manifests is not a list")?;
+        for (i, child) in children.iter().enumerate() {
+            facts
+                .manifests
+                .push(digest_of_descriptor(child, &format!("manifests[{i}]"))?);
+        }
+    } else {
+        return Err("neither an image manifest (config, layers) nor an index (manifests)".into());
+    }
+    if let Some(subject) = object.get("subject") {
+        facts.subject = Some(digest_of_descriptor(subject, "subject")?);
+    }
+    if let Some(artifact_type) = text(object.get("artifactType")) {
+        facts.artifact_type = Some(artifact_type);
+    }
+    if let Some(serde_json::Value::Object(annotations)) = object.get("annotations") {
+        for (key, value) in annotations {
+            if let Some(value) = value.as_str() {
+                facts.annotations.insert(key.clone(), value.to_string());
+            }
+        }
+    }
+    Ok(facts)
+}
+
+impl Layout {
+    /// Stores a manifest's exact bytes under `digest` and records it in `index.json`: under
+    /// each of `tags` (moving them), or untagged when there are none. The caller has checked
+    /// the digest, the document and the blobs it needs.
+    pub fn put_manifest(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        media_type: &str,
+        tags: &[&str],
+    ) -> Result<Descriptor, StoreError> {
+        self.put_bytes(digest, bytes)?;
+        let descriptor = Descriptor::new(media_type, digest.to_string(), bytes.len() as u64);
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        if tags.is_empty() {
+            if !index.manifests.iter().any(|m| m.digest == digest) {
+                index.manifests.push(descriptor.clone());
+            }
+        } else {
+            index
+                .manifests
+                .retain(|m| !(m.digest == digest && m.ref_name().is_none()));
+            for tag in tags {
+                index.manifests.retain(|m| m.ref_name() != Some(tag));
+                let mut tagged = descriptor.clone();
+                tagged
+                    .annotations
+                    .insert(ANNOTATION_REF_NAME.into(), tag.to_string());
+                index.manifests.push(tagged);
+            }
+        }
+        self.write_index(&index)?;
+        Ok(descriptor)
+    }
+
+    /// The descriptor of a manifest and its exact bytes, or `None` when it is not here. By
+    /// digest, a manifest blob that `index.json` does not list (e.g. an index's child written
+    /// by an older tool) is found too, with the media type it declares.
+    pub fn manifest(
+        &self,
+        reference: Reference<'_>,
+    ) -> Result<Option<(Descriptor, Vec<u8>)>, StoreError> {
+        let index = self.read_index()?;
+        let entry = index.manifests.iter().find(|m| match reference {
+            Reference::Tag(tag) => m.ref_name() == Some(tag),
+            Reference::Digest(digest) => m.digest == digest,
+        });
+        let digest = match (entry, reference) {
+            (Some(entry), _) => entry.digest.clone(),
+            (None, Reference::Digest(digest)) if self.has_blob(digest) => digest.to_string(),
+            (None, _) => return Ok(None),
+        };
+        let bytes = match self.read_blob(&digest, MANIFEST_LIMIT) {
+            Ok(bytes) => bytes,
+            Err(StoreError::MissingBlob { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let media_type = match entry {
+            Some(entry) => entry.media_type.clone(),
+            None => match manifest_facts(&bytes) {
+                Ok(facts) => facts
+                    .media_type
+                    .unwrap_or_else(|| crate::image::oci::MEDIA_MANIFEST.into()),
+                Err(_) => return Ok(None),
+            },
+        };
+        let descriptor = Descriptor::new(&media_type, digest, bytes.len() as u64);
+        Ok(Some((descriptor, bytes)))
+    }
+
+    /// Deletes a manifest: by digest, every entry of it and this repository's link to its
+    /// blob; by tag, only the tag (the manifest stays, untagged, reachable by digest).
+    /// Whether there was anything to delete.
+    pub fn delete_manifest(&self, reference: Reference<'_>) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let before = index.manifests.len();
+        match reference {
+            Reference::Digest(digest) => {
+                index.manifests.retain(|m| m.digest != digest);
+                let listed = index.manifests.len() != before;
+                let is_manifest = listed || self.manifest(reference)?.is_some();
+                if !is_manifest {
+                    return Ok(false);
+                }
+                if listed {
+                    self.write_index(&index)?;
+                }
+                self.remove_blob(digest)?;
+                Ok(true)
+            }
+            Reference::Tag(tag) => {
+                let Some(position) = index
+                    .manifests
+                    .iter()
+                    .position(|m| m.ref_name() == Some(tag))
+                else {
+                    return Ok(false);
+                };
+                let mut removed = index.manifests.remove(position);
+                if !index.manifests.iter().any(|m| m.digest == removed.digest) {
+                    removed.annotations.remove(ANNOTATION_REF_NAME);
+                    index.manifests.push(removed);
+                }
+                self.write_index(&index)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The tags, sorted.
+    pub fn tags(&self) -> Result<Vec<String>, StoreError> {
+        let index = self.read_index()?;
+        let tags: BTreeSet<String> = index
+            .manifests
+            .iter()
+            .filter_map(|m| m.ref_name().map(str::to_string))
+            .collect();
+        Ok(tags.into_iter().collect())
+    }
+
+    /// The manifests whose `subject` is `digest`, as referrers-API descriptors, optionally only
+    /// those of one artifact type.
+    pub fn referrers(
+        &self,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        let index = self.read_index()?;
+        let mut seen = BTreeSet::new();
+        let mut found = Vec::new();
+        for entry in &index.manifests {
+            if !seen.insert(entry.digest.clone()) {
+                continue;
+            }
+            let bytes = match self.read_blob(&entry.digest, MANIFEST_LIMIT) {
+                Ok(bytes) => bytes,
+                Err(StoreError::MissingBlob { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(facts) = manifest_facts(&bytes) else {
+                continue;
+            };
+            if facts.subject.as_deref() != Some(digest) {
+                continue;
+            }
+            if artifact_type.is_some() && facts.artifact_type.as_deref() != artifact_type {
+                continue;
+            }
+            let mut descriptor =
+                Descriptor::new(&entry.media_type, entry.digest.clone(), entry.size);
+            descriptor.artifact_type = facts.artifact_type;
+            descriptor.annotations = facts.annotations;
+            found.push(descriptor);
+        }
+        Ok(found)
+    }
+}
+
+/// The digest of `bytes` in the algorithm of `like` (a digest the client named), or sha256.
+pub fn digest_like(like: Option<&str>, bytes: &[u8]) -> String {
+    let algorithm = like
+        .and_then(|d| parse_digest(d).ok())
+        .map_or(crate::digest::Algorithm::Sha256, |(a, _)| a);
+    digest_of(algorithm, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::store::Store;
+
+    fn image(config: &str, subject: Option<&str>) -> Vec<u8> {
+        let subject = subject
+            .map(|s| format!(r#","subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{s}","size":1}}"#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.test","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[]{subject}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn tags_untagged_entries_deletes_and_referrers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = store.repository("team/x").unwrap();
+        let (config, _) = repo.put_blob(b"{}").unwrap();
+        let first = image(&config, None);
+        let first_digest = digest_like(None, &first);
+        let media = crate::image::oci::MEDIA_MANIFEST;
+        repo.put_manifest(&first, &first_digest, media, &["a", "b"])
+            .unwrap();
+        let referrer = image(&config, Some(&first_digest));
+        let referrer_digest = digest_like(None, &referrer);
+        repo.put_manifest(&referrer, &referrer_digest, media, &[])
+            .unwrap();
+        assert_eq!(repo.tags().unwrap(), ["a", "b"]);
+        assert_eq!(repo.read_index().unwrap().manifests.len(), 3);
+        let found = repo.referrers(&first_digest, None).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].artifact_type.as_deref(),
+            Some("application/x.test")
+        );
+        assert!(
+            repo.referrers(&first_digest, Some("other"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(repo.delete_manifest(Reference::Tag("a")).unwrap());
+        assert!(repo.manifest(Reference::Tag("a")).unwrap().is_none());
+        assert!(repo.delete_manifest(Reference::Tag("b")).unwrap());
+        let (still, bytes) = repo
+            .manifest(Reference::Digest(&first_digest))
+            .unwrap()
+            .unwrap();
+        assert_eq!((still.media_type.as_str(), bytes), (media, first));
+        assert!(
+            repo.delete_manifest(Reference::Digest(&first_digest))
+                .unwrap()
+        );
+        assert!(!repo.has_blob(&first_digest));
+        assert!(
+            !repo
+                .delete_manifest(Reference::Digest(&first_digest))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn tag_grammar() {
+        for ok in ["1", "latest", "_x", "A.b-c_d", &"a".repeat(128)] {
+            assert!(is_tag(ok), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a/b", "a:b", &"a".repeat(129), "../x"] {
+            assert!(!is_tag(bad), "{bad}");
+        }
+    }
+}
