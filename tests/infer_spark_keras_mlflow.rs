@@ -370,7 +370,8 @@ fn keras_functional_with_two_inputs_and_two_outputs() {
 fn keras_sequential_zip_and_h5_agree() {
     let zip = infer_dir(&own("keras/sequential"));
     let h5 = infer_dir(&own("keras/sequential_h5"));
-    for inferred in [&zip, &h5] {
+    let latest = infer_dir(&own("keras/sequential_h5_latest"));
+    for inferred in [&zip, &h5, &latest] {
         assert_eq!(inferred.model_type, "keras:3.15.1");
         let signature = only_signature(inferred);
         assert_eq!(show(&signature.inputs), ["features: DT_FLOAT [-1, 4]"]);
