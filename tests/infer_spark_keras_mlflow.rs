@@ -683,3 +683,79 @@ fn mlflow_huge_file_is_refused() {
     let err = infer(tmp.path(), None).expect_err("huge");
     assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
 }
+
+#[test]
+fn spark_rformula_without_its_pipeline_reads_the_formula() {
+    let Some(root) = shared_fixtures() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_tree(&root.join(RFORMULA), tmp.path(), &|n| n.to_string());
+    std::fs::remove_dir_all(tmp.path().join("pipelineModel")).expect("rm");
+    let inferred = infer_dir(tmp.path());
+    let signature = only_signature(&inferred);
+    // `id ~ a:b`: id is the label, a and b the inputs, of a type the metadata does not say.
+    assert_eq!(
+        show(&signature.inputs),
+        ["a: DT_STRING any", "b: DT_STRING any"]
+    );
+    assert_eq!(show(&signature.outputs), ["features: DT_DOUBLE [-1]"]);
+    assert!(
+        inferred
+            .warnings
+            .iter()
+            .any(|w| w.contains("pipelineModel")),
+        "{:?}",
+        inferred.warnings
+    );
+}
+
+/// The rule on a pipeline whose label is indexed by a stage of its own: that stage and its
+/// input are training-only. (Metadata lines in the form Spark writes; sizes at the top level
+/// as tree models keep them.)
+#[test]
+fn spark_label_indexer_is_training_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let write = |dir: &str, line: &str| {
+        let dir = tmp.path().join(dir).join("metadata");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("part-00000"), format!("{line}\n")).expect("write");
+    };
+    write(
+        "",
+        r#"{"class":"org.apache.spark.ml.PipelineModel","sparkVersion":"3.5.1","paramMap":{"stageUids":["s0","s1","s2","s3"]}}"#,
+    );
+    write(
+        "stages/0_s0",
+        r#"{"class":"org.apache.spark.ml.feature.StringIndexerModel","sparkVersion":"3.5.1","paramMap":{"inputCol":"species","outputCol":"label"}}"#,
+    );
+    write(
+        "stages/1_s1",
+        r#"{"class":"org.apache.spark.ml.feature.StringIndexerModel","sparkVersion":"3.5.1","paramMap":{"inputCols":["colour"],"outputCols":["colour_idx"]}}"#,
+    );
+    write(
+        "stages/2_s2",
+        r#"{"class":"org.apache.spark.ml.feature.VectorAssembler","sparkVersion":"3.5.1","paramMap":{"inputCols":["colour_idx","size"],"outputCol":"features"}}"#,
+    );
+    write(
+        "stages/10_s3",
+        r#"{"class":"org.apache.spark.ml.classification.DecisionTreeClassificationModel","sparkVersion":"3.5.1","numFeatures":2,"numClasses":3,"paramMap":{},"defaultParamMap":{"featuresCol":"features","labelCol":"label","predictionCol":"prediction","probabilityCol":"probability","rawPredictionCol":"rawPrediction","leafCol":""}}"#,
+    );
+    let inferred = infer_dir(tmp.path());
+    assert_eq!(inferred.model_type, "spark:3.5");
+    let signature = only_signature(&inferred);
+    assert_eq!(
+        show(&signature.inputs),
+        ["colour: DT_STRING scalar", "size: DT_DOUBLE any"]
+    );
+    assert_eq!(
+        show(&signature.outputs),
+        [
+            "colour_idx: DT_DOUBLE scalar",
+            "features: DT_DOUBLE [-1]",
+            "prediction: DT_DOUBLE scalar",
+            "probability: DT_DOUBLE [3]",
+            "rawPrediction: DT_DOUBLE [3]",
+        ]
+    );
+}
