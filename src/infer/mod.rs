@@ -5,13 +5,21 @@
 //! and how to turn one of them into signatures. [`infer`] asks every detector in turn; adding a
 //! framework is one more file and one more line in [`DETECTORS`].
 
+mod capped;
+mod hdf5;
+mod keras;
+mod mlflow;
 mod onnx;
 mod proto;
+mod spark;
 mod tensorflow;
 mod text;
 mod wire;
 
+pub use keras::{infer_keras_h5_reader, infer_keras_reader};
+pub use mlflow::infer_mlmodel;
 pub use onnx::infer_onnx_reader;
+pub use spark::infer_spark_dir;
 pub use tensorflow::{infer_savedmodel_reader, infer_savedmodel_text_reader};
 
 use crate::contract::Signature;
@@ -99,7 +107,13 @@ pub(crate) struct Detector {
 }
 
 /// In the order they are asked; the order matters only for the listing of candidates.
-const DETECTORS: &[Detector] = &[tensorflow::DETECTOR, onnx::DETECTOR];
+const DETECTORS: &[Detector] = &[
+    tensorflow::DETECTOR,
+    onnx::DETECTOR,
+    spark::DETECTOR,
+    keras::DETECTOR,
+    mlflow::DETECTOR,
+];
 
 /// The top level of a model folder, read once for all detectors.
 pub(crate) struct Folder {

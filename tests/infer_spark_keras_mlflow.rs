@@ -1,0 +1,761 @@
+//! Contract inference for Spark ML, Keras and MLflow: the shared Spark fixture compared with
+//! `EXPECTED.json`; the project's own fixtures (`tests/fixtures/`, written by the real
+//! frameworks through `scripts/fixtures/make.sh`) with their exact contracts; renamed,
+//! edited, truncated and hostile versions of them.
+
+use mlambda::contract::{DataType, Field, FieldKind, Signature};
+use mlambda::infer::{
+    InferError, Inferred, infer, infer_keras_h5_reader, infer_keras_reader, infer_mlmodel,
+};
+use serde_json::Value;
+use std::io::{Cursor, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+fn shared_fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    println!("SKIPPED: ../shared/fixtures not found");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "../shared/fixtures not found, and CI is set: refusing to pass by skipping"
+    );
+    None
+}
+
+fn own(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+const RFORMULA: &str = "spark/apache_spark_rFormulaModel-2.4.4_metadata_only";
+
+/// `name: DT_TYPE [d0, d1]`, `scalar` for `[]`, `any` for no shape.
+fn show(fields: &[Field]) -> Vec<String> {
+    fields
+        .iter()
+        .map(|f| {
+            let dtype = match &f.kind {
+                FieldKind::Tensor(dtype) => dtype.as_str_name().to_string(),
+                FieldKind::Nested(_) => "nested".to_string(),
+            };
+            let shape = match &f.shape {
+                None => "any".to_string(),
+                Some(s) if s.dims.is_empty() => "scalar".to_string(),
+                Some(s) => format!("{:?}", s.dims.iter().map(|d| d.size).collect::<Vec<i64>>()),
+            };
+            format!("{}: {dtype} {shape}", f.name)
+        })
+        .collect()
+}
+
+fn only_signature(inferred: &Inferred) -> &Signature {
+    assert_eq!(inferred.signatures.len(), 1, "{inferred:?}");
+    &inferred.signatures[0]
+}
+
+fn infer_dir(dir: &Path) -> Inferred {
+    match infer(dir, None) {
+        Ok(Some(inferred)) => inferred,
+        Ok(None) => panic!("{}: nothing recognised", dir.display()),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path, rename: &dyn Fn(&str) -> String) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(&name), rename);
+        } else {
+            std::fs::copy(&path, to.join(rename(&name))).expect("copy");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spark
+
+#[test]
+fn spark_rformula_fixture_matches_expected() {
+    let Some(root) = shared_fixtures() else {
+        return;
+    };
+    let text = std::fs::read_to_string(root.join("EXPECTED.json")).expect("EXPECTED.json");
+    let expected: Value = serde_json::from_str(&text).expect("JSON");
+    let want = &expected[RFORMULA];
+    let inferred = infer_dir(&root.join(RFORMULA));
+    let signature = only_signature(&inferred);
+    assert_eq!(signature.name, "default_spark");
+
+    let version = want["sparkVersion"].as_str().expect("sparkVersion");
+    let major_minor: Vec<&str> = version.split('.').take(2).collect();
+    assert_eq!(
+        inferred.model_type,
+        format!("spark:{}", major_minor.join("."))
+    );
+    let file = want["metadata_file_name"].as_str().expect("file name");
+    assert!(inferred.source.contains(file), "{}", inferred.source);
+
+    let required = want["required_input_columns"]
+        .as_object()
+        .expect("required columns");
+    let mut names: Vec<&str> = required.keys().map(String::as_str).collect();
+    names.sort();
+    let got: Vec<&str> = signature.inputs.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(got, names, "inputs: {:?}", show(&signature.inputs));
+    for field in &signature.inputs {
+        let kinds = required[&field.name].as_str().expect("kind");
+        let FieldKind::Tensor(dtype) = field.kind else {
+            panic!("nested")
+        };
+        let fits = kinds.split('|').any(|kind| match kind {
+            "string" => dtype == DataType::DtString,
+            "numeric" => matches!(dtype, DataType::DtDouble | DataType::DtFloat),
+            other => panic!("EXPECTED kind {other}"),
+        });
+        assert!(fits, "{}: {dtype:?} is not {kinds}", field.name);
+    }
+
+    let mut produced: Vec<&str> = want["produced_columns"]
+        .as_array()
+        .expect("produced")
+        .iter()
+        .map(|v| v.as_str().expect("name"))
+        .collect();
+    produced.sort();
+    let got: Vec<&str> = signature.outputs.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(got, produced, "outputs: {:?}", show(&signature.outputs));
+
+    // The exact contract, shapes included.
+    assert_eq!(
+        show(&signature.inputs),
+        ["a: DT_STRING scalar", "b: DT_STRING scalar"]
+    );
+    assert_eq!(
+        show(&signature.outputs),
+        [
+            "features: DT_DOUBLE [-1]",
+            "interaction_a6ce8eb05acd: DT_DOUBLE [-1]",
+            "stridx_4129a6e7b9ed: DT_DOUBLE scalar",
+            "stridx_6fa9560595db: DT_DOUBLE scalar",
+        ]
+    );
+    assert!(inferred.warnings.is_empty(), "{:?}", inferred.warnings);
+}
+
+#[test]
+fn spark_4_metadata_file_names() {
+    let Some(root) = shared_fixtures() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spark4 = |name: &str| {
+        if name == "part-00000" {
+            "part-00000-6f2c1b8e-0d5a-4c47-9f1e-2b7d3a9c8e41-c000.txt".to_string()
+        } else {
+            name.to_string()
+        }
+    };
+    copy_tree(&root.join(RFORMULA), tmp.path(), &spark4);
+    let renamed = infer_dir(tmp.path());
+    let original = infer_dir(&root.join(RFORMULA));
+    assert_eq!(renamed.signatures, original.signatures);
+    assert_eq!(renamed.model_type, original.model_type);
+    assert!(renamed.source.contains("-c000.txt"), "{}", renamed.source);
+    // A model-type hint naming the framework picks it.
+    let hinted = infer(tmp.path(), Some("spark:2.4")).expect("hinted");
+    assert!(hinted.is_some());
+}
+
+#[test]
+fn spark_4_pipeline_written_by_pyspark() {
+    let dir = own("spark/text_pipeline");
+    let inferred = infer_dir(&dir);
+    assert_eq!(inferred.model_type, "spark:4.3");
+    assert!(inferred.source.contains("-c000.txt"), "{}", inferred.source);
+    let signature = only_signature(&inferred);
+    assert_eq!(signature.name, "default_spark");
+    // `label` is training-only: not an input, not an output.
+    assert_eq!(
+        show(&signature.inputs),
+        [
+            "amount: DT_DOUBLE any",
+            "colour: DT_STRING scalar",
+            "text: DT_STRING scalar",
+        ]
+    );
+    assert_eq!(
+        show(&signature.outputs),
+        [
+            "colour_index: DT_DOUBLE scalar",
+            "features: DT_DOUBLE [-1]",
+            "prediction: DT_DOUBLE scalar",
+            "probability: DT_DOUBLE [-1]",
+            "rawPrediction: DT_DOUBLE [-1]",
+            "tf: DT_DOUBLE [16]",
+            "words: DT_STRING [-1]",
+        ]
+    );
+    assert!(inferred.warnings.is_empty(), "{:?}", inferred.warnings);
+}
+
+/// A copy of the pyspark fixture in a temp dir, for editing.
+fn spark_copy() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_tree(&own("spark/text_pipeline"), tmp.path(), &|n| n.to_string());
+    tmp
+}
+
+fn stage_file(dir: &Path, prefix: &str) -> PathBuf {
+    let stages = dir.join("stages");
+    for entry in std::fs::read_dir(&stages).expect("stages") {
+        let path = entry.expect("entry").path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(prefix)
+        {
+            for file in std::fs::read_dir(path.join("metadata")).expect("metadata") {
+                let file = file.expect("file").path();
+                if file
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("part-")
+                {
+                    return file;
+                }
+            }
+        }
+    }
+    panic!("no stage {prefix}")
+}
+
+#[test]
+fn spark_unknown_stage_is_string_with_a_warning() {
+    let tmp = spark_copy();
+    let file = stage_file(tmp.path(), "0_");
+    std::fs::write(
+        &file,
+        r#"{"class":"com.example.MyTokenizer","sparkVersion":"4.3.0","paramMap":{"inputCol":"text","outputCol":"words"}}"#,
+    )
+    .expect("write");
+    let inferred = infer_dir(tmp.path());
+    let signature = only_signature(&inferred);
+    let inputs = show(&signature.inputs);
+    assert!(
+        inputs.contains(&"text: DT_STRING any".to_string()),
+        "{inputs:?}"
+    );
+    let outputs = show(&signature.outputs);
+    assert!(
+        outputs.contains(&"words: DT_STRING any".to_string()),
+        "{outputs:?}"
+    );
+    assert!(
+        inferred
+            .warnings
+            .iter()
+            .any(|w| w.contains("com.example.MyTokenizer") && w.contains("DT_STRING")),
+        "{:?}",
+        inferred.warnings
+    );
+}
+
+#[test]
+fn spark_broken_metadata_is_an_error_naming_the_file() {
+    let cases: &[(&str, &[u8])] = &[
+        ("garbage", b"\x00\xff not json"),
+        (
+            "truncated",
+            br#"{"class":"org.apache.spark.ml.feature.Tokenizer","paramMap":{"inp"#,
+        ),
+        ("not an object", b"[1, 2, 3]"),
+        ("no class", br#"{"paramMap":{}}"#),
+        ("bad params", br#"{"class":"x.Y","paramMap":[1]}"#),
+        ("empty", b""),
+    ];
+    for (what, bytes) in cases {
+        let tmp = spark_copy();
+        let file = stage_file(tmp.path(), "1_");
+        std::fs::write(&file, bytes).expect("write");
+        let err = infer(tmp.path(), None).expect_err(what);
+        assert!(matches!(err, InferError::Corrupt { .. }), "{what}: {err}");
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(err.to_string().contains(&name), "{what}: {err}");
+    }
+    // Deep nesting: serde_json's recursion limit, an error.
+    let tmp = spark_copy();
+    let file = stage_file(tmp.path(), "1_");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    std::fs::write(&file, deep).expect("write");
+    let err = infer(tmp.path(), None).expect_err("deep");
+    assert!(err.to_string().contains("recursion limit"), "{err}");
+}
+
+#[test]
+fn spark_missing_stage_metadata_and_huge_files() {
+    let tmp = spark_copy();
+    let file = stage_file(tmp.path(), "2_");
+    std::fs::remove_file(&file).expect("rm");
+    let err = infer(tmp.path(), None).expect_err("missing stage metadata");
+    assert!(err.to_string().contains("2_StringIndexer"), "{err}");
+
+    let tmp = spark_copy();
+    let file = stage_file(tmp.path(), "3_");
+    // A sparse 65 MiB file: refused before it is read into memory.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open");
+    f.set_len(65 << 20).expect("set_len");
+    let err = infer(tmp.path(), None).expect_err("huge");
+    assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+}
+
+#[test]
+fn spark_without_version_is_unknown_with_a_warning() {
+    let tmp = spark_copy();
+    let top = std::fs::read_dir(tmp.path().join("metadata"))
+        .expect("metadata")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+        .expect("top metadata");
+    let text = std::fs::read_to_string(&top).expect("read");
+    std::fs::write(&top, text.replace("\"sparkVersion\":\"4.3.0\",", "")).expect("write");
+    let inferred = infer_dir(tmp.path());
+    assert_eq!(inferred.model_type, "spark:unknown");
+    assert!(
+        inferred.warnings.iter().any(|w| w.contains("sparkVersion")),
+        "{:?}",
+        inferred.warnings
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keras
+
+#[test]
+fn keras_functional_with_two_inputs_and_two_outputs() {
+    let inferred = infer_dir(&own("keras/functional_two_inputs"));
+    assert_eq!(inferred.model_type, "keras:3.15.1");
+    assert_eq!(inferred.source, "Keras model (.keras zip) (model.keras)");
+    let signature = only_signature(&inferred);
+    assert_eq!(signature.name, "infer");
+    assert_eq!(
+        show(&signature.inputs),
+        ["image: DT_FLOAT [-1, 8]", "tokens: DT_INT32 [-1, 5]"]
+    );
+    assert_eq!(
+        show(&signature.outputs),
+        ["classes: DT_FLOAT [-1, 3]", "score: DT_FLOAT [-1, 1]"]
+    );
+    assert!(inferred.warnings.is_empty(), "{:?}", inferred.warnings);
+}
+
+#[test]
+fn keras_sequential_zip_and_h5_agree() {
+    let zip = infer_dir(&own("keras/sequential"));
+    let h5 = infer_dir(&own("keras/sequential_h5"));
+    let latest = infer_dir(&own("keras/sequential_h5_latest"));
+    for inferred in [&zip, &h5, &latest] {
+        assert_eq!(inferred.model_type, "keras:3.15.1");
+        let signature = only_signature(inferred);
+        assert_eq!(show(&signature.inputs), ["features: DT_FLOAT [-1, 4]"]);
+        assert_eq!(show(&signature.outputs), ["logits: DT_FLOAT [-1, 2]"]);
+    }
+    assert_eq!(h5.source, "Keras model (HDF5) (model.h5)");
+}
+
+#[test]
+fn keras_h5_functional_with_unknown_dims() {
+    let inferred = infer_dir(&own("keras/functional_h5"));
+    assert_eq!(inferred.model_type, "keras:3.15.1");
+    let signature = only_signature(&inferred);
+    assert_eq!(show(&signature.inputs), ["series: DT_FLOAT [-1, -1, 3]"]);
+    assert_eq!(show(&signature.outputs), ["probs: DT_FLOAT [-1, -1, 2]"]);
+}
+
+/// A `.keras` zip with the given config.json (and metadata.json).
+fn keras_zip(config: &str, metadata: Option<&str>) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("config.json", options).expect("start");
+    zip.write_all(config.as_bytes()).expect("write");
+    if let Some(metadata) = metadata {
+        zip.start_file("metadata.json", options).expect("start");
+        zip.write_all(metadata.as_bytes()).expect("write");
+    }
+    zip.finish().expect("finish");
+    out.into_inner()
+}
+
+fn read_keras(bytes: &[u8]) -> Result<Inferred, InferError> {
+    infer_keras_reader(Cursor::new(bytes.to_vec()), Path::new("/m/model.keras"))
+}
+
+#[test]
+fn keras_2_configs_and_what_they_lack() {
+    // Keras 2 (tf.keras) Sequential: batch_input_shape on the first layer, no InputLayer.
+    let config = r#"{"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Dense", "config": {"name": "d1", "batch_input_shape": [null, 3],
+         "dtype": "float64", "units": 2}}]}}"#;
+    let inferred = read_keras(&keras_zip(config, Some(r#"{"keras_version": "2.15.0"}"#)))
+        .expect("keras 2 sequential");
+    assert_eq!(inferred.model_type, "keras:2.15.0");
+    let signature = only_signature(&inferred);
+    assert_eq!(show(&signature.inputs), ["d1_input: DT_DOUBLE [-1, 3]"]);
+    // Dense: the output shape follows from the input's.
+    assert_eq!(show(&signature.outputs), ["d1: DT_DOUBLE [-1, 2]"]);
+    assert!(inferred.warnings.is_empty(), "{:?}", inferred.warnings);
+
+    // Keras 2 Functional: nested input_layers, mixed precision policy, no metadata.json.
+    let config = r#"{"class_name": "Functional", "config": {"layers": [
+        {"class_name": "InputLayer", "name": "a", "config": {"batch_input_shape": [null, 2],
+         "dtype": "string", "name": "a"}},
+        {"class_name": "InputLayer", "name": "b", "config": {"batch_input_shape": [4, null],
+         "dtype": "int64", "name": "b"}},
+        {"class_name": "Custom", "name": "out", "config": {"dtype": {"class_name":
+         "DTypePolicy", "config": {"name": "mixed_float16"}}}}],
+        "input_layers": [["a", 0, 0], ["b", 0, 0]], "output_layers": [["out", 0, 0]]}}"#;
+    let inferred = read_keras(&keras_zip(config, None)).expect("functional");
+    assert_eq!(inferred.model_type, "keras:unknown");
+    let signature = only_signature(&inferred);
+    assert_eq!(
+        show(&signature.inputs),
+        ["a: DT_STRING [-1, 2]", "b: DT_INT64 [4, -1]"]
+    );
+    // A layer whose shape rule is not known: any shape, with a warning naming it.
+    assert_eq!(show(&signature.outputs), ["out: DT_HALF any"]);
+    assert!(
+        inferred.warnings.iter().any(|w| w.contains("'out'")),
+        "{:?}",
+        inferred.warnings
+    );
+
+    // A subclassed model has no usable config.
+    let config = r#"{"class_name": "MyModel", "config": {}}"#;
+    let err = read_keras(&keras_zip(config, None)).expect_err("subclassed");
+    assert!(matches!(err, InferError::NoContract { .. }), "{err}");
+    assert!(err.to_string().contains("subclassed"), "{err}");
+
+    // An unbuilt Sequential model has no input shape.
+    let config = r#"{"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "Dense", "config": {"name": "d", "units": 1}}]}}"#;
+    let err = read_keras(&keras_zip(config, None)).expect_err("unbuilt");
+    assert!(err.to_string().contains("before it was built"), "{err}");
+}
+
+#[test]
+fn keras_broken_files_are_errors_naming_the_file() {
+    let zip_cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not a zip", b"PK\x03\x04 garbage".to_vec()),
+        ("empty", Vec::new()),
+        ("no config.json", {
+            let mut out = Cursor::new(Vec::new());
+            let mut zip = zip::ZipWriter::new(&mut out);
+            zip.start_file("other.txt", zip::write::SimpleFileOptions::default())
+                .expect("start");
+            zip.finish().expect("finish");
+            out.into_inner()
+        }),
+        ("garbage config", keras_zip("{\"class_name\": ", None)),
+        ("deep config", keras_zip(&"[".repeat(10_000), None)),
+        ("config not a model", keras_zip("[1, 2]", None)),
+        (
+            "missing layer",
+            keras_zip(
+                r#"{"class_name": "Functional", "config": {"layers": [],
+                    "input_layers": [["x", 0, 0]], "output_layers": []}}"#,
+                None,
+            ),
+        ),
+    ];
+    for (what, bytes) in &zip_cases {
+        let err = read_keras(bytes).expect_err(what);
+        assert!(err.to_string().contains("model.keras"), "{what}: {err}");
+    }
+    // Truncations of a real file: errors, never panics.
+    let real = std::fs::read(own("keras/functional_two_inputs/model.keras")).expect("read");
+    for cut in (0..real.len()).step_by(97) {
+        let result = catch_unwind(AssertUnwindSafe(|| read_keras(&real[..cut])));
+        assert!(result.expect("no panic").is_err(), "cut at {cut}");
+    }
+}
+
+fn read_h5(bytes: &[u8]) -> Result<Inferred, InferError> {
+    infer_keras_h5_reader(Cursor::new(bytes.to_vec()), Path::new("/m/model.h5"))
+}
+
+#[test]
+fn keras_h5_truncated_and_mutated_never_panic() {
+    for file in [
+        "keras/sequential_h5/model.h5",
+        "keras/functional_h5/model.h5",
+    ] {
+        let real = std::fs::read(own(file)).expect("read");
+        read_h5(&real).expect("the real file");
+        for cut in (0..real.len()).step_by(61) {
+            let result = catch_unwind(AssertUnwindSafe(|| read_h5(&real[..cut])));
+            let result = result.unwrap_or_else(|_| panic!("{file}: panic at cut {cut}"));
+            if let Err(e) = result {
+                assert!(e.to_string().contains("model.h5"), "{e}");
+            }
+        }
+        // Deterministic byte flips over the first 4 KiB, where the metadata lives.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..3000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = real.clone();
+            let at = (state as usize) % bytes.len().min(4096);
+            bytes[at] = (state >> 32) as u8;
+            let result = catch_unwind(AssertUnwindSafe(|| read_h5(&bytes)));
+            assert!(result.is_ok(), "{file}: panic with byte {at} changed");
+        }
+    }
+    let err = read_h5(b"not hdf5 at all").expect_err("garbage");
+    assert!(err.to_string().contains("not an HDF5 file"), "{err}");
+}
+
+#[test]
+fn weights_only_h5_has_no_contract() {
+    // model.weights.h5 from inside a .keras zip: HDF5 without model_config.
+    let real = std::fs::read(own("keras/sequential/model.keras")).expect("read");
+    let mut archive = zip::ZipArchive::new(Cursor::new(real)).expect("zip");
+    let mut weights = Vec::new();
+    std::io::Read::read_to_end(
+        &mut archive.by_name("model.weights.h5").expect("weights"),
+        &mut weights,
+    )
+    .expect("read");
+    let err = read_h5(&weights).expect_err("weights only");
+    assert!(matches!(err, InferError::NoContract { .. }), "{err}");
+    assert!(err.to_string().contains("model_config"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// MLflow
+
+#[test]
+fn mlflow_column_signature() {
+    let inferred = infer_dir(&own("mlflow/sklearn_columns"));
+    assert_eq!(inferred.model_type, "sklearn:1.9.1");
+    assert_eq!(inferred.source, "MLflow MLmodel signature (MLmodel)");
+    let signature = only_signature(&inferred);
+    assert_eq!(signature.name, "infer");
+    assert_eq!(
+        show(&signature.inputs),
+        [
+            "age: DT_INT64 [-1]",
+            "height: DT_DOUBLE [-1]",
+            "score: DT_FLOAT [-1]",
+            "visits: DT_INT32 [-1]",
+        ]
+    );
+    assert_eq!(show(&signature.outputs), ["output: DT_INT64 [-1]"]);
+    assert!(inferred.warnings.is_empty(), "{:?}", inferred.warnings);
+}
+
+#[test]
+fn mlflow_tensor_signature() {
+    let inferred = infer_dir(&own("mlflow/pyfunc_tensor"));
+    assert_eq!(inferred.model_type, "mlflow:3.17.2");
+    let signature = only_signature(&inferred);
+    assert_eq!(show(&signature.inputs), ["input: DT_FLOAT [-1, 4]"]);
+    assert_eq!(show(&signature.outputs), ["output: DT_DOUBLE [-1, 4]"]);
+}
+
+#[test]
+fn mlflow_without_signature_says_how_to_add_one() {
+    let err = infer(&own("mlflow/sklearn_no_signature"), None).expect_err("no signature");
+    assert!(matches!(err, InferError::NoContract { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("MLmodel"), "{message}");
+    assert!(message.contains("infer_signature"), "{message}");
+    assert!(message.contains("serving.yaml"), "{message}");
+}
+
+fn mlmodel(signature: &str) -> Result<Inferred, InferError> {
+    let text = format!("flavors:\n  pytorch:\n    pytorch_version: 2.1.0\n{signature}");
+    infer_mlmodel(text.as_bytes(), Path::new("/m/MLmodel"))
+}
+
+#[test]
+fn mlflow_types_names_and_variants() {
+    let inferred = mlmodel(
+        r#"signature:
+  inputs: '[{"type": "boolean", "name": "flag"}, {"type": "binary"}, {"type": "datetime",
+    "name": "when"}, {"type": "array", "items": {"type": "string"}, "name": "tags"},
+    {"type": "string", "name": "text"}]'
+  outputs: '[{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 2]},
+    "name": "a"}, {"type": "tensor", "tensor-spec": {"dtype": "str", "shape": [-1]}}]'
+  params: '[{"name": "temperature", "type": "float", "default": 0.5, "shape": null}]'
+"#,
+    )
+    .expect("mlmodel");
+    assert_eq!(inferred.model_type, "pytorch:2.1.0");
+    let signature = only_signature(&inferred);
+    assert_eq!(
+        show(&signature.inputs),
+        [
+            "_1: DT_STRING [-1]",
+            "flag: DT_BOOL [-1]",
+            "tags: DT_VARIANT any",
+            "text: DT_STRING [-1]",
+            "when: DT_STRING [-1]",
+        ]
+    );
+    assert_eq!(
+        show(&signature.outputs),
+        ["a: DT_FLOAT [-1, 2]", "output_1: DT_STRING [-1]"]
+    );
+    let warnings = inferred.warnings.join("\n");
+    assert!(
+        warnings.contains("'tags'") && warnings.contains("DT_VARIANT"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("temperature"), "{warnings}");
+}
+
+#[test]
+fn mlflow_broken_files_are_errors_naming_the_file() {
+    let cases: &[(&str, &str)] = &[
+        ("bad json", "signature:\n  inputs: '[{\"type\": '\n"),
+        (
+            "unknown type",
+            "signature:\n  inputs: '[{\"type\": \"flaot\"}]'\n",
+        ),
+        ("not a list", "signature:\n  inputs: '{\"a\": 1}'\n"),
+        (
+            "bad dtype",
+            "signature:\n  inputs: '[{\"type\": \"tensor\", \"tensor-spec\": {\"dtype\": \"qq\"}}]'\n",
+        ),
+        (
+            "bad shape",
+            "signature:\n  inputs: '[{\"type\": \"tensor\", \"tensor-spec\": {\"dtype\": \"int8\", \"shape\": [-7]}}]'\n",
+        ),
+        (
+            "duplicate",
+            "signature:\n  inputs: '[{\"type\": \"long\", \"name\": \"a\"}, {\"type\": \"long\", \"name\": \"a\"}]'\n",
+        ),
+        ("bad yaml", "signature: [\n"),
+        (
+            "alias bomb",
+            "a: &a [x, x]\nb: &b [*a, *a]\nsignature: *b\n",
+        ),
+    ];
+    for (what, text) in cases {
+        let result = infer_mlmodel(text.as_bytes(), Path::new("/m/MLmodel"));
+        let err = result.expect_err(what);
+        assert!(matches!(err, InferError::Corrupt { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("/m/MLmodel"), "{what}: {err}");
+    }
+    let deep = format!("signature:\n  inputs: {}\n", "[".repeat(100_000));
+    assert!(infer_mlmodel(deep.as_bytes(), Path::new("/m/MLmodel")).is_err());
+    let deep_block: String = (0..2000)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+        .collect();
+    assert!(infer_mlmodel(deep_block.as_bytes(), Path::new("/m/MLmodel")).is_err());
+    assert!(infer_mlmodel(b"\xff\xfe", Path::new("/m/MLmodel")).is_err());
+}
+
+#[test]
+fn mlflow_huge_file_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = std::fs::File::create(tmp.path().join("MLmodel")).expect("create");
+    file.set_len(65 << 20).expect("set_len");
+    let err = infer(tmp.path(), None).expect_err("huge");
+    assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+}
+
+#[test]
+fn spark_rformula_without_its_pipeline_reads_the_formula() {
+    let Some(root) = shared_fixtures() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_tree(&root.join(RFORMULA), tmp.path(), &|n| n.to_string());
+    std::fs::remove_dir_all(tmp.path().join("pipelineModel")).expect("rm");
+    let inferred = infer_dir(tmp.path());
+    let signature = only_signature(&inferred);
+    // `id ~ a:b`: id is the label, a and b the inputs, of a type the metadata does not say.
+    assert_eq!(
+        show(&signature.inputs),
+        ["a: DT_STRING any", "b: DT_STRING any"]
+    );
+    assert_eq!(show(&signature.outputs), ["features: DT_DOUBLE [-1]"]);
+    assert!(
+        inferred
+            .warnings
+            .iter()
+            .any(|w| w.contains("pipelineModel")),
+        "{:?}",
+        inferred.warnings
+    );
+}
+
+/// The rule on a pipeline whose label is indexed by a stage of its own: that stage and its
+/// input are training-only. (Metadata lines in the form Spark writes; sizes at the top level
+/// as tree models keep them.)
+#[test]
+fn spark_label_indexer_is_training_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let write = |dir: &str, line: &str| {
+        let dir = tmp.path().join(dir).join("metadata");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("part-00000"), format!("{line}\n")).expect("write");
+    };
+    write(
+        "",
+        r#"{"class":"org.apache.spark.ml.PipelineModel","sparkVersion":"3.5.1","paramMap":{"stageUids":["s0","s1","s2","s3"]}}"#,
+    );
+    write(
+        "stages/0_s0",
+        r#"{"class":"org.apache.spark.ml.feature.StringIndexerModel","sparkVersion":"3.5.1","paramMap":{"inputCol":"species","outputCol":"label"}}"#,
+    );
+    write(
+        "stages/1_s1",
+        r#"{"class":"org.apache.spark.ml.feature.StringIndexerModel","sparkVersion":"3.5.1","paramMap":{"inputCols":["colour"],"outputCols":["colour_idx"]}}"#,
+    );
+    write(
+        "stages/2_s2",
+        r#"{"class":"org.apache.spark.ml.feature.VectorAssembler","sparkVersion":"3.5.1","paramMap":{"inputCols":["colour_idx","size"],"outputCol":"features"}}"#,
+    );
+    write(
+        "stages/10_s3",
+        r#"{"class":"org.apache.spark.ml.classification.DecisionTreeClassificationModel","sparkVersion":"3.5.1","numFeatures":2,"numClasses":3,"paramMap":{},"defaultParamMap":{"featuresCol":"features","labelCol":"label","predictionCol":"prediction","probabilityCol":"probability","rawPredictionCol":"rawPrediction","leafCol":""}}"#,
+    );
+    let inferred = infer_dir(tmp.path());
+    assert_eq!(inferred.model_type, "spark:3.5");
+    let signature = only_signature(&inferred);
+    assert_eq!(
+        show(&signature.inputs),
+        ["colour: DT_STRING scalar", "size: DT_DOUBLE any"]
+    );
+    assert_eq!(
+        show(&signature.outputs),
+        [
+            "colour_idx: DT_DOUBLE scalar",
+            "features: DT_DOUBLE [-1]",
+            "prediction: DT_DOUBLE scalar",
+            "probability: DT_DOUBLE [3]",
+            "rawPrediction: DT_DOUBLE [3]",
+        ]
+    );
+}
