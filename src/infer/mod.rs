@@ -5,14 +5,21 @@
 //! and how to turn one of them into signatures. [`infer`] asks every detector in turn; adding a
 //! framework is one more file and one more line in [`DETECTORS`].
 
+mod flatbuf;
+mod nometa;
 mod onnx;
+mod pickle;
 mod proto;
+mod pytorch;
 mod tensorflow;
 mod text;
+mod tflite;
 mod wire;
 
 pub use onnx::infer_onnx_reader;
+pub use pytorch::infer_pt2_reader;
 pub use tensorflow::{infer_savedmodel_reader, infer_savedmodel_text_reader};
+pub use tflite::infer_tflite_reader;
 
 use crate::contract::Signature;
 use std::fmt::Write as _;
@@ -62,6 +69,20 @@ pub enum InferError {
         candidates: Vec<String>,
         help: String,
     },
+    /// A format that saves no usable input/output metadata (pickles, TorchScript, state_dicts,
+    /// MXNet symbols): why, and a serving.yaml `contract:` block to fill in.
+    #[error(
+        "{}: cannot infer a contract from this {format}: {reason}. Write the contract in \
+         serving.yaml; this skeleton has the names the file reveals, replace each FILL_IN:\n\n\
+         {skeleton}",
+        path.display()
+    )]
+    NoMetadata {
+        path: PathBuf,
+        format: String,
+        reason: String,
+        skeleton: String,
+    },
 }
 
 /// Looks at the folder's files and infers from the first framework that recognises it.
@@ -82,6 +103,15 @@ pub fn infer(dir: &Path, model_type_hint: Option<&str>) -> Result<Option<Inferre
             candidates.push((detector, path));
         }
     }
+    // Formats without metadata only explain themselves when nothing better is here, whatever
+    // the hint: without a contract the build cannot go on anyway.
+    if candidates.is_empty() {
+        for detector in nometa::DETECTORS {
+            for path in (detector.detect)(&folder) {
+                candidates.push((detector, path));
+            }
+        }
+    }
     match candidates.as_slice() {
         [] => Ok(None),
         [(detector, path)] => (detector.infer)(path).map(Some),
@@ -99,7 +129,12 @@ pub(crate) struct Detector {
 }
 
 /// In the order they are asked; the order matters only for the listing of candidates.
-const DETECTORS: &[Detector] = &[tensorflow::DETECTOR, onnx::DETECTOR];
+const DETECTORS: &[Detector] = &[
+    tensorflow::DETECTOR,
+    onnx::DETECTOR,
+    tflite::DETECTOR,
+    pytorch::DETECTOR,
+];
 
 /// The top level of a model folder, read once for all detectors.
 pub(crate) struct Folder {
