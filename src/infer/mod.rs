@@ -16,6 +16,7 @@ mod text;
 mod tflite;
 mod wire;
 
+pub use nometa::{explain_mxnet_symbol, explain_pickle, explain_torch_zip};
 pub use onnx::infer_onnx_reader;
 pub use pytorch::infer_pt2_reader;
 pub use tensorflow::{infer_savedmodel_reader, infer_savedmodel_text_reader};

@@ -211,11 +211,12 @@ fn generic(name: &str) -> SkeletonSignature {
 
 fn infer_pickle(path: &Path) -> Result<Inferred, InferError> {
     let bytes = prefix(path, PICKLE_PREFIX)?;
-    Err(pickle_error(path, &bytes))
+    Err(explain_pickle(path, &bytes))
 }
 
-/// The NoMetadata error for a pickle's first bytes (`bytes` may be cut short).
-pub(crate) fn pickle_error(path: &Path, bytes: &[u8]) -> InferError {
+/// The NoMetadata error for a pickle's first bytes (`bytes` may be cut short): what the
+/// pickle reveals, never executing it.
+pub fn explain_pickle(path: &Path, bytes: &[u8]) -> InferError {
     let compressed = bytes.starts_with(b"\x78") // zlib
         || bytes.starts_with(b"\x1f\x8b") // gzip
         || bytes.starts_with(b"\xfd7zXZ") // xz
@@ -288,14 +289,14 @@ fn infer_torch(path: &Path) -> Result<Inferred, InferError> {
     if magic[..n] != *b"PK\x03\x04" {
         // torch.save before PyTorch 1.6: a pickle stream.
         let bytes = prefix(path, PICKLE_PREFIX)?;
-        return Err(pickle_error(path, &bytes));
+        return Err(explain_pickle(path, &bytes));
     }
-    Err(torch_zip_error(file, path))
+    Err(explain_torch_zip(file, path))
 }
 
 /// The NoMetadata error for a zip written by torch (TorchScript or torch.save), or a
 /// Corrupt error when it is not a readable zip.
-pub(crate) fn torch_zip_error<R: Read + Seek>(reader: R, path: &Path) -> InferError {
+pub fn explain_torch_zip<R: Read + Seek>(reader: R, path: &Path) -> InferError {
     let corrupt = |reason: String| InferError::Corrupt {
         path: path.to_path_buf(),
         format: "PyTorch archive",
@@ -531,7 +532,7 @@ fn infer_mxnet(path: &Path) -> Result<Inferred, InferError> {
             reason: format!("more than {MAX_SYMBOL_JSON} bytes"),
         });
     }
-    Err(mxnet_error(&bytes, path))
+    Err(explain_mxnet_symbol(&bytes, path))
 }
 
 #[derive(serde::Deserialize)]
@@ -562,7 +563,8 @@ const MXNET_PARAMS: &[&str] = &[
     "_label",
 ];
 
-pub(crate) fn mxnet_error(bytes: &[u8], path: &Path) -> InferError {
+/// The NoMetadata error for an MXNet `*-symbol.json`, or a Corrupt error when it is not one.
+pub fn explain_mxnet_symbol(bytes: &[u8], path: &Path) -> InferError {
     let symbol: Symbol = match serde_json::from_slice(bytes) {
         Ok(symbol) => symbol,
         Err(e) => {
@@ -638,7 +640,7 @@ mod tests {
     #[test]
     fn mxnet_inputs_skip_parameters() {
         let json = br#"{"nodes":[{"op":"null","name":"data"},{"op":"null","name":"fc1_weight"},{"op":"null","name":"fc1_bias"},{"op":"FullyConnected","name":"fc1"},{"op":"null","name":"softmax_label"},{"op":"SoftmaxOutput","name":"softmax"}],"arg_nodes":[0,1,2,4],"heads":[[5,0,0]]}"#;
-        let err = mxnet_error(json, Path::new("m-symbol.json"));
+        let err = explain_mxnet_symbol(json, Path::new("m-symbol.json"));
         let InferError::NoMetadata { skeleton, .. } = &err else {
             panic!("{err}")
         };
