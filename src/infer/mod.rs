@@ -6,21 +6,29 @@
 //! framework is one more file and one more line in [`DETECTORS`].
 
 mod capped;
+mod flatbuf;
 mod hdf5;
 mod keras;
 mod mlflow;
+mod nometa;
 mod onnx;
+mod pickle;
 mod proto;
+mod pytorch;
 mod spark;
 mod tensorflow;
 mod text;
+mod tflite;
 mod wire;
 
 pub use keras::{infer_keras_h5_reader, infer_keras_reader};
 pub use mlflow::infer_mlmodel;
+pub use nometa::{explain_mxnet_symbol, explain_pickle, explain_torch_zip};
 pub use onnx::infer_onnx_reader;
+pub use pytorch::infer_pt2_reader;
 pub use spark::infer_spark_dir;
 pub use tensorflow::{infer_savedmodel_reader, infer_savedmodel_text_reader};
+pub use tflite::infer_tflite_reader;
 
 use crate::contract::Signature;
 use std::fmt::Write as _;
@@ -70,6 +78,20 @@ pub enum InferError {
         candidates: Vec<String>,
         help: String,
     },
+    /// A format that saves no usable input/output metadata (pickles, TorchScript, state_dicts,
+    /// MXNet symbols): why, and a serving.yaml `contract:` block to fill in.
+    #[error(
+        "{}: cannot infer a contract from this {format}: {reason}. Write the contract in \
+         serving.yaml; this skeleton has the names the file reveals, replace each FILL_IN:\n\n\
+         {skeleton}",
+        path.display()
+    )]
+    NoMetadata {
+        path: PathBuf,
+        format: String,
+        reason: String,
+        skeleton: String,
+    },
 }
 
 /// Looks at the folder's files and infers from the first framework that recognises it.
@@ -88,6 +110,15 @@ pub fn infer(dir: &Path, model_type_hint: Option<&str>) -> Result<Option<Inferre
         }
         for path in (detector.detect)(&folder) {
             candidates.push((detector, path));
+        }
+    }
+    // Formats without metadata only explain themselves when nothing better is here, whatever
+    // the hint: without a contract the build cannot go on anyway.
+    if candidates.is_empty() {
+        for detector in nometa::DETECTORS {
+            for path in (detector.detect)(&folder) {
+                candidates.push((detector, path));
+            }
         }
     }
     match candidates.as_slice() {
@@ -113,6 +144,8 @@ const DETECTORS: &[Detector] = &[
     spark::DETECTOR,
     keras::DETECTOR,
     mlflow::DETECTOR,
+    tflite::DETECTOR,
+    pytorch::DETECTOR,
 ];
 
 /// The top level of a model folder, read once for all detectors.
