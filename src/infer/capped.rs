@@ -12,10 +12,7 @@ pub(crate) const MAX_METADATA: u64 = 64 << 20;
 
 /// Reads the whole of `path`, refusing more than [`MAX_METADATA`] bytes.
 pub(crate) fn read_file(path: &Path, format: &'static str) -> Result<Vec<u8>, InferError> {
-    let file = std::fs::File::open(path).map_err(|source| InferError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = super::open_model_file(path)?;
     read_all(file, path, format)
 }
 

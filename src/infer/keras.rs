@@ -17,7 +17,6 @@ use super::capped::{MAX_METADATA, read_all, too_large, utf8};
 use super::{Detector, Folder, InferError, Inferred, clean_version, file_name, quote};
 use crate::contract::{DataType, Field, Shape, Signature, parse_dtype};
 use serde_json::{Map, Value};
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
@@ -40,10 +39,7 @@ fn detect(folder: &Folder) -> Vec<PathBuf> {
 }
 
 fn infer_file(path: &Path) -> Result<Inferred, InferError> {
-    let file = File::open(path).map_err(|source| InferError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = super::open_model_file(path)?;
     let is_zip = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("keras"));

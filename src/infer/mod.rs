@@ -34,6 +34,14 @@ use crate::contract::Signature;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// Opens a model file, with an error that names it.
+pub(crate) fn open_model_file(path: &Path) -> Result<std::fs::File, InferError> {
+    std::fs::File::open(path).map_err(|source| InferError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// What a framework's metadata says about a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inferred {

@@ -2,14 +2,12 @@
 //! outputs.
 
 use super::proto::onnx as pb;
-use super::wire::{PruneError, prune};
+use super::wire::decode_pruned;
 use super::{Detector, Folder, InferError, Inferred, file_name, quote};
 use crate::contract::{DataType, Dim, Field, Shape, Signature};
 use pb::tensor_shape_proto::dimension::Value as DimValue;
 use pb::type_proto::Value as Type;
-use prost::Message;
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
@@ -27,10 +25,7 @@ fn detect(folder: &Folder) -> Vec<PathBuf> {
 }
 
 fn infer_file(path: &Path) -> Result<Inferred, InferError> {
-    let file = File::open(path).map_err(|source| InferError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = super::open_model_file(path)?;
     infer_onnx_reader(file, path)
 }
 
@@ -38,25 +33,8 @@ fn infer_file(path: &Path) -> Result<Inferred, InferError> {
 /// opset imports, the graph's inputs and outputs and the initializers' names: nodes and
 /// weights are skipped, so the cost does not grow with the size of the weights.
 pub fn infer_onnx_reader<R: Read + Seek>(reader: R, path: &Path) -> Result<Inferred, InferError> {
-    let schema = super::proto::message("onnx.ModelProto");
-    let kept = prune(reader, &schema).map_err(|e| match e {
-        PruneError::Io(source) => InferError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        PruneError::Malformed(reason) => corrupt(path, reason),
-    })?;
-    let model =
-        pb::ModelProto::decode(kept.as_slice()).map_err(|e| corrupt(path, e.to_string()))?;
+    let model: pb::ModelProto = decode_pruned(reader, "onnx.ModelProto", path, FORMAT)?;
     from_model(model, path)
-}
-
-fn corrupt(path: &Path, reason: String) -> InferError {
-    InferError::Corrupt {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        reason,
-    }
 }
 
 fn from_model(model: pb::ModelProto, path: &Path) -> Result<Inferred, InferError> {

@@ -16,7 +16,6 @@ use super::{Detector, Folder, InferError, Inferred, clean_version, file_name, qu
 use crate::contract::{DataType, Dim, Field, Shape, Signature};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
@@ -38,10 +37,7 @@ fn detect(folder: &Folder) -> Vec<PathBuf> {
 }
 
 fn infer_file(path: &Path) -> Result<Inferred, InferError> {
-    let file = File::open(path).map_err(|source| InferError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = super::open_model_file(path)?;
     infer_pt2_reader(file, path)
 }
 

@@ -5,11 +5,10 @@
 
 use super::proto::tensorflow as pb;
 use super::text::{TextError, prune_text};
-use super::wire::{PruneError, prune};
+use super::wire::decode_pruned;
 use super::{Detector, Folder, InferError, Inferred, clean_version, file_name, quote};
 use crate::contract::{DataType, Dim, Field, Shape, Signature};
 use prost::Message;
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
@@ -36,10 +35,7 @@ fn detect(folder: &Folder) -> Vec<PathBuf> {
 }
 
 fn infer_file(path: &Path) -> Result<Inferred, InferError> {
-    let file = File::open(path).map_err(|source| InferError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = super::open_model_file(path)?;
     let is_text = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("pbtxt"));
@@ -62,16 +58,7 @@ pub fn infer_savedmodel_reader<R: Read + Seek>(
     reader: R,
     path: &Path,
 ) -> Result<Inferred, InferError> {
-    let schema = super::proto::message("tensorflow.SavedModel");
-    let kept = prune(reader, &schema).map_err(|e| match e {
-        PruneError::Io(source) => InferError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        PruneError::Malformed(reason) => corrupt(path, reason),
-    })?;
-    let saved =
-        pb::SavedModel::decode(kept.as_slice()).map_err(|e| corrupt(path, e.to_string()))?;
+    let saved: pb::SavedModel = decode_pruned(reader, "tensorflow.SavedModel", path, FORMAT)?;
     from_saved_model(saved, path)
 }
 

@@ -24,7 +24,6 @@ use super::flatbuf::{FlatError, FlatFile, Table};
 use super::{Detector, Folder, InferError, Inferred, clean_version, file_name, quote};
 use crate::contract::{DataType, Field, Shape, Signature};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
@@ -88,10 +87,7 @@ fn detect(folder: &Folder) -> Vec<PathBuf> {
 }
 
 fn infer_file(path: &Path) -> Result<Inferred, InferError> {
-    let file = File::open(path).map_err(|source| InferError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = super::open_model_file(path)?;
     infer_tflite_reader(file, path)
 }
 

@@ -288,6 +288,30 @@ fn malformed_at(offset: u64, reason: String) -> PruneError {
     PruneError::Malformed(format!("at byte {offset}: {reason}"))
 }
 
+/// Decodes message `message` of `reader`, reading only the fields its schema declares;
+/// errors name `path` and `format`.
+pub(crate) fn decode_pruned<M: prost::Message + Default, R: Read + Seek>(
+    reader: R,
+    message: &str,
+    path: &std::path::Path,
+    format: &'static str,
+) -> Result<M, super::InferError> {
+    let corrupt = |reason: String| super::InferError::Corrupt {
+        path: path.to_path_buf(),
+        format,
+        reason,
+    };
+    let schema = super::proto::message(message);
+    let kept = prune(reader, &schema).map_err(|e| match e {
+        PruneError::Io(source) => super::InferError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        PruneError::Malformed(reason) => corrupt(reason),
+    })?;
+    M::decode(kept.as_slice()).map_err(|e| corrupt(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
