@@ -2,6 +2,9 @@
 //! (`../shared/fixtures`), compared field by field with what the frameworks' own tools report
 //! (`EXPECTED.json`); and against truncated, corrupted and hostile versions of those files.
 
+mod common;
+
+use common::shared_fixtures as fixtures;
 use mlambda::contract::{DataType, Dim, Field, FieldKind, Shape, parse_dtype};
 use mlambda::infer::{
     InferError, Inferred, infer, infer_onnx_reader, infer_savedmodel_reader,
@@ -10,20 +13,7 @@ use mlambda::infer::{
 use serde_json::Value;
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    println!("SKIPPED: ../shared/fixtures not found");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "../shared/fixtures not found, and CI is set: refusing to pass by skipping"
-    );
-    None
-}
+use std::path::Path;
 
 fn expected(dir: &Path) -> serde_json::Map<String, Value> {
     let text = std::fs::read_to_string(dir.join("EXPECTED.json")).expect("EXPECTED.json");

@@ -3,6 +3,9 @@
 //! frameworks through `scripts/fixtures/make.sh`) with their exact contracts; renamed,
 //! edited, truncated and hostile versions of them.
 
+mod common;
+
+use common::{own_fixture as own, shared_fixtures};
 use mlambda::contract::{DataType, Field, FieldKind, Signature};
 use mlambda::infer::{
     InferError, Inferred, infer, infer_keras_h5_reader, infer_keras_reader, infer_mlmodel,
@@ -11,25 +14,6 @@ use serde_json::Value;
 use std::io::{Cursor, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-
-fn shared_fixtures() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    println!("SKIPPED: ../shared/fixtures not found");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "../shared/fixtures not found, and CI is set: refusing to pass by skipping"
-    );
-    None
-}
-
-fn own(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
-}
 
 const RFORMULA: &str = "spark/apache_spark_rFormulaModel-2.4.4_metadata_only";
 

@@ -7,6 +7,9 @@
 #[path = "common/mutate.rs"]
 mod mutate;
 
+mod common;
+
+use common::{own_fixture as own, shared_fixtures as shared};
 use mlambda::contract::{DataType, Field, FieldKind, Shape};
 use mlambda::infer::{
     InferError, Inferred, explain_mxnet_symbol, explain_pickle, explain_torch_zip, infer,
@@ -18,25 +21,6 @@ use serde_json::Value;
 use std::io::{Cursor, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-
-fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    println!("SKIPPED: ../shared/fixtures not found");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "../shared/fixtures not found, and CI is set: refusing to pass by skipping"
-    );
-    None
-}
-
-fn own(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(relative)
-}
 
 fn expected(root: &Path) -> serde_json::Map<String, Value> {
     let text = std::fs::read_to_string(root.join("EXPECTED.json")).expect("EXPECTED.json");

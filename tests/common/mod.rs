@@ -225,3 +225,25 @@ fn wire_fields(mut bytes: &[u8]) -> Vec<(u64, Wire<'_>)> {
     }
     out
 }
+
+/// `../shared/fixtures` (real model files written by the frameworks), beside the checkout as
+/// in CI. Missing: the test is skipped loudly, or fails when `CI` is set.
+pub fn shared_fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    println!("SKIPPED: ../shared/fixtures not found");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "../shared/fixtures not found, and CI is set: refusing to pass by skipping"
+    );
+    None
+}
+
+/// A model file the project generated itself (`tests/fixtures`, see scripts/fixtures).
+pub fn own_fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
