@@ -954,6 +954,71 @@ fn skopeo_reads_what_mlambda_upload_stored_through_the_server() {
 }
 
 #[test]
+fn mlambda_pushes_to_its_own_server_and_skopeo_reads_the_recorded_digest() {
+    let Some(skopeo) = tool("skopeo") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("served"), &[]);
+    // The building host has its own home: the image travels over HTTP, not through the folder.
+    let home = dir.path().join("builder");
+    let registry = format!("http://{}/team", server.host());
+    let push = |extra: &[&str]| {
+        json_of(&run_ok(
+            mlambda(&home)
+                .args([
+                    "upload",
+                    "--json",
+                    "--base",
+                    "scratch",
+                    "--registry",
+                    &registry,
+                ])
+                .args(extra)
+                .arg(example_dir()),
+        ))
+    };
+    let first = push(&[]);
+    assert_eq!(first["status"], "Finished");
+    let recorded = first["pushed_digest"].as_str().unwrap().to_string();
+    assert_eq!(first["digest"], recorded.as_str());
+    let image = format!("docker://{}/team/example_tokenizer_model:1", server.host());
+    let raw =
+        run_ok(Command::new(&skopeo).args(["inspect", "--raw", "--tls-verify=false", &image]));
+    assert_eq!(sha256_of(&raw.stdout), recorded);
+    let pulled = dir.path().join("pulled");
+    run_ok(Command::new(&skopeo).args([
+        "copy",
+        "--src-tls-verify=false",
+        &image,
+        &format!("oci:{}:1", pulled.display()),
+    ]));
+    // The served folder is itself a layout that needs no server to be read.
+    let served = dir.path().join("served/team/example_tokenizer_model");
+    let local = run_ok(Command::new(&skopeo).args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:1", served.display()),
+    ]));
+    assert_eq!(sha256_of(&local.stdout), recorded);
+
+    // A second version re-sends nothing but what changed: the server's log shows no blob
+    // upload for the layers it already has.
+    let before = server.log_text().matches("POST").count();
+    assert!(
+        before >= 2,
+        "the first push uploaded its layers: {}",
+        server.log_text()
+    );
+    let second = push(&[]);
+    assert_eq!(second["version"], 2);
+    let after = server.log_text();
+    let new_uploads = after.matches("POST").count() - before;
+    assert!(
+        new_uploads <= 1,
+        "only the new config may be uploaded, saw {new_uploads} uploads:\n{after}"
+    );
+}
+
+#[test]
 fn skopeo_push_lands_in_a_layout_that_umoci_and_skopeo_read_without_the_server() {
     let Some(skopeo) = tool("skopeo") else { return };
     let dir = tempfile::tempdir().unwrap();
