@@ -4,7 +4,7 @@
 use crate::base::{self, BaseChoice, BaseError, BaseImage};
 use crate::catalog::{BuildResult, Catalog, CatalogError, NewVersion};
 use crate::contract;
-use crate::image::layer::Compression;
+use crate::image::layer::{Compression, DigestCache};
 use crate::image::{self, BuiltImage, ImageError, ImageMeta};
 use crate::model::spec::ModelSpec;
 use crate::registry::store::{Layout, Store, StoreError};
@@ -119,7 +119,9 @@ impl Event {
     }
 }
 
-/// Builds the model image into `layout` and tags it.
+/// Builds the model image into `layout` and tags it; `cache` (the catalogue, for the local
+/// store) remembers the layers of big files.
+#[allow(clippy::too_many_arguments)]
 pub fn build_to_layout(
     spec: &ModelSpec,
     base: &BaseImage,
@@ -127,6 +129,7 @@ pub fn build_to_layout(
     layout: &Layout,
     tag: &str,
     settings: &BuildSettings,
+    cache: Option<&dyn DigestCache>,
     log: &mut dyn FnMut(Event),
 ) -> Result<BuiltImage, PipelineError> {
     let meta = ImageMeta {
@@ -145,6 +148,7 @@ pub fn build_to_layout(
         base,
         &meta,
         layout,
+        cache,
         &mut |line| log(Event::Step(line)),
     )?;
     layout.set_tag(tag, built.manifest.clone())?;
@@ -222,6 +226,7 @@ pub fn upload_then(
             &layout,
             &version.to_string(),
             settings,
+            Some(catalog as &dyn DigestCache),
             &mut build_log,
         )?;
         let image = format!("oci:{}:{version}", layout.dir().display());

@@ -3,6 +3,7 @@
 
 mod liveness;
 
+use crate::image::layer::{CacheKey, CachedLayer, DigestCache};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -456,8 +457,83 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             repository TEXT NOT NULL,
             pushed TEXT NOT NULL,
             PRIMARY KEY (registry, digest, repository)
+        );
+        CREATE TABLE IF NOT EXISTS digest_cache (
+            source TEXT NOT NULL,
+            rel TEXT NOT NULL,
+            executable INTEGER NOT NULL,
+            build_mtime INTEGER NOT NULL,
+            format INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            ctime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            dev INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            diff_id TEXT NOT NULL,
+            blob_size INTEGER NOT NULL,
+            recorded TEXT NOT NULL,
+            PRIMARY KEY (source, rel, executable, build_mtime, format)
         );",
     )
+}
+
+/// The layers of big files, one row per file and layer inputs: a file that changes replaces
+/// its row, so the table grows with the files seen, not with their edits.
+impl DigestCache for Catalog {
+    fn lookup(&self, key: &CacheKey) -> Option<CachedLayer> {
+        self.conn
+            .query_row(
+                "SELECT digest, diff_id, blob_size FROM digest_cache
+                 WHERE source = ?1 AND rel = ?2 AND executable = ?3 AND build_mtime = ?4
+                   AND format = ?5 AND size = ?6 AND mtime_ns = ?7 AND ctime_ns = ?8
+                   AND inode = ?9 AND dev = ?10",
+                params![
+                    key.source,
+                    key.rel,
+                    key.executable,
+                    key.build_mtime as i64,
+                    key.format,
+                    key.size as i64,
+                    key.mtime_ns,
+                    key.ctime_ns,
+                    key.inode as i64,
+                    key.dev as i64,
+                ],
+                |r| {
+                    Ok(CachedLayer {
+                        digest: r.get(0)?,
+                        diff_id: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .ok()
+    }
+
+    fn record(&self, key: &CacheKey, layer: &CachedLayer) {
+        let _ = self.conn.execute(
+            "INSERT OR REPLACE INTO digest_cache (source, rel, executable, build_mtime, format,
+                size, mtime_ns, ctime_ns, inode, dev, digest, diff_id, blob_size, recorded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                key.source,
+                key.rel,
+                key.executable,
+                key.build_mtime as i64,
+                key.format,
+                key.size as i64,
+                key.mtime_ns,
+                key.ctime_ns,
+                key.inode as i64,
+                key.dev as i64,
+                layer.digest,
+                layer.diff_id,
+                layer.size as i64,
+                now(),
+            ],
+        );
+    }
 }
 
 fn version_from_row(r: &Row) -> rusqlite::Result<VersionRecord> {

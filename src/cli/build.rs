@@ -71,7 +71,8 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let (built, written_to) = match &output {
         Output::Layout { dir, tag } => {
             let layout = Layout::create(dir)?;
-            let built = build_to_layout(&spec, &base, None, &layout, tag, &settings, &mut show)?;
+            let built =
+                build_to_layout(&spec, &base, None, &layout, tag, &settings, None, &mut show)?;
             (built, format!("oci:{}:{tag}", dir.display()))
         }
         Output::OciArchive(file) | Output::DockerArchive(file) => {
@@ -79,8 +80,9 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
                 .prefix(".mlambda-build-")
                 .tempdir_in(parent_of(file))?;
             let layout = Layout::create(scratch.path())?;
-            let built =
-                build_to_layout(&spec, &base, None, &layout, &args.tag, &settings, &mut show)?;
+            let built = build_to_layout(
+                &spec, &base, None, &layout, &args.tag, &settings, None, &mut show,
+            )?;
             if let Output::DockerArchive(_) = output {
                 write_docker_archive(
                     &layout,

@@ -8,6 +8,8 @@ use crate::registry::store::{BlobWriter, Layout, StoreError};
 use flate2::write::GzEncoder;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Files at least this big get their own uncompressed layer: weights rarely compress, gzip is
 /// the slowest step of a build, and a layer per file lets a registry dedupe unchanged weights.
@@ -56,12 +58,127 @@ pub enum LayerError {
     Write { layer: String, source: io::Error },
 }
 
+/// Bumped whenever the bytes of a big file's layer change for the same inputs (tar header
+/// format, path prefix, modes), so that cached digests of an older mlambda are never reused.
+pub const LAYER_FORMAT: u32 = 1;
+
+/// What a big file's layer is a function of: the file (identified by its canonical path and
+/// what `stat` says about it, ctime included, so an in-place edit with a restored mtime is
+/// seen) and the layer's own inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    pub source: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub dev: u64,
+    pub rel: String,
+    pub executable: bool,
+    pub build_mtime: u64,
+    pub format: u32,
+}
+
+/// A big file's layer as it was built last time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedLayer {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+}
+
+/// Remembers the layers of big files between builds (the catalogue implements it). Best
+/// effort: a lookup that fails is a miss, a record that fails is forgotten.
+pub trait DigestCache {
+    fn lookup(&self, key: &CacheKey) -> Option<CachedLayer>;
+    fn record(&self, key: &CacheKey, layer: &CachedLayer);
+}
+
+/// A file whose ctime is this close to now may still be changed within the same clock tick
+/// without its ctime moving: it is not recorded (git's "racily clean" entries).
+const RACY_WINDOW_NS: i64 = 1_000_000_000;
+
+fn cache_key(entry: &PayloadEntry, options: &LayerOptions) -> Option<CacheKey> {
+    let EntryKind::File { executable, size } = entry.kind else {
+        return None;
+    };
+    let source = std::fs::canonicalize(&entry.source).ok()?;
+    let meta = std::fs::metadata(&source).ok()?;
+    if !meta.is_file() || meta.size() != size {
+        return None;
+    }
+    Some(CacheKey {
+        source: source.to_string_lossy().into_owned(),
+        size: meta.size(),
+        mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+        ctime_ns: meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec(),
+        inode: meta.ino(),
+        dev: meta.dev(),
+        rel: entry.rel.clone(),
+        executable,
+        build_mtime: options.mtime,
+        format: LAYER_FORMAT,
+    })
+}
+
+fn is_racy(key: &CacheKey) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    now.saturating_sub(key.ctime_ns.max(key.mtime_ns)) < RACY_WINDOW_NS
+}
+
+/// A big file's layer: taken from the cache without reading the file when its stat and the
+/// layer's inputs are unchanged and the blob is still in the store, built otherwise.
+fn big_file_layer(
+    entry: &PayloadEntry,
+    layout: &Layout,
+    options: &LayerOptions,
+    cache: Option<&dyn DigestCache>,
+) -> Result<Layer, LayerError> {
+    let comment = format!("model file {}", entry.rel);
+    let key = cache.and_then(|_| cache_key(entry, options));
+    if let (Some(cache), Some(key)) = (cache, &key)
+        && let Some(hit) = cache.lookup(key)
+        && hit.size > key.size
+        && layout.has_or_link_pooled(&hit.digest)
+    {
+        return Ok(Layer {
+            descriptor: Descriptor::new(MEDIA_LAYER_TAR, hit.digest, hit.size),
+            diff_id: hit.diff_id,
+            comment: format!("{comment} (cached)"),
+        });
+    }
+    let mut tar = LayerTar::start(layout, Compression::None)?;
+    tar.append_entry(entry, options)?;
+    let layer = tar.finish(layout, comment)?;
+    if let (Some(cache), Some(before)) = (cache, key) {
+        // Recorded only when the file did not change while it was read, with the stat taken
+        // before reading: a change during the read can never be remembered as the old bytes.
+        let after = cache_key(entry, options);
+        if after.as_ref() == Some(&before) && !is_racy(&before) {
+            cache.record(
+                &before,
+                &CachedLayer {
+                    digest: layer.descriptor.digest.clone(),
+                    diff_id: layer.diff_id.clone(),
+                    size: layer.descriptor.size,
+                },
+            );
+        }
+    }
+    Ok(layer)
+}
+
 /// The payload layers: one gzip layer with the folders and every small file (it also creates
 /// `/model` and `/model/files`), then one uncompressed layer per big file, in path order.
+/// With a `cache`, unchanged big files are neither read nor written again.
 pub fn write_payload_layers(
     payload: &Payload,
     layout: &Layout,
     options: &LayerOptions,
+    cache: Option<&dyn DigestCache>,
 ) -> Result<Vec<Layer>, LayerError> {
     let is_big = |e: &PayloadEntry| matches!(e.kind, EntryKind::File { size, .. } if size >= options.big_file_threshold);
     let mut layers = Vec::new();
@@ -79,10 +196,7 @@ pub fn write_payload_layers(
     layers.push(tar.finish(layout, comment)?);
 
     for entry in payload.entries.iter().filter(|e| is_big(e)) {
-        let comment = format!("model file {}", entry.rel);
-        let mut tar = LayerTar::start(layout, Compression::None)?;
-        tar.append_entry(entry, options)?;
-        layers.push(tar.finish(layout, comment)?);
+        layers.push(big_file_layer(entry, layout, options, cache)?);
     }
     Ok(layers)
 }

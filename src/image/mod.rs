@@ -7,7 +7,7 @@ pub mod oci;
 use crate::base::BaseImage;
 use crate::model::payload::Payload;
 use crate::registry::store::{Layout, StoreError};
-use layer::{Layer, LayerError, LayerOptions};
+use layer::{DigestCache, Layer, LayerError, LayerOptions};
 use oci::{Descriptor, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -47,13 +47,15 @@ pub enum ImageError {
 }
 
 /// Writes every blob of the model image into `layout` and returns its manifest descriptor
-/// (not yet tagged). `log` hears one line per step.
+/// (not yet tagged). `log` hears one line per step. With a `cache`, big files unchanged since
+/// an earlier build into the same store are neither read nor written again.
 pub fn build_image(
     payload: &Payload,
     contract: &[u8],
     base: &BaseImage,
     meta: &ImageMeta,
     layout: &Layout,
+    cache: Option<&dyn DigestCache>,
     log: &mut dyn FnMut(String),
 ) -> Result<BuiltImage, ImageError> {
     let options = LayerOptions {
@@ -71,7 +73,7 @@ pub fn build_image(
             base.layers.len()
         ));
     }
-    let mut layers = layer::write_payload_layers(payload, layout, &options)?;
+    let mut layers = layer::write_payload_layers(payload, layout, &options, cache)?;
     layers.push(layer::write_contract_layer(contract, layout, &options)?);
     for layer in &layers {
         log(format!(

@@ -126,6 +126,30 @@ impl Layout {
         self.blob_path(digest).is_ok_and(|p| p.is_file())
     }
 
+    /// Whether the blob is here, after hard-linking it from the store's pool when only the
+    /// pool has it (a blob that disappears meanwhile, by a gc, is simply not here).
+    pub fn has_or_link_pooled(&self, digest: &str) -> bool {
+        if self.has_blob(digest) {
+            return true;
+        }
+        let (Some(pool), Ok(target)) = (&self.house.pool, self.blob_path(digest)) else {
+            return false;
+        };
+        let Ok(pooled) = blob_path_in(pool, digest) else {
+            return false;
+        };
+        if let Some(parent) = target.parent()
+            && fs::create_dir_all(parent).is_err()
+        {
+            return false;
+        }
+        match fs::hard_link(&pooled, &target) {
+            Ok(()) => sync_parent(&target).is_ok(),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
+            Err(_) => false,
+        }
+    }
+
     pub fn open_blob(&self, digest: &str) -> Result<File, StoreError> {
         let path = self.blob_path(digest)?;
         File::open(&path).map_err(|_| StoreError::MissingBlob {
