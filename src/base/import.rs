@@ -1,9 +1,12 @@
-//! `mlambda base import`: a runtime image brought into the local store from an OCI layout, an
-//! OCI archive or a `docker save` archive (legacy or OCI form), its bytes kept as they are.
+//! `mlambda base import`: a runtime image brought into the local store from a registry, an OCI
+//! layout, an OCI archive or a `docker save` archive (legacy or OCI form), its bytes kept as
+//! they are. Where it came from (and, for a registry, the digest the reference resolved to) is
+//! kept next to it in `base/<NAME>.source.json`.
 
 use super::{RUNTIME_TAG, runtime_repository};
 use crate::digest::HashingReader;
 use crate::image::oci::{self, Descriptor, Index, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
+use crate::registry::client::{ConnectOptions, PushError, Quiet, Registry, Target};
 use crate::registry::store::{Layout, Store, StoreError};
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,12 +21,19 @@ pub enum ImportSource {
     Layout { dir: PathBuf, tag: Option<String> },
     /// A tar file: `docker save` output or an OCI archive; `FILE[:TAG]`.
     Archive { file: PathBuf, tag: Option<String> },
+    /// `[docker://]host[:port]/repository[:tag|@digest]`, checked when imported.
+    Registry(String),
 }
 
 impl ImportSource {
-    /// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:TAG]` or a plain path
-    /// to an archive.
+    /// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:TAG]`, a plain path
+    /// to an archive, or a registry reference: `docker://…` always; otherwise a path that
+    /// exists is a file, and `host[:port]/repository[:tag|@digest]` whose first component has
+    /// a dot or a colon or is `localhost` is a registry.
     pub fn parse(text: &str) -> ImportSource {
+        if let Some(rest) = text.strip_prefix("docker://") {
+            return ImportSource::Registry(rest.to_string());
+        }
         let split = |rest: &str| {
             let (path, tag) = super::split_layout_reference(rest);
             (PathBuf::from(path), tag.map(str::to_string))
@@ -49,8 +59,266 @@ impl ImportSource {
             };
         }
         let (file, tag) = split(rest);
+        if rest == text && !file.exists() && looks_like_registry(text) {
+            return ImportSource::Registry(text.to_string());
+        }
         ImportSource::Archive { file, tag }
     }
+
+    /// How the source is recorded: absolute paths, the registry reference as given.
+    fn describe(&self) -> String {
+        let absolute = |p: &Path| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string()
+        };
+        let tag = |t: &Option<String>| t.as_ref().map(|t| format!(":{t}")).unwrap_or_default();
+        match self {
+            ImportSource::Layout { dir, tag: t } => format!("oci:{}{}", absolute(dir), tag(t)),
+            ImportSource::Archive { file, tag: t } => format!("{}{}", absolute(file), tag(t)),
+            ImportSource::Registry(reference) => reference.clone(),
+        }
+    }
+}
+
+fn looks_like_registry(text: &str) -> bool {
+    let Some((first, rest)) = text.split_once('/') else {
+        return false;
+    };
+    !rest.is_empty()
+        && !first.is_empty()
+        && first != "."
+        && first != ".."
+        && (first.contains('.') || first.contains(':') || first == "localhost")
+}
+
+/// `[http(s)://]host[:port]/repository[:tag|@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryReference {
+    /// Given explicitly with `http://` or `https://`.
+    pub scheme: Option<String>,
+    pub authority: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl RegistryReference {
+    pub fn parse(text: &str) -> Result<RegistryReference, String> {
+        let (scheme, rest) = match text.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (Some(scheme.to_string()), rest),
+            Some((other, _)) => return Err(format!("unknown scheme '{other}://'")),
+            None => (None, text),
+        };
+        let (authority, path) = rest
+            .split_once('/')
+            .filter(|(a, p)| !a.is_empty() && !p.is_empty())
+            .ok_or("expected host[:port]/repository[:tag|@digest]")?;
+        let (path, digest) = match path.split_once('@') {
+            Some((path, digest)) => {
+                let hex = digest
+                    .strip_prefix("sha256:")
+                    .ok_or(format!("'{digest}' is not a sha256 digest"))?;
+                if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(format!("'{digest}' is not a sha256 digest"));
+                }
+                (path, Some(digest.to_string()))
+            }
+            None => (path, None),
+        };
+        let (repository, tag) = match path.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag.to_string())),
+            _ => (path, None),
+        };
+        if let Some(tag) = &tag {
+            let ok = !tag.is_empty()
+                && tag.len() <= 128
+                && !tag.starts_with(['.', '-'])
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !ok {
+                return Err(format!("'{tag}' is not a valid tag"));
+            }
+        }
+        crate::registry::store::check_repository(repository)?;
+        Ok(RegistryReference {
+            scheme,
+            authority: authority.to_string(),
+            repository: repository.to_string(),
+            tag,
+            digest,
+        })
+    }
+
+    /// What to ask the registry for: the digest when given, else the tag (`latest` by default).
+    pub fn reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+
+    /// The registry's URL: https unless given, or a loopback host or `--insecure` without
+    /// `--ca-cert` (plain HTTP, as a local test registry is).
+    fn target(&self, options: &ConnectOptions) -> Result<Target, PushError> {
+        let scheme = match &self.scheme {
+            Some(scheme) => scheme.as_str(),
+            None => {
+                let host = self
+                    .authority
+                    .rsplit_once(':')
+                    .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+                    .map_or(self.authority.as_str(), |(host, _)| host);
+                let loopback = host == "localhost"
+                    || host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if (loopback || options.insecure) && options.ca_cert.is_none() {
+                    "http"
+                } else {
+                    "https"
+                }
+            }
+        };
+        Target::parse(&format!("{scheme}://{}", self.authority), options.insecure)
+    }
+}
+
+/// How an import goes: the platform an index is resolved to, how to reach a registry.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// `os/architecture[/variant]`; `linux/<this machine's architecture>` by default.
+    pub platform: Option<String>,
+    pub connect: ConnectOptions,
+}
+
+/// The platform wanted from an image index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+impl Wanted {
+    fn from_options(options: &ImportOptions) -> Result<Wanted, ImportError> {
+        let Some(text) = &options.platform else {
+            return Ok(Wanted {
+                os: "linux".into(),
+                architecture: super::assemble::oci_architecture().into(),
+                variant: None,
+            });
+        };
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, architecture, rest @ ..]
+                if rest.len() <= 1 && !os.is_empty() && !architecture.is_empty() =>
+            {
+                Ok(Wanted {
+                    os: os.to_string(),
+                    architecture: architecture.to_string(),
+                    variant: rest.first().map(|v| v.to_string()),
+                })
+            }
+            _ => Err(ImportError::Invalid {
+                source_name: format!("--platform {text}"),
+                problem: "expected OS/ARCHITECTURE[/VARIANT], e.g. linux/arm64".into(),
+            }),
+        }
+    }
+
+    fn matches(&self, platform: &oci::Platform) -> bool {
+        platform.os == self.os
+            && platform.architecture == self.architecture
+            && (self.variant.is_none() || platform.variant == self.variant)
+    }
+}
+
+impl std::fmt::Display for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The image of `index` for `wanted`, or an error listing the platforms it has.
+fn pick_platform(index: &Index, wanted: &Wanted) -> Result<Descriptor, String> {
+    index
+        .manifests
+        .iter()
+        .find(|m| m.platform.as_ref().is_some_and(|p| wanted.matches(p)))
+        .cloned()
+        .ok_or_else(|| {
+            let platforms: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|m| {
+                    m.platform.as_ref().map(|p| {
+                        let mut text = format!("{}/{}", p.os, p.architecture);
+                        if let Some(v) = &p.variant {
+                            text.push('/');
+                            text.push_str(v);
+                        }
+                        text
+                    })
+                })
+                .collect();
+            format!(
+                "the image index has no {wanted} image (it has: {}); choose one with --platform",
+                platforms.join(", ")
+            )
+        })
+}
+
+/// Where an imported runtime came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Origin {
+    /// The source as given (paths made absolute).
+    pub source: String,
+    /// For a registry: `host[:port]/repository@<digest the reference resolved to>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// The manifest now tagged in `base/<NAME>`.
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub manifest: Descriptor,
+    pub origin: Origin,
+}
+
+fn origin_path(store: &Store, name: &str) -> PathBuf {
+    store
+        .root()
+        .join(format!("{}.source.json", runtime_repository(name)))
+}
+
+/// The recorded origin of runtime `name`, when it was imported.
+pub fn read_origin(store: &Store, name: &str) -> Option<Origin> {
+    let bytes = std::fs::read(origin_path(store, name)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_origin(store: &Store, name: &str, origin: &Origin) -> Result<(), ImportError> {
+    let path = origin_path(store, name);
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(origin).expect("an origin always serialises");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| ImportError::Io {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,17 +332,35 @@ pub enum ImportError {
     Io { path: String, source: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Remote(#[from] PushError),
 }
 
 /// Imports `source` as runtime `name` (repository `base/<name>`, tagged `latest`); returns the
-/// manifest now tagged.
+/// manifest now tagged and the origin recorded.
 pub fn import_base(
     store: &Store,
     name: &str,
     source: &ImportSource,
-) -> Result<Descriptor, ImportError> {
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
+    let wanted = Wanted::from_options(options)?;
     let target = store.repository(&runtime_repository(name))?;
+    let mut pinned = None;
     let manifest = match source {
+        ImportSource::Registry(text) => {
+            let reference =
+                RegistryReference::parse(text).map_err(|problem| ImportError::Invalid {
+                    source_name: text.clone(),
+                    problem,
+                })?;
+            let (manifest, top) = import_from_registry(&reference, &wanted, options, &target)?;
+            pinned = Some(format!(
+                "{}/{}@{top}",
+                reference.authority, reference.repository
+            ));
+            manifest
+        }
         ImportSource::Layout { dir, tag } => {
             let layout = Layout::open(dir)?;
             let blobs = LayoutBlobs(&layout);
@@ -83,6 +369,7 @@ pub fn import_base(
                 &layout.read_index()?,
                 tag.as_deref(),
                 &dir.display().to_string(),
+                &wanted,
             )?;
             copy_image(&blobs, &chosen, &target)?
         }
@@ -90,7 +377,8 @@ pub fn import_base(
             let archive = ArchiveBlobs::open(file)?;
             if archive.has("oci-layout") && archive.has("index.json") {
                 let index: Index = archive.json("index.json")?;
-                let chosen = choose_from_index(&archive, &index, tag.as_deref(), &archive.name)?;
+                let chosen =
+                    choose_from_index(&archive, &index, tag.as_deref(), &archive.name, &wanted)?;
                 copy_image(&archive, &chosen, &target)?
             } else if archive.has("manifest.json") {
                 import_docker_archive(&archive, tag.as_deref(), &target)?
@@ -100,7 +388,72 @@ pub fn import_base(
         }
     };
     target.set_tag(RUNTIME_TAG, manifest.clone())?;
-    Ok(manifest)
+    let origin = Origin {
+        source: source.describe(),
+        pinned,
+        digest: manifest.digest.clone(),
+        platform: manifest
+            .platform
+            .as_ref()
+            .map(|p| format!("{}/{}", p.os, p.architecture)),
+    };
+    write_origin(store, name, &origin)?;
+    Ok(Imported { manifest, origin })
+}
+
+/// The manifest for `reference`, an index resolved to `wanted`; its config and layers pulled
+/// unless `target` has them, then the manifest stored byte for byte. Returns the manifest and
+/// the digest the reference itself resolved to.
+fn import_from_registry(
+    reference: &RegistryReference,
+    wanted: &Wanted,
+    options: &ImportOptions,
+    target: &Layout,
+) -> Result<(Descriptor, String), ImportError> {
+    let registry = Registry::connect(&reference.target(&options.connect)?, &options.connect)?;
+    let repository = &reference.repository;
+    let source_name = format!("{}/{repository}", reference.authority);
+    let invalid = |problem: String| ImportError::Invalid {
+        source_name: source_name.clone(),
+        problem,
+    };
+    let mut fetched = registry.get_manifest(repository, reference.reference(), &Quiet)?;
+    let top = fetched.digest.clone();
+    let mut platform = None;
+    for _ in 0..4 {
+        if oci::is_index_media_type(&fetched.media_type) {
+            let index: Index = serde_json::from_slice(&fetched.bytes)
+                .map_err(|e| invalid(format!("index {}: {e}", fetched.digest)))?;
+            let chosen = pick_platform(&index, wanted).map_err(&invalid)?;
+            platform = chosen.platform.clone();
+            fetched = registry.get_manifest(repository, &chosen.digest, &Quiet)?;
+            continue;
+        }
+        let manifest: Manifest = serde_json::from_slice(&fetched.bytes).map_err(|e| {
+            invalid(format!(
+                "manifest {} ({}) is not an image manifest: {e}",
+                fetched.digest, fetched.media_type
+            ))
+        })?;
+        for blob in [&manifest.config].into_iter().chain(&manifest.layers) {
+            if target.has_blob(&blob.digest) {
+                continue;
+            }
+            let size = registry.pull_blob(repository, &blob.digest, target, &Quiet)?;
+            if size != blob.size {
+                return Err(invalid(format!(
+                    "blob {} has {size} bytes, the manifest says {}",
+                    blob.digest, blob.size
+                )));
+            }
+        }
+        let (digest, size) = target.put_blob(&fetched.bytes)?;
+        debug_assert_eq!(digest, fetched.digest);
+        let mut descriptor = Descriptor::new(&fetched.media_type, digest, size);
+        descriptor.platform = platform;
+        return Ok((descriptor, top));
+    }
+    Err(invalid("image indexes nest too deeply".into()))
 }
 
 /// Where blobs are read from.
@@ -245,6 +598,7 @@ fn choose_from_index(
     index: &Index,
     tag: Option<&str>,
     source: &str,
+    wanted: &Wanted,
 ) -> Result<Descriptor, ImportError> {
     let invalid = |problem: String| ImportError::Invalid {
         source_name: source.to_string(),
@@ -279,36 +633,12 @@ fn choose_from_index(
             )));
         }
     };
-    let architecture = super::assemble::oci_architecture();
     for _ in 0..4 {
         if !oci::is_index_media_type(&chosen.media_type) {
             return Ok(chosen);
         }
         let nested: Index = blobs.read_json_dyn(&chosen.digest)?;
-        chosen = nested
-            .manifests
-            .iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == architecture)
-            })
-            .cloned()
-            .ok_or_else(|| {
-                let platforms: Vec<String> = nested
-                    .manifests
-                    .iter()
-                    .filter_map(|m| {
-                        m.platform
-                            .as_ref()
-                            .map(|p| format!("{}/{}", p.os, p.architecture))
-                    })
-                    .collect();
-                invalid(format!(
-                    "the image index has no linux/{architecture} image (it has: {})",
-                    platforms.join(", ")
-                ))
-            })?;
+        chosen = pick_platform(&nested, wanted).map_err(&invalid)?;
     }
     Err(invalid("image indexes nest too deeply".into()))
 }
@@ -466,4 +796,65 @@ fn sniff_layer_media_type(layout: &Layout, digest: &str) -> Result<&'static str,
         [0x28, 0xb5, 0x2f, 0xfd] => oci::MEDIA_LAYER_ZSTD,
         _ => oci::MEDIA_LAYER_TAR,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_references_are_told_from_paths() {
+        for registry in [
+            "docker://busybox/x",
+            "127.0.0.1:5000/runtimes/busybox:1",
+            "registry.example.com/ml/tf:2.14",
+            "localhost/x@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(
+                matches!(ImportSource::parse(registry), ImportSource::Registry(_)),
+                "{registry}"
+            );
+        }
+        for path in [
+            "/no/such/file.tar",
+            "base.tar:v1",
+            "./x.y/base.tar",
+            "dir/base.tar",
+        ] {
+            assert!(
+                matches!(ImportSource::parse(path), ImportSource::Archive { .. }),
+                "{path}"
+            );
+        }
+        let r = RegistryReference::parse("127.0.0.1:5000/runtimes/busybox:1").unwrap();
+        assert_eq!(
+            (r.authority.as_str(), r.repository.as_str(), r.reference()),
+            ("127.0.0.1:5000", "runtimes/busybox", "1")
+        );
+        let r = RegistryReference::parse("r.example.com/a/b").unwrap();
+        assert_eq!(r.reference(), "latest");
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let r = RegistryReference::parse(&format!("r.example.com:443/a@{d}")).unwrap();
+        assert_eq!(r.reference(), d);
+        assert!(RegistryReference::parse("r.example.com/a@sha256:12").is_err());
+        assert!(RegistryReference::parse("r.example.com/A").is_err());
+        assert!(RegistryReference::parse("r.example.com/").is_err());
+        assert!(RegistryReference::parse("ftp://r.example.com/a").is_err());
+    }
+
+    #[test]
+    fn platforms() {
+        let wanted = |p: &str| {
+            Wanted::from_options(&ImportOptions {
+                platform: Some(p.into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            wanted("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64/v8"
+        );
+        assert!(wanted("arm64").is_err());
+        assert!(wanted("linux/arm/v7/x").is_err());
+    }
 }

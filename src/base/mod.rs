@@ -8,7 +8,10 @@ mod import;
 
 pub use assemble::{AssembleError, build_runtime};
 pub use catalogue::{RUNTIME_FILES, Runtime, catalogue, glob_match, runtime, runtime_for};
-pub use import::{ImportError, ImportSource, import_base};
+pub use import::{
+    ImportError, ImportOptions, ImportSource, Imported, Origin, RegistryReference, import_base,
+    read_origin,
+};
 
 use crate::image::oci::{self, Descriptor, Index, Manifest};
 use crate::registry::store::{Layout, Store, StoreError};

@@ -1,8 +1,10 @@
 //! `mlambda base list | import | build`: the runtime base images of the local store.
 
 use super::output::{print_json, print_table};
+use super::push::RemoteArgs;
 use crate::base::{
-    self, ImportSource, RUNTIME_TAG, build_runtime, catalogue, import_base, runtime_repository,
+    self, ImportOptions, ImportSource, RUNTIME_TAG, build_runtime, catalogue, import_base,
+    read_origin, runtime_repository,
 };
 use crate::pipeline::{Home, source_date_epoch};
 use serde_json::json;
@@ -17,12 +19,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Bring a runtime image into the store from an archive (`docker save` or OCI) or an OCI layout
+    /// Bring a runtime image into the store from a registry, an archive (`docker save` or OCI)
+    /// or an OCI layout
     Import {
         /// The runtime's name (a runtime of base-images/catalog.yaml, or a new one)
         name: String,
-        /// FILE[:TAG] (docker-archive or oci-archive), oci:DIR[:TAG]
+        /// [docker://]HOST[:PORT]/REPOSITORY[:TAG|@DIGEST] (https; plain http for a loopback
+        /// host or with --insecure, unless --ca-cert is given), FILE[:TAG] (docker-archive or
+        /// oci-archive), oci:DIR[:TAG]
         source: String,
+        /// The platform taken from an image index: OS/ARCH[/VARIANT] [default: linux/<this
+        /// machine's architecture>]
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
         #[arg(long)]
         json: bool,
     },
@@ -42,40 +53,44 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
     let store = home.store()?;
     match command {
         Command::List { json } => {
-            let rows: Vec<(base::Runtime, Option<String>)> = catalogue()
+            let rows: Vec<(base::Runtime, Option<String>, Option<base::Origin>)> = catalogue()
                 .into_iter()
                 .map(|runtime| {
                     let digest = store
                         .existing_repository(&runtime_repository(&runtime.name))
                         .and_then(|layout| layout.resolve(Some(RUNTIME_TAG)).ok())
                         .map(|d| d.digest);
-                    (runtime, digest)
+                    // The record describes the image only while it is still the one tagged.
+                    let origin = read_origin(&store, &runtime.name)
+                        .filter(|o| Some(&o.digest) == digest.as_ref());
+                    (runtime, digest, origin)
                 })
                 .collect();
             if json {
                 print_json(&json!(
                     rows.iter()
-                        .map(|(r, digest)| json!({
+                        .map(|(r, digest, origin)| json!({
                             "name": r.name,
                             "description": r.description,
                             "serves": r.serves,
                             "source": if r.debian.is_empty() { "import" } else { "debian" },
                             "in_store": digest.is_some(),
                             "digest": digest,
+                            "imported_from": origin,
                         }))
                         .collect::<Vec<_>>()
                 ));
             } else {
                 let table: Vec<Vec<String>> = rows
                     .iter()
-                    .map(|(r, digest)| {
+                    .map(|(r, digest, origin)| {
                         vec![
                             r.name.clone(),
                             r.serves.join(" "),
-                            if r.debian.is_empty() {
-                                "import".into()
-                            } else {
-                                "debian".into()
+                            match origin {
+                                Some(o) => o.pinned.clone().unwrap_or_else(|| o.source.clone()),
+                                None if r.debian.is_empty() => "import".into(),
+                                None => "debian".into(),
                             },
                             digest.clone().unwrap_or_else(|| "-".into()),
                         ]
@@ -84,18 +99,45 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
                 print_table(&["RUNTIME", "SERVES", "SOURCE", "IN STORE"], &table);
             }
         }
-        Command::Import { name, source, json } => {
+        Command::Import {
+            name,
+            source,
+            platform,
+            remote,
+            json,
+        } => {
             base::check_runtime_name(&name)?;
-            let descriptor = import_base(&store, &name, &ImportSource::parse(&source))?;
+            let parsed = ImportSource::parse(&source);
+            let options = ImportOptions {
+                platform,
+                connect: if matches!(parsed, ImportSource::Registry(_)) {
+                    remote.connect_options()?
+                } else {
+                    Default::default()
+                },
+            };
+            let imported = import_base(&store, &name, &parsed, &options)?;
             let repository = store.root().join(runtime_repository(&name));
             if json {
-                print_json(
-                    &json!({"name": name, "digest": descriptor.digest, "image": format!("oci:{}:{RUNTIME_TAG}", repository.display())}),
-                );
+                print_json(&json!({
+                    "name": name,
+                    "digest": imported.manifest.digest,
+                    "media_type": imported.manifest.media_type,
+                    "platform": imported.origin.platform,
+                    "source": imported.origin.source,
+                    "pinned": imported.origin.pinned,
+                    "image": format!("oci:{}:{RUNTIME_TAG}", repository.display()),
+                }));
             } else {
                 println!("runtime {name} imported from {source}");
+                if let Some(pinned) = &imported.origin.pinned {
+                    println!("  pinned  {pinned}");
+                }
+                if let Some(platform) = &imported.origin.platform {
+                    println!("  platform {platform}");
+                }
                 println!("  image   oci:{}:{RUNTIME_TAG}", repository.display());
-                println!("  digest  {}", descriptor.digest);
+                println!("  digest  {}", imported.manifest.digest);
             }
         }
         Command::Build { name, debs, json } => {

@@ -57,6 +57,14 @@ pub struct RemoteArgs {
 impl RemoteArgs {
     pub fn remote(&self, url: &str) -> anyhow::Result<Remote> {
         let target = Target::parse(url, self.insecure)?;
+        Ok(Remote {
+            target,
+            options: self.connect_options()?,
+        })
+    }
+
+    /// The connection options alone (credentials read from stdin when asked).
+    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
         let credential = match (&self.username, self.password_stdin) {
             (Some(username), true) => {
                 let mut password = String::new();
@@ -74,15 +82,12 @@ impl RemoteArgs {
             }
             _ => None,
         };
-        Ok(Remote {
-            target,
-            options: ConnectOptions {
-                insecure: self.insecure,
-                ca_cert: self.ca_cert.clone(),
-                credential,
-                parallel: self.parallel.max(1),
-                ..ConnectOptions::default()
-            },
+        Ok(ConnectOptions {
+            insecure: self.insecure,
+            ca_cert: self.ca_cert.clone(),
+            credential,
+            parallel: self.parallel.max(1),
+            ..ConnectOptions::default()
         })
     }
 }

@@ -9,9 +9,11 @@
 //!
 //! - `auth`: credentials, the challenge, bearer tokens per scope.
 //! - `retry`: backoff, `Retry-After`, what is transient.
+//! - `pull`: manifests and blobs fetched for `mlambda base import` from a registry.
 //! - `upload`: one blob (HEAD, mount, monolithic or chunked upload, resume) and the manifest.
 
 pub mod auth;
+mod pull;
 pub mod retry;
 mod upload;
 
@@ -27,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use pull::{FetchedManifest, MANIFEST_ACCEPT};
 pub use upload::BlobOutcome;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,161 @@
+//! Pulling from a registry: a manifest (or index) by tag or digest, its bytes kept exactly as
+//! served, and blobs streamed into a local layout, each verified against its digest before it
+//! is committed. Same authentication, TLS and retries as a push.
+
+use super::{Fault, PushError, PushProgress, Registry, error_detail};
+use crate::digest::HashingReader;
+use crate::image::oci;
+use crate::registry::store::Layout;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use std::io::{self, Read};
+use std::time::Duration;
+
+/// Every manifest kind an import understands, OCI first.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// A manifest or index as the registry served it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    /// From `Content-Type`, else the document's own `mediaType`.
+    pub media_type: String,
+    /// The sha256 of `bytes`.
+    pub digest: String,
+}
+
+impl Registry {
+    /// `GET /v2/<repository>/manifests/<reference>`; a digest reference must match the bytes,
+    /// and so must the registry's `Docker-Content-Digest`.
+    pub fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        progress: &dyn PushProgress,
+    ) -> Result<FetchedManifest, PushError> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
+        let scopes = vec![format!("repository:{repository}:pull")];
+        let what = format!("manifest {repository}:{reference}");
+        self.retrying(&what, progress, |_| {
+            let response = self.send(&what, &scopes, &|http| {
+                Ok(http
+                    .get(url.clone())
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+                    .timeout(Duration::from_secs(120)))
+            })?;
+            let status = response.status();
+            if !status.is_success() {
+                let what = if status == StatusCode::NOT_FOUND {
+                    format!(
+                        "{}/{repository}:{reference}: no such image (unknown repository or tag)",
+                        self.target.authority
+                    )
+                } else {
+                    format!("GET {what}")
+                };
+                return Err(Fault::Fatal(PushError::Status {
+                    what,
+                    registry: self.target.authority.clone(),
+                    status: status.as_u16(),
+                    detail: error_detail(response),
+                }));
+            }
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or_default().trim().to_string());
+            let served_digest = response
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut bytes = Vec::new();
+            response
+                .take(super::upload::MANIFEST_LIMIT + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Fault::Transient {
+                    message: format!("{what}: {e}"),
+                    retry_after: None,
+                })?;
+            if bytes.len() as u64 > super::upload::MANIFEST_LIMIT {
+                return Err(Fault::Fatal(PushError::Protocol(format!(
+                    "{what}: larger than {} bytes",
+                    super::upload::MANIFEST_LIMIT
+                ))));
+            }
+            let digest = crate::digest::sha256_of(&bytes);
+            for expected in [served_digest.as_deref(), Some(reference)]
+                .into_iter()
+                .flatten()
+                .filter(|d| d.starts_with("sha256:"))
+            {
+                if expected != digest {
+                    return Err(Fault::Fatal(PushError::Protocol(format!(
+                        "{what}: the registry served bytes with digest {digest}, not {expected}"
+                    ))));
+                }
+            }
+            let media_type = match content_type {
+                Some(t) if t.starts_with("application/vnd.") => t,
+                _ => serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| oci::MEDIA_MANIFEST.to_string()),
+            };
+            Ok(FetchedManifest {
+                bytes,
+                media_type,
+                digest,
+            })
+        })
+    }
+
+    /// `GET /v2/<repository>/blobs/<digest>`, streamed into `layout` and committed only when
+    /// the bytes have that digest. Returns the size.
+    pub fn pull_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        layout: &Layout,
+        progress: &dyn PushProgress,
+    ) -> Result<u64, PushError> {
+        if !digest.starts_with("sha256:") {
+            return Err(PushError::Protocol(format!(
+                "blob {digest}: only sha256 digests are supported"
+            )));
+        }
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
+        let scopes = vec![format!("repository:{repository}:pull")];
+        let what = format!("blob {digest}");
+        self.retrying(&what, progress, |_| {
+            let response = self.send(&what, &scopes, &|http| Ok(http.get(url.clone())))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(Fault::Fatal(PushError::Status {
+                    what: format!("GET {what} of {repository}"),
+                    registry: self.target.authority.clone(),
+                    status: status.as_u16(),
+                    detail: error_detail(response),
+                }));
+            }
+            let mut reader = HashingReader::new(response);
+            let mut writer = layout.blob_writer().map_err(PushError::from)?;
+            io::copy(&mut reader, &mut writer).map_err(|e| Fault::Transient {
+                message: format!("{what}: {e}"),
+                retry_after: None,
+            })?;
+            let (actual, size) = reader.finish();
+            if actual != digest {
+                return Err(Fault::Fatal(PushError::Protocol(format!(
+                    "{what}: the registry served bytes with digest {actual}"
+                ))));
+            }
+            layout.commit_blob(writer).map_err(PushError::from)?;
+            Ok(size)
+        })
+    }
+}
