@@ -7,35 +7,8 @@
 mod common;
 
 use common::*;
-use mlambda::contract::{Field, FieldKind};
 use mlambda::infer::{Inferred, infer};
 use std::path::Path;
-
-/// A field as one comparable line: `name dtype [dims] (dim names)`.
-fn line(field: &Field) -> String {
-    let dtype = match &field.kind {
-        FieldKind::Tensor(dtype) => format!("{dtype:?}"),
-        FieldKind::Nested(_) => "nested".into(),
-    };
-    let shape = match &field.shape {
-        None => "any".to_string(),
-        Some(s) if s.unknown_rank => "unknown_rank".into(),
-        Some(s) => {
-            let sizes: Vec<String> = s.dims.iter().map(|d| d.size.to_string()).collect();
-            let names: Vec<&str> = s.dims.iter().map(|d| d.name.as_str()).collect();
-            if names.iter().all(|n| n.is_empty()) {
-                format!("[{}]", sizes.join(","))
-            } else {
-                format!("[{}] ({})", sizes.join(","), names.join(","))
-            }
-        }
-    };
-    format!("{} {dtype} {shape}", field.name)
-}
-
-fn lines(fields: &[Field]) -> Vec<String> {
-    fields.iter().map(line).collect()
-}
 
 fn infer_dir(dir: &Path) -> Inferred {
     infer(dir, None)

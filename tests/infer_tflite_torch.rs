@@ -8,9 +8,10 @@
 mod mutate;
 
 mod common;
+use common::lines;
 
 use common::{own_fixture as own, shared_fixtures as shared};
-use mlambda::contract::{DataType, Field, FieldKind, Shape};
+use mlambda::contract::{DataType, Field, Shape};
 use mlambda::infer::{
     InferError, Inferred, explain_mxnet_symbol, explain_pickle, explain_torch_zip, infer,
     infer_pt2_reader, infer_tflite_reader,
@@ -35,32 +36,6 @@ fn infer_alone(file: &Path, name: &str) -> Result<Option<Inferred>, InferError> 
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::copy(file, tmp.path().join(name)).expect("copy");
     infer(tmp.path(), None)
-}
-
-/// A field as one comparable line: `name dtype [dims] (dim names)`.
-fn line(field: &Field) -> String {
-    let dtype = match &field.kind {
-        FieldKind::Tensor(dtype) => format!("{dtype:?}"),
-        FieldKind::Nested(_) => "nested".into(),
-    };
-    let shape = match &field.shape {
-        None => "any".to_string(),
-        Some(s) if s.unknown_rank => "unknown_rank".into(),
-        Some(s) => {
-            let sizes: Vec<String> = s.dims.iter().map(|d| d.size.to_string()).collect();
-            let names: Vec<&str> = s.dims.iter().map(|d| d.name.as_str()).collect();
-            if names.iter().all(|n| n.is_empty()) {
-                format!("[{}]", sizes.join(","))
-            } else {
-                format!("[{}] ({})", sizes.join(","), names.join(","))
-            }
-        }
-    };
-    format!("{} {dtype} {shape}", field.name)
-}
-
-fn lines(fields: &[Field]) -> Vec<String> {
-    fields.iter().map(line).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

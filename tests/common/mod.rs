@@ -247,3 +247,29 @@ pub fn own_fixture(relative: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(relative)
 }
+
+/// A field as one comparable line: `name dtype [dims] (dim names)`.
+pub fn line(field: &mlambda::contract::Field) -> String {
+    let dtype = match &field.kind {
+        mlambda::contract::FieldKind::Tensor(dtype) => format!("{dtype:?}"),
+        mlambda::contract::FieldKind::Nested(_) => "nested".into(),
+    };
+    let shape = match &field.shape {
+        None => "any".to_string(),
+        Some(s) if s.unknown_rank => "unknown_rank".into(),
+        Some(s) => {
+            let sizes: Vec<String> = s.dims.iter().map(|d| d.size.to_string()).collect();
+            let names: Vec<&str> = s.dims.iter().map(|d| d.name.as_str()).collect();
+            if names.iter().all(|n| n.is_empty()) {
+                format!("[{}]", sizes.join(","))
+            } else {
+                format!("[{}] ({})", sizes.join(","), names.join(","))
+            }
+        }
+    };
+    format!("{} {dtype} {shape}", field.name)
+}
+
+pub fn lines(fields: &[mlambda::contract::Field]) -> Vec<String> {
+    fields.iter().map(line).collect()
+}
