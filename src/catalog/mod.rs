@@ -4,6 +4,7 @@
 mod liveness;
 
 use crate::image::layer::{CacheKey, CachedLayer, DigestCache};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -430,6 +431,22 @@ impl Catalog {
     }
 }
 
+/// The digest cache key's columns, in the order both of its statements name them.
+fn cache_key_columns(key: &CacheKey) -> [Value; 10] {
+    [
+        Value::from(key.source.clone()),
+        Value::from(key.rel.clone()),
+        Value::from(key.executable),
+        Value::from(key.build_mtime as i64),
+        Value::from(key.format),
+        Value::from(key.size as i64),
+        Value::from(key.mtime_ns),
+        Value::from(key.ctime_ns),
+        Value::from(key.inode as i64),
+        Value::from(key.dev as i64),
+    ]
+}
+
 const VERSION_COLUMNS: &str = "model, version, model_type, status, contract, contract_text, contract_source,
     base_image, base_digest, COALESCE(remote_image, image), manifest_digest, config_digest, size, created, finished,
     error, log, image, pushed_digest";
@@ -488,18 +505,7 @@ impl DigestCache for Catalog {
                  WHERE source = ?1 AND rel = ?2 AND executable = ?3 AND build_mtime = ?4
                    AND format = ?5 AND size = ?6 AND mtime_ns = ?7 AND ctime_ns = ?8
                    AND inode = ?9 AND dev = ?10",
-                params![
-                    key.source,
-                    key.rel,
-                    key.executable,
-                    key.build_mtime as i64,
-                    key.format,
-                    key.size as i64,
-                    key.mtime_ns,
-                    key.ctime_ns,
-                    key.inode as i64,
-                    key.dev as i64,
-                ],
+                rusqlite::params_from_iter(cache_key_columns(key)),
                 |r| {
                     Ok(CachedLayer {
                         digest: r.get(0)?,
@@ -516,22 +522,12 @@ impl DigestCache for Catalog {
             "INSERT OR REPLACE INTO digest_cache (source, rel, executable, build_mtime, format,
                 size, mtime_ns, ctime_ns, inode, dev, digest, diff_id, blob_size, recorded)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                key.source,
-                key.rel,
-                key.executable,
-                key.build_mtime as i64,
-                key.format,
-                key.size as i64,
-                key.mtime_ns,
-                key.ctime_ns,
-                key.inode as i64,
-                key.dev as i64,
-                layer.digest,
-                layer.diff_id,
-                layer.size as i64,
-                now(),
-            ],
+            rusqlite::params_from_iter(cache_key_columns(key).into_iter().chain([
+                Value::from(layer.digest.clone()),
+                Value::from(layer.diff_id.clone()),
+                Value::from(layer.size as i64),
+                Value::from(now()),
+            ])),
         );
     }
 }
