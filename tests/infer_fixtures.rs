@@ -3,6 +3,8 @@
 //! (`EXPECTED.json`); and against truncated, corrupted and hostile versions of those files.
 
 mod common;
+#[path = "common/mutate.rs"]
+mod mutate;
 
 use common::shared_fixtures as fixtures;
 use mlambda::contract::{DataType, Dim, Field, FieldKind, Shape, parse_dtype};
@@ -10,6 +12,7 @@ use mlambda::infer::{
     InferError, Inferred, infer, infer_onnx_reader, infer_savedmodel_reader,
     infer_savedmodel_text_reader,
 };
+use mutate::Rng;
 use serde_json::Value;
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -703,22 +706,6 @@ fn huge_declared_lengths_are_errors_not_allocations() {
     assert!(err.to_string().contains("bytes"), "{err}");
 }
 
-/// xorshift64*: deterministic pseudo-random numbers without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % (n.max(1) as u64)) as usize
-    }
-}
-
 #[test]
 fn random_garbage_is_an_error_not_a_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -732,7 +719,8 @@ fn random_garbage_is_an_error_not_a_panic() {
     }
 }
 
-/// Mutates `bytes` in a way likely to hit protobuf structure: lengths, keys, nesting.
+/// Mutates `bytes` in a way likely to hit protobuf structure (common/mutate.rs aims at
+/// FlatBuffers and zips): lengths, keys, nesting.
 fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
     if bytes.is_empty() {
         bytes.push(rng.next() as u8);
