@@ -194,20 +194,37 @@ pub fn upload_then(
     log: &mut dyn FnMut(Event),
     after_build: &mut AfterBuild,
 ) -> Result<Uploaded, (Option<u32>, PipelineError)> {
-    let BuildRequest {
-        spec,
-        base: base_choice,
-        settings,
-    } = *request;
-    let new = NewVersion {
+    let version = new_version(catalog, request.spec).map_err(|e| (None, e.into()))?;
+    build_version(catalog, store, request, version, log, after_build)
+        .map_err(|e| (Some(version), e))
+}
+
+/// Takes the model's next version number and records it `Pending`.
+pub fn new_version(catalog: &mut Catalog, spec: &ModelSpec) -> Result<u32, CatalogError> {
+    catalog.start_version(&NewVersion {
         model: spec.name.clone(),
         model_type: spec.model_type.clone(),
         contract: contract::to_protobin(&spec.contract),
         contract_text: contract::to_json(&spec.contract).to_string(),
         contract_source: spec.contract_source.clone(),
-    };
-    let version = catalog.start_version(&new).map_err(|e| (None, e.into()))?;
-    let catalog: &Catalog = catalog;
+    })
+}
+
+/// Builds a version taken by [`new_version`] (`Running`, then `Finished`), every step in its
+/// log; any failure is recorded `Failed` with its error.
+pub fn build_version(
+    catalog: &Catalog,
+    store: &Store,
+    request: &BuildRequest,
+    version: u32,
+    log: &mut dyn FnMut(Event),
+    after_build: &mut AfterBuild,
+) -> Result<Uploaded, PipelineError> {
+    let BuildRequest {
+        spec,
+        base: base_choice,
+        settings,
+    } = *request;
     let mut build_log = |event: Event| {
         let _ = catalog.append_log(&spec.name, version, event.text());
         log(event);
@@ -230,47 +247,34 @@ pub fn upload_then(
             &mut build_log,
         )?;
         let image = format!("oci:{}:{version}", layout.dir().display());
-        Ok::<_, PipelineError>(Uploaded {
+        let mut uploaded = Uploaded {
             version,
             image,
             built,
             base: base.reference.clone(),
             base_digest: base.manifest_digest.clone(),
             pushed: None,
-        })
-    })();
-    match result {
-        Ok(mut uploaded) => {
-            let record = BuildResult {
-                base_image: uploaded.base.clone(),
-                base_digest: uploaded.base_digest.clone(),
-                image: uploaded.image.clone(),
-                manifest_digest: uploaded.built.manifest.digest.clone(),
-                config_digest: uploaded.built.config_digest.clone(),
-                size: uploaded.built.size,
-            };
-            catalog
-                .record_build(&spec.name, version, &record)
-                .map_err(|e| (Some(version), e.into()))?;
-            match after_build(catalog, version, &uploaded) {
-                Ok(None) => catalog.finish(&spec.name, version, &record),
-                Ok(Some(pushed)) => {
-                    let done =
-                        catalog.record_push(&spec.name, version, &pushed.reference, &pushed.digest);
-                    uploaded.pushed = Some(pushed);
-                    done
-                }
-                Err(error) => {
-                    let _ = catalog.fail(&spec.name, version, &error.to_string());
-                    return Err((Some(version), error));
-                }
+        };
+        let record = BuildResult {
+            base_image: uploaded.base.clone(),
+            base_digest: uploaded.base_digest.clone(),
+            image: uploaded.image.clone(),
+            manifest_digest: uploaded.built.manifest.digest.clone(),
+            config_digest: uploaded.built.config_digest.clone(),
+            size: uploaded.built.size,
+        };
+        catalog.record_build(&spec.name, version, &record)?;
+        match after_build(catalog, version, &uploaded)? {
+            None => catalog.finish(&spec.name, version, &record)?,
+            Some(pushed) => {
+                catalog.record_push(&spec.name, version, &pushed.reference, &pushed.digest)?;
+                uploaded.pushed = Some(pushed);
             }
-            .map_err(|e| (Some(version), e.into()))?;
-            Ok(uploaded)
         }
-        Err(error) => {
-            let _ = catalog.fail(&spec.name, version, &error.to_string());
-            Err((Some(version), error))
-        }
+        Ok::<_, PipelineError>(uploaded)
+    })();
+    if let Err(error) = &result {
+        let _ = catalog.fail(&spec.name, version, &error.to_string());
     }
+    result
 }

@@ -221,6 +221,9 @@ pub fn for_model_type(
         "model-type '{model_type}' runs on runtime '{}'",
         runtime.name
     );
+    // Builds in one process (a server's queue) would otherwise assemble the same runtime at once.
+    static ASSEMBLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _assembling = ASSEMBLING.lock().unwrap_or_else(|e| e.into_inner());
     if in_store(store).is_none() {
         if runtime.debian.is_empty() {
             return Ok((

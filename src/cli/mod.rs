@@ -6,6 +6,7 @@ mod contract;
 mod output;
 mod push;
 mod registry;
+mod serve;
 mod upload;
 mod versions;
 
@@ -48,6 +49,8 @@ enum Command {
     Base(base::Command),
     /// The file-backed registry: serve it over HTTP, collect its garbage
     Registry(registry::Args),
+    /// The manager: an upload API that builds in a queue, a Models page, and the registry at /v2/
+    Serve(serve::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => versions::show(&home, args),
         Command::Base(command) => base::run(&home, command),
         Command::Registry(args) => registry::run(&home, args),
+        Command::Serve(args) => serve::run(&home, args),
     };
     match result {
         Ok(code) => code,
@@ -96,6 +100,7 @@ impl ModelArgs {
         let overrides = crate::model::spec::Overrides {
             name: self.name.clone(),
             model_type: self.model_type.clone(),
+            ..Default::default()
         };
         let spec = crate::model::spec::load_model(&self.dir, &overrides)?;
         for note in &spec.notes {

@@ -8,7 +8,7 @@ pub mod proto;
 mod render;
 mod wire;
 
-pub use names::{DTYPE_NAMES, PROFILE_NAMES, parse_dtype, parse_profile};
+pub use names::{DTYPE_NAMES, PROFILE_NAMES, dtype_name, parse_dtype, parse_profile, profile_name};
 pub use proto::hydrosphere::contract::DataProfileType as Profile;
 pub use proto::hydrosphere::tensorflow::DataType;
 pub use render::{to_json, to_yaml};

@@ -14,6 +14,13 @@ use std::path::{Path, PathBuf};
 pub struct Overrides {
     pub name: Option<String>,
     pub model_type: Option<String>,
+    /// A contract given beside the folder (an upload's metadata), and where it came from.
+    pub contract: Option<(Vec<Signature>, String)>,
+    /// Metadata entries given beside the folder; they win over serving.yaml's.
+    pub metadata: BTreeMap<String, String>,
+    /// The folder's name means nothing (a server's temporary folder): a model without a
+    /// name is an error instead of being named after it.
+    pub no_folder_name: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +56,10 @@ pub enum ModelError {
         problem: String,
     },
     #[error(
+        "the model has no name: set `name:` in serving.yaml or give one with the upload (`name` in its metadata)"
+    )]
+    NoName,
+    #[error(
         "{dir}: no contract found: add a `contract:` section to serving.yaml (signatures with inputs and outputs), a contract.prototxt, or a model file mlambda can read the contract from (TensorFlow SavedModel, ONNX, …)"
     )]
     NoContract { dir: String },
@@ -79,8 +90,10 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
             .map(|m| m.value.clone())
     });
 
-    let (signatures, contract_source, inferred_type) =
-        resolve_contract(dir, serving.as_ref(), hint.as_deref(), &mut notes)?;
+    let (signatures, contract_source, inferred_type) = match &overrides.contract {
+        Some((signatures, source)) => (signatures.clone(), source.clone(), None),
+        None => resolve_contract(dir, serving.as_ref(), hint.as_deref(), &mut notes)?,
+    };
     let model_type = match (hint, inferred_type) {
         (Some(given), _) => given,
         (None, Some(inferred)) => inferred,
@@ -119,7 +132,10 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
         metadata: serving
             .as_ref()
             .map(|s| s.metadata.clone())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into_iter()
+            .chain(overrides.metadata.clone())
+            .collect(),
         contract_source,
         payload,
         notes,
@@ -148,6 +164,9 @@ fn resolve_name(
         && let Some(name) = &file.name
     {
         return checked(&name.value, format!("{}name: ", location(&file.path, name)));
+    }
+    if overrides.no_folder_name {
+        return Err(ModelError::NoName);
     }
     let folder = folder_name_for_model(dir);
     let name = normalize_model_name(&folder);

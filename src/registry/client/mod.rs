@@ -176,7 +176,7 @@ impl Target {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -391,7 +391,7 @@ fn error_detail(response: Response) -> String {
 }
 
 /// rustls with the system's roots plus `--ca-cert`.
-fn tls_config(ca_cert: Option<&PathBuf>) -> Result<rustls::ClientConfig, PushError> {
+pub(crate) fn tls_config(ca_cert: Option<&PathBuf>) -> Result<rustls::ClientConfig, PushError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

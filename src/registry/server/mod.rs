@@ -6,7 +6,7 @@
 //! hands over to one module per part of the API. Request bodies are streamed to disk while
 //! hashed and blobs are streamed out, so memory stays flat whatever the blob size.
 
-mod auth;
+pub mod auth;
 mod blobs;
 pub mod errors;
 mod manifests;
@@ -65,43 +65,80 @@ type Shared = Arc<AppState>;
 /// Runs the registry until SIGINT or SIGTERM; `ready` is told the address it listens on.
 pub async fn serve(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let store = Store::open(&config.root)?;
+    let auth = load_htpasswd(config.htpasswd.as_deref())?;
+    let app = router(store, auth, config.anonymous_read)?;
+    let listener = bind(config.addr, config.tls.as_ref()).await?;
+    ready(listener.local_addr()?);
+    listener.run(app).await
+}
+
+/// The credentials of `--htpasswd`, when given.
+pub fn load_htpasswd(
+    path: Option<&std::path::Path>,
+) -> Result<Option<Arc<auth::Htpasswd>>, ServeError> {
+    path.map(|path| {
+        auth::Htpasswd::load(path)
+            .map(Arc::new)
+            .map_err(ServeError::Config)
+    })
+    .transpose()
+}
+
+/// The distribution API over `store` as a router with a fallback for every path, so that a
+/// server with more to offer (the manager) can put its own routes in front.
+pub fn router(
+    store: Store,
+    auth: Option<Arc<auth::Htpasswd>>,
+    anonymous_read: bool,
+) -> Result<axum::Router, ServeError> {
     let (expired, _) = store
         .uploads()
         .expire(crate::registry::store::uploads::UPLOAD_MAX_AGE, false)?;
     if expired > 0 {
         tracing::info!("removed {expired} expired upload(s)");
     }
-    let auth = match &config.htpasswd {
-        Some(path) => Some(Arc::new(
-            auth::Htpasswd::load(path).map_err(ServeError::Config)?,
-        )),
-        None => None,
-    };
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
-        None => None,
-    };
     let state = Arc::new(AppState {
         store: store.clone(),
         auth,
-        anonymous_read: config.anonymous_read,
+        anonymous_read,
         sessions: Mutex::new(HashMap::new()),
     });
     tokio::spawn(expire_uploads_hourly(store));
-    let app = axum::Router::new().fallback(handle).with_state(state);
-    let listener = tokio::net::TcpListener::bind(config.addr)
+    Ok(axum::Router::new().fallback(handle).with_state(state))
+}
+
+/// A bound socket, with TLS when asked, ready to serve a router.
+pub struct Listener {
+    tcp: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Binds `addr`; `tls` is the PEM certificate chain and key.
+pub async fn bind(
+    addr: SocketAddr,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> Result<Listener, ServeError> {
+    let tls = tls.map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
+    let tcp = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.addr,
-            source,
-        })?;
-    ready(listener.local_addr()?);
-    match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(ServeError::Io),
-        Some(acceptor) => serve_tls(listener, acceptor, app).await,
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok(Listener { tcp, tls })
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self, app: axum::Router) -> Result<(), ServeError> {
+        match self.tls {
+            None => axum::serve(self.tcp, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(ServeError::Io),
+            Some(acceptor) => serve_tls(self.tcp, acceptor, app).await,
+        }
     }
 }
 
