@@ -11,6 +11,7 @@ pub mod contract;
 pub mod digest;
 pub mod image;
 pub mod infer;
+pub mod manager;
 pub mod model;
 pub mod pipeline;
 pub mod registry;

@@ -4,6 +4,7 @@ use super::ModelArgs;
 use super::output::{print_json, step_printer};
 use crate::base::{BaseChoice, parse_base};
 use crate::catalog::Catalog;
+use crate::manager::client::Manager;
 use crate::pipeline::push::upload_to_registry;
 use crate::pipeline::{BuildRequest, Home, upload_to_store};
 use crate::registry::store::Store;
@@ -21,8 +22,19 @@ pub struct Args {
     /// Where the image goes: `http(s)://host[:port][/prefix]` (any OCI registry; the image is
     /// built into the local store first, then pushed to <prefix>/<name>:<version>), or
     /// `file:DIR` (a file-backed store) [default: the local store in the mlambda home]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "host")]
     registry: Option<String>,
+    /// Send the folder to a manager (`mlambda serve`) that builds it: a host name or address,
+    /// or `http(s)://host[:port]`
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// The manager's port, with --host
+    #[arg(long, requires = "host")]
+    port: Option<u16>,
+    /// With --host: return once the manager has accepted the upload, without following
+    /// the build
+    #[arg(long = "async", requires = "host")]
+    asynchronous: bool,
     /// How small files and the contract are compressed (files of 64 MiB or more never are)
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression: String,
@@ -34,6 +46,9 @@ pub struct Args {
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(host) = args.host.clone() {
+        return to_manager(&host, args);
+    }
     let base_choice: Option<BaseChoice> = args.base.as_deref().map(parse_base).transpose()?;
     let (store, remote) = match args.registry.as_deref() {
         None => (home.store()?, None),
@@ -119,5 +134,75 @@ fn file_registry(url: &str) -> anyhow::Result<PathBuf> {
     match url.strip_prefix("file:") {
         Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
         _ => anyhow::bail!("--registry {url}: expected file:DIR"),
+    }
+}
+
+/// `--host`: the manager builds; this side packs, sends and follows the log.
+fn to_manager(host: &str, args: Args) -> anyhow::Result<ExitCode> {
+    if args.compression != "gzip" {
+        anyhow::bail!("--compression is the manager's choice with --host");
+    }
+    let manager = Manager::connect(host, args.port, &args.remote.connect_options()?)?;
+    let spec = args.model.load()?;
+    let mut metadata = json!({ "name": spec.name });
+    if let Some(model_type) = &args.model.model_type {
+        metadata["model-type"] = json!(model_type);
+    }
+    if let Some(base) = &args.base {
+        // A server builds on its own runtimes: `scratch` or a runtime name it holds.
+        metadata["runtime"] = json!(base);
+    }
+    let quiet = args.json;
+    if !quiet {
+        eprintln!("sending {} to {}", spec.dir.display(), manager.url());
+    }
+    let accepted = manager.upload(&spec, &metadata)?;
+    let version = accepted["version"].as_u64().unwrap_or(0) as u32;
+    if !quiet {
+        eprintln!(
+            "{}:{version} accepted ({})",
+            spec.name,
+            accepted["status"].as_str().unwrap_or("Pending")
+        );
+    }
+    if args.asynchronous {
+        if args.json {
+            print_json(&accepted);
+        } else {
+            println!("{}:{version} Pending", spec.name);
+            println!(
+                "  follow    {}{}",
+                manager.url().as_str().trim_end_matches('/'),
+                accepted["links"]["page"].as_str().unwrap_or("")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut show = step_printer();
+    let ended = manager.follow(&spec.name, version, &mut |line| {
+        show(crate::pipeline::Event::Step(line.to_string()))
+    })?;
+    let record = manager.version(&spec.name, version)?;
+    let finished = ended["status"] == "Finished";
+    if args.json {
+        print_json(&record);
+    } else if finished {
+        println!("{}:{version} Finished", spec.name);
+        println!("  image     {}", record["image"].as_str().unwrap_or("-"));
+        println!("  digest    {}", record["digest"].as_str().unwrap_or("-"));
+        println!(
+            "  contract  {}",
+            record["contract_source"].as_str().unwrap_or("-")
+        );
+        println!(
+            "  base      {}",
+            record["base_image"].as_str().unwrap_or("-")
+        );
+    }
+    if finished {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let error = record["error"].as_str().unwrap_or("the build failed");
+        anyhow::bail!("{}:{version} Failed: {error}", spec.name)
     }
 }

@@ -1,0 +1,107 @@
+//! The build queue: an accepted upload holds a slot until its build ends, so the server
+//! refuses uploads instead of piling up folders on disk; a fixed number of builders run at
+//! once, first come first served.
+
+use crate::base::BaseChoice;
+use crate::catalog::Catalog;
+use crate::model::spec::ModelSpec;
+use crate::pipeline::{self, BuildRequest, BuildSettings, Home};
+use crate::registry::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub struct Builds {
+    slots: Arc<Semaphore>,
+    builders: Arc<Semaphore>,
+    capacity: usize,
+    /// Where uploaded folders wait for their build.
+    pub uploads: PathBuf,
+}
+
+/// An accepted upload, its version taken, waiting for a builder.
+pub struct Job {
+    pub spec: ModelSpec,
+    pub base: Option<BaseChoice>,
+    pub version: u32,
+    /// The upload's temporary folder, removed once the build ends.
+    pub workdir: PathBuf,
+    pub slot: OwnedSemaphorePermit,
+}
+
+impl Builds {
+    pub fn new(builders: usize, queue: usize, uploads: PathBuf) -> Builds {
+        Builds {
+            slots: Arc::new(Semaphore::new(queue)),
+            builders: Arc::new(Semaphore::new(builders)),
+            capacity: queue,
+            uploads,
+        }
+    }
+
+    /// A place in the queue, or `None` when it is full.
+    pub fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Starts the job when a builder is free; its outcome is in the catalogue.
+    pub fn submit(&self, home: &Home, store: &Store, job: Job) {
+        let builders = self.builders.clone();
+        let catalog_path = home.catalog_path();
+        let store = store.clone();
+        tokio::spawn(async move {
+            let Ok(_builder) = builders.acquire_owned().await else {
+                return;
+            };
+            let name = format!("{}:{}", job.spec.name, job.version);
+            let outcome =
+                tokio::task::spawn_blocking(move || run(&catalog_path, &store, job)).await;
+            match outcome {
+                Ok(Ok(())) => tracing::info!("build {name} Finished"),
+                Ok(Err(error)) => tracing::warn!("build {name} Failed: {error}"),
+                Err(error) => tracing::error!("build {name} stopped: {error}"),
+            }
+        });
+    }
+}
+
+fn run(catalog_path: &std::path::Path, store: &Store, job: Job) -> Result<(), String> {
+    let Job {
+        spec,
+        base,
+        version,
+        workdir,
+        slot,
+    } = job;
+    let result = (|| {
+        let catalog = Catalog::open(catalog_path).map_err(|e| e.to_string())?;
+        let settings = BuildSettings::default();
+        let request = BuildRequest {
+            spec: &spec,
+            base: base.as_ref(),
+            settings: &settings,
+        };
+        let built = pipeline::build_version(
+            &catalog,
+            store,
+            &request,
+            version,
+            &mut |_| {},
+            &mut |_, _, _| Ok(None),
+        );
+        if let Err(error) = &built {
+            // A failure to even record the failure must not leave the version Running.
+            let _ = catalog.fail(&spec.name, version, &error.to_string());
+        }
+        built.map(|_| ()).map_err(|e| e.to_string())
+    })();
+    if let Err(error) = std::fs::remove_dir_all(&workdir) {
+        tracing::warn!("cannot remove {}: {error}", workdir.display());
+    }
+    drop(slot);
+    result
+}

@@ -1,0 +1,377 @@
+//! `mlambda upload --host H --port P`: the folder goes to a manager (`mlambda serve`) as a
+//! tar.gz packed while it is sent, then the build log is followed until the build ends.
+
+use crate::model::payload::{CONTRACT_FILES, EntryKind};
+use crate::model::spec::ModelSpec;
+use crate::registry::client::auth::{Credential, find_credential};
+use crate::registry::client::{ConnectOptions, is_loopback, tls_config};
+use reqwest::blocking::{Client, RequestBuilder, multipart};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot reach the manager at {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The server's own words (`{"error": ...}`) with the status.
+    #[error("the manager refused the upload (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("cannot pack {path}: {message}")]
+    Pack { path: String, message: String },
+    #[error("the build log of {0} ended before the build did, and could not be resumed")]
+    LogLost(String),
+}
+
+/// A manager's address and how to talk to it.
+pub struct Manager {
+    base: Url,
+    http: Client,
+    credential: Option<(String, String)>,
+}
+
+impl Manager {
+    /// `host` is a name or address, or a URL `http(s)://host[:port]`; `port` applies when the
+    /// host does not give one. Plain HTTP is for loopback hosts unless `insecure`.
+    pub fn connect(
+        host: &str,
+        port: Option<u16>,
+        options: &ConnectOptions,
+    ) -> Result<Manager, ClientError> {
+        let config = |m: String| ClientError::Config(m);
+        let text = if host.contains("://") {
+            host.to_string()
+        } else if host.contains(':') && !host.starts_with('[') {
+            format!("http://[{host}]")
+        } else {
+            format!("http://{host}")
+        };
+        let mut base = Url::parse(&text).map_err(|e| config(format!("--host {host}: {e}")))?;
+        if let Some(port) = port {
+            base.set_port(Some(port))
+                .map_err(|()| config(format!("--host {host}: cannot take a port")))?;
+        }
+        base.set_path("/");
+        if base.scheme() == "http" && !options.insecure && !is_loopback(&base) {
+            return Err(config(format!(
+                "--host {host}: plain HTTP sends the model and credentials unencrypted; use https://{host} or pass --insecure (loopback hosts need neither)"
+            )));
+        }
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(config(format!(
+                "--host {host}: the scheme must be http or https"
+            )));
+        }
+        let authority = match base.port() {
+            Some(port) => format!("{}:{port}", base.host_str().unwrap_or("")),
+            None => base.host_str().unwrap_or("").to_string(),
+        };
+        let credential = find_credential(&authority, options.credential.clone())
+            .map_err(|e| config(e.to_string()))?
+            .and_then(|found| match found.credential {
+                Credential::Basic { username, password } => Some((username, password)),
+                Credential::IdentityToken(_) => None,
+            });
+        let http = Client::builder()
+            .tls_backend_preconfigured(
+                tls_config(options.ca_cert.as_ref()).map_err(|e| config(e.to_string()))?,
+            )
+            .user_agent(concat!("mlambda/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(None::<Duration>)
+            .build()
+            .map_err(|e| config(format!("cannot set up HTTP: {e}")))?;
+        Ok(Manager {
+            base,
+            http,
+            credential,
+        })
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let url = self.base.join(path).unwrap_or_else(|_| self.base.clone());
+        let request = self.http.request(method, url);
+        match &self.credential {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
+    /// Sends the folder and its metadata; the answer is the accepted version (`Pending`).
+    pub fn upload(&self, spec: &ModelSpec, metadata: &Value) -> Result<Value, ClientError> {
+        let (reader, mut writer) = std::io::pipe().map_err(|e| ClientError::Pack {
+            path: spec.dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let files = archive_entries(spec)?;
+        let packer = std::thread::spawn(move || {
+            let result = pack(&files, &mut writer);
+            drop(writer);
+            result
+        });
+        let form = multipart::Form::new()
+            .part(
+                "metadata",
+                multipart::Part::text(metadata.to_string())
+                    .mime_str("application/json")
+                    .map_err(|e| ClientError::Config(e.to_string()))?,
+            )
+            .part(
+                "payload",
+                multipart::Part::reader(reader)
+                    .file_name("model.tar.gz")
+                    .mime_str("application/gzip")
+                    .map_err(|e| ClientError::Config(e.to_string()))?,
+            );
+        let sent = self
+            .request(reqwest::Method::POST, "api/v2/model/upload")
+            .multipart(form)
+            .send();
+        let packed = packer
+            .join()
+            .unwrap_or_else(|_| Err("the packing thread failed".into()));
+        if let Err(message) = packed {
+            return Err(ClientError::Pack {
+                path: spec.dir.display().to_string(),
+                message,
+            });
+        }
+        let response = sent.map_err(|e| self.unreachable(e))?;
+        read_json(response)
+    }
+
+    /// The version as the manager knows it now.
+    pub fn version(&self, name: &str, version: u32) -> Result<Value, ClientError> {
+        let response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("api/v2/model/version/{name}/{version}"),
+            )
+            .send()
+            .map_err(|e| self.unreachable(e))?;
+        read_json(response)
+    }
+
+    /// Follows the build log (`on_line` hears each line once, across reconnections) until the
+    /// build ends; returns the final status event's data.
+    pub fn follow(
+        &self,
+        name: &str,
+        version: u32,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Value, ClientError> {
+        let mut seen = 0usize;
+        let mut failures = 0;
+        loop {
+            match self.follow_once(name, version, &mut seen, on_line) {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) | Err(_) if failures < 20 => {
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Ok(None) => return Err(ClientError::LogLost(format!("{name}:{version}"))),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// One connection to the log stream; `None` when it ended without a final status.
+    fn follow_once(
+        &self,
+        name: &str,
+        version: u32,
+        seen: &mut usize,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Option<Value>, ClientError> {
+        let response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("api/v2/model/version/{name}/{version}/logs"),
+            )
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", seen.to_string())
+            .send()
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return read_json(response).map(|_| None);
+        }
+        let mut event = SseEvent::default();
+        for line in BufReader::new(response).lines() {
+            let Ok(line) = line else {
+                return Ok(None);
+            };
+            if !line.is_empty() {
+                event.add(&line);
+                continue;
+            }
+            match event.kind.as_str() {
+                "log" => {
+                    let id = event.id.unwrap_or(*seen + 1);
+                    if id > *seen {
+                        on_line(&event.data);
+                        *seen = id;
+                    }
+                }
+                "status" => {
+                    let status: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                    if matches!(status["status"].as_str(), Some("Finished" | "Failed")) {
+                        return Ok(Some(status));
+                    }
+                }
+                _ => {}
+            }
+            event = SseEvent::default();
+        }
+        Ok(None)
+    }
+
+    fn unreachable(&self, error: reqwest::Error) -> ClientError {
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        ClientError::Connect {
+            url: self.base.to_string(),
+            message,
+        }
+    }
+}
+
+#[derive(Default)]
+struct SseEvent {
+    id: Option<usize>,
+    kind: String,
+    data: String,
+}
+
+impl SseEvent {
+    fn add(&mut self, line: &str) {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => self.id = value.parse().ok(),
+            "event" => self.kind = value.to_string(),
+            "data" if self.data.is_empty() => self.data = value.to_string(),
+            "data" => {
+                self.data.push('\n');
+                self.data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn read_json(response: reqwest::blocking::Response) -> Result<Value, ClientError> {
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(value);
+    }
+    let message = value["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| text.trim().chars().take(500).collect());
+    Err(ClientError::Refused {
+        status: status.as_u16(),
+        message,
+    })
+}
+
+/// One file of the archive: where it is read and its path in the folder.
+struct ArchiveEntry {
+    source: std::path::PathBuf,
+    path: String,
+    kind: EntryKind,
+}
+
+/// What the server needs to build as this machine would: the payload and the files that
+/// describe the model (serving.yaml, contract files), at their paths in the folder.
+fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, ClientError> {
+    let root = std::fs::canonicalize(&spec.dir).map_err(|e| ClientError::Pack {
+        path: spec.dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut entries = Vec::new();
+    for name in CONTRACT_FILES {
+        let source = root.join(name);
+        if let Ok(meta) = std::fs::metadata(&source)
+            && meta.is_file()
+        {
+            entries.push(ArchiveEntry {
+                source,
+                path: name.to_string(),
+                kind: EntryKind::File {
+                    size: meta.len(),
+                    executable: false,
+                },
+            });
+        }
+    }
+    for entry in &spec.payload.entries {
+        let canonical_parent = entry
+            .source
+            .parent()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .map(|p| p.join(entry.source.file_name().unwrap_or_default()));
+        let Some(relative) = canonical_parent
+            .as_deref()
+            .and_then(|p| p.strip_prefix(&root).ok())
+            .map(Path::to_path_buf)
+        else {
+            return Err(ClientError::Pack {
+                path: entry.source.display().to_string(),
+                message: "this payload entry is outside the model folder; a server receives only the folder".into(),
+            });
+        };
+        let path = relative.to_string_lossy().into_owned();
+        if path.is_empty() || CONTRACT_FILES.contains(&path.as_str()) {
+            continue;
+        }
+        entries.push(ArchiveEntry {
+            source: entry.source.clone(),
+            path,
+            kind: entry.kind.clone(),
+        });
+    }
+    Ok(entries)
+}
+
+fn pack(entries: &[ArchiveEntry], out: &mut impl Write) -> Result<(), String> {
+    // Level 1: the archive only travels; most of a model's bytes are weights that do not
+    // compress, and the link is usually faster than a higher level.
+    let gzip = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gzip);
+    tar.follow_symlinks(false);
+    for entry in entries {
+        let failed = |e: std::io::Error| format!("{}: {e}", entry.source.display());
+        match &entry.kind {
+            EntryKind::Dir => tar.append_dir(&entry.path, &entry.source).map_err(failed)?,
+            EntryKind::File { .. } => {
+                let mut file = std::fs::File::open(&entry.source).map_err(failed)?;
+                tar.append_file(&entry.path, &mut file).map_err(failed)?;
+            }
+            EntryKind::Symlink { target } => {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                tar.append_link(&mut header, &entry.path, target)
+                    .map_err(failed)?;
+            }
+        }
+    }
+    let gzip = tar.into_inner().map_err(|e| e.to_string())?;
+    gzip.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
