@@ -2,6 +2,7 @@
 //! finding third-party tools, and an independent reader of the contract's wire format.
 #![allow(dead_code)]
 
+pub mod manager;
 pub mod proxy;
 pub mod registry;
 
