@@ -28,7 +28,7 @@ pub struct Args {
     /// or `http(s)://host[:port]`
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
-    /// The manager's port, with --host
+    /// The manager's port, with --host [default: 8080, as `mlambda serve`]
     #[arg(long, requires = "host")]
     port: Option<u16>,
     /// With --host: return once the manager has accepted the upload, without following

@@ -27,6 +27,9 @@ pub enum ClientError {
     LogLost(String),
 }
 
+/// Where `mlambda serve` listens unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8080;
+
 /// A manager's address and how to talk to it.
 pub struct Manager {
     base: Url,
@@ -51,6 +54,8 @@ impl Manager {
             format!("http://{host}")
         };
         let mut base = Url::parse(&text).map_err(|e| config(format!("--host {host}: {e}")))?;
+        // A bare host means `mlambda serve`'s own default port.
+        let port = port.or((!host.contains("://")).then_some(DEFAULT_PORT));
         if let Some(port) = port {
             base.set_port(Some(port))
                 .map_err(|()| config(format!("--host {host}: cannot take a port")))?;
@@ -105,8 +110,30 @@ impl Manager {
         }
     }
 
+    /// Whether the manager answers and takes our credentials, before any byte of the model
+    /// is sent (a server refuses a request before reading its body, and a client still
+    /// sending it would only see the connection close).
+    pub fn check(&self) -> Result<(), ClientError> {
+        let response = self
+            .request(reqwest::Method::GET, "api/v2/model")
+            .send()
+            .map_err(|e| self.unreachable(e))?;
+        match response.status().as_u16() {
+            401 => Err(ClientError::Refused {
+                status: 401,
+                message: if self.credential.is_some() {
+                    "the credentials were refused".into()
+                } else {
+                    "the manager needs credentials: --username with --password-stdin, MLAMBDA_REGISTRY_USERNAME/MLAMBDA_REGISTRY_PASSWORD, or a docker config entry for it".into()
+                },
+            }),
+            _ => read_json(response).map(|_| ()),
+        }
+    }
+
     /// Sends the folder and its metadata; the answer is the accepted version (`Pending`).
     pub fn upload(&self, spec: &ModelSpec, metadata: &Value) -> Result<Value, ClientError> {
+        self.check()?;
         let (reader, mut writer) = std::io::pipe().map_err(|e| ClientError::Pack {
             path: spec.dir.display().to_string(),
             message: e.to_string(),

@@ -8,7 +8,7 @@
 
 use flate2::read::GzDecoder;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -108,7 +108,9 @@ fn unpack_tar(tar_bytes: impl Read, dest: &Path, limits: Limits) -> Result<Unpac
             tar::EntryType::Directory => {
                 make_dirs(dest, &rel).map_err(|p| refused(&p))?;
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            // GNU sparse entries (what `tar --sparse` and `tar::Builder` write for files
+            // with holes) read back as their full bytes, zeros included.
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 prepare_parent(dest, &rel).map_err(|p| refused(&p))?;
                 let mode = entry.header().mode().unwrap_or(0o644);
                 let budget = limits.unpacked_bytes - unpacked.bytes;
@@ -279,8 +281,15 @@ fn write_file(
         if written > budget {
             return Ok(None);
         }
-        file.write_all(&buffer[..n]).map_err(UnpackError::Io)?;
+        // Runs of zeros (the holes of a sparse weights file) stay holes on disk.
+        if buffer[..n].iter().all(|&b| b == 0) {
+            file.seek(io::SeekFrom::Current(n as i64))
+                .map_err(UnpackError::Io)?;
+        } else {
+            file.write_all(&buffer[..n]).map_err(UnpackError::Io)?;
+        }
     }
+    file.set_len(written).map_err(UnpackError::Io)?;
     // Only the permission bits that matter to a model: executable or not, never setuid.
     let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
     file.set_permissions(fs::Permissions::from_mode(mode))

@@ -52,15 +52,16 @@ pub async fn upload(
             ),
         )
     })?;
-    let slot = manager.builds.reserve().ok_or_else(|| {
-        json_error(
+    let Some(slot) = manager.builds.reserve() else {
+        drain(&mut multipart).await;
+        return Err(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the build queue is full ({} builds waiting or running); retry later",
                 manager.builds.capacity()
             ),
-        )
-    })?;
+        ));
+    };
     let workdir = TempUpload::create(&manager.builds.uploads)
         .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let received = receive(&manager, &mut multipart, &workdir.path).await?;
@@ -234,7 +235,8 @@ async fn accept(
     let base = base_of(manager, received.metadata.runtime.as_ref())?;
     let folder = received.folder;
     let spec = blocking(move || {
-        load_model(&folder, &overrides).map_err(|e| json_error(StatusCode::BAD_REQUEST, e))
+        load_model(&folder, &overrides)
+            .map_err(|e| json_error(StatusCode::BAD_REQUEST, in_folder(&e.to_string(), &folder)))
     })
     .await?;
     let catalog_path = manager.home.catalog_path();
@@ -280,6 +282,15 @@ async fn accept(
         document.to_string(),
     )
         .into_response())
+}
+
+/// A message about the server's temporary copy, in the client's terms: paths relative to
+/// the folder it sent.
+fn in_folder(message: &str, folder: &Path) -> String {
+    let folder = folder.display().to_string();
+    message
+        .replace(&format!("{folder}/"), "")
+        .replace(&folder, "the uploaded folder")
 }
 
 fn overrides_of(metadata: &UploadMetadata) -> Result<Overrides, Failure> {
