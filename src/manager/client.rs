@@ -48,14 +48,15 @@ impl Manager {
         let config = |m: String| ClientError::Config(m);
         let text = if host.contains("://") {
             host.to_string()
-        } else if host.contains(':') && !host.starts_with('[') {
+        } else if host.matches(':').count() > 1 && !host.starts_with('[') {
             format!("http://[{host}]")
         } else {
             format!("http://{host}")
         };
         let mut base = Url::parse(&text).map_err(|e| config(format!("--host {host}: {e}")))?;
         // A bare host means `mlambda serve`'s own default port.
-        let port = port.or((!host.contains("://")).then_some(DEFAULT_PORT));
+        let port =
+            port.or((!host.contains("://") && base.port().is_none()).then_some(DEFAULT_PORT));
         if let Some(port) = port {
             base.set_port(Some(port))
                 .map_err(|()| config(format!("--host {host}: cannot take a port")))?;
@@ -401,4 +402,30 @@ fn pack(entries: &[ArchiveEntry], out: &mut impl Write) -> Result<(), String> {
     let gzip = tar.into_inner().map_err(|e| e.to_string())?;
     gzip.finish().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url_of(host: &str, port: Option<u16>) -> String {
+        Manager::connect(host, port, &ConnectOptions::default())
+            .map(|m| m.url().to_string())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn hosts_ports_and_schemes() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        assert_eq!(url_of("127.0.0.1", Some(9090)), "http://127.0.0.1:9090/");
+        assert_eq!(url_of("localhost", None), "http://localhost:8080/");
+        assert_eq!(url_of("127.0.0.1:9000", None), "http://127.0.0.1:9000/");
+        assert_eq!(url_of("::1", Some(81)), "http://[::1]:81/");
+        assert_eq!(
+            url_of("https://models.example", None),
+            "https://models.example/"
+        );
+        assert!(url_of("models.example", None).contains("plain HTTP"));
+        assert!(url_of("ftp://localhost", None).contains("scheme"));
+    }
 }
