@@ -1,14 +1,13 @@
 //! `mlambda upload --host H --port P`: the folder goes to a manager (`mlambda serve`) as a
 //! tar.gz packed while it is sent, then the build log is followed until the build ends.
 
-use crate::model::payload::{CONTRACT_FILES, EntryKind};
+use super::pack::{archive_entries, pack};
 use crate::model::spec::ModelSpec;
 use crate::registry::client::auth::{Credential, find_credential};
 use crate::registry::client::{ConnectOptions, is_loopback, tls_config};
 use reqwest::blocking::{Client, RequestBuilder, multipart};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
 use url::Url;
 
@@ -314,94 +313,6 @@ fn read_json(response: reqwest::blocking::Response) -> Result<Value, ClientError
         status: status.as_u16(),
         message,
     })
-}
-
-/// One file of the archive: where it is read and its path in the folder.
-struct ArchiveEntry {
-    source: std::path::PathBuf,
-    path: String,
-    kind: EntryKind,
-}
-
-/// What the server needs to build as this machine would: the payload and the files that
-/// describe the model (serving.yaml, contract files), at their paths in the folder.
-fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, ClientError> {
-    let root = std::fs::canonicalize(&spec.dir).map_err(|e| ClientError::Pack {
-        path: spec.dir.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let mut entries = Vec::new();
-    for name in CONTRACT_FILES {
-        let source = root.join(name);
-        if let Ok(meta) = std::fs::metadata(&source)
-            && meta.is_file()
-        {
-            entries.push(ArchiveEntry {
-                source,
-                path: name.to_string(),
-                kind: EntryKind::File {
-                    size: meta.len(),
-                    executable: false,
-                },
-            });
-        }
-    }
-    for entry in &spec.payload.entries {
-        let canonical_parent = entry
-            .source
-            .parent()
-            .and_then(|p| std::fs::canonicalize(p).ok())
-            .map(|p| p.join(entry.source.file_name().unwrap_or_default()));
-        let Some(relative) = canonical_parent
-            .as_deref()
-            .and_then(|p| p.strip_prefix(&root).ok())
-            .map(Path::to_path_buf)
-        else {
-            return Err(ClientError::Pack {
-                path: entry.source.display().to_string(),
-                message: "this payload entry is outside the model folder; a server receives only the folder".into(),
-            });
-        };
-        let path = relative.to_string_lossy().into_owned();
-        if path.is_empty() || CONTRACT_FILES.contains(&path.as_str()) {
-            continue;
-        }
-        entries.push(ArchiveEntry {
-            source: entry.source.clone(),
-            path,
-            kind: entry.kind.clone(),
-        });
-    }
-    Ok(entries)
-}
-
-fn pack(entries: &[ArchiveEntry], out: &mut impl Write) -> Result<(), String> {
-    // Level 1: the archive only travels; most of a model's bytes are weights that do not
-    // compress, and the link is usually faster than a higher level.
-    let gzip = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gzip);
-    tar.follow_symlinks(false);
-    for entry in entries {
-        let failed = |e: std::io::Error| format!("{}: {e}", entry.source.display());
-        match &entry.kind {
-            EntryKind::Dir => tar.append_dir(&entry.path, &entry.source).map_err(failed)?,
-            EntryKind::File { .. } => {
-                let mut file = std::fs::File::open(&entry.source).map_err(failed)?;
-                tar.append_file(&entry.path, &mut file).map_err(failed)?;
-            }
-            EntryKind::Symlink { target } => {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                header.set_mode(0o777);
-                tar.append_link(&mut header, &entry.path, target)
-                    .map_err(failed)?;
-            }
-        }
-    }
-    let gzip = tar.into_inner().map_err(|e| e.to_string())?;
-    gzip.finish().map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 #[cfg(test)]

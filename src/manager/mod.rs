@@ -6,6 +6,7 @@
 mod api;
 mod builds;
 pub mod client;
+mod pack;
 mod page;
 pub mod unpack;
 mod upload;
