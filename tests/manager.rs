@@ -174,21 +174,7 @@ fn four_uploads_at_once_get_four_distinct_versions() {
                 .unwrap()
         })
         .collect();
-    let mut versions: Vec<u64> = children
-        .into_iter()
-        .map(|child| {
-            let output = child.wait_with_output().unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let document = json_of(&output);
-            assert_eq!(document["status"], "Finished");
-            document["version"].as_u64().unwrap()
-        })
-        .collect();
-    versions.sort();
+    let versions = versions_of_uploads(children);
     assert_eq!(versions, [1, 2, 3, 4]);
     let tags = get_json(&server, "/v2/example_tokenizer_model/tags/list");
     let mut tags: Vec<&str> = tags["tags"]
@@ -461,6 +447,11 @@ fn archive_with(extra: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     tar_bytes
 }
 
+/// The good folder plus one entry without data (a link, a device, a directory).
+fn with_entry(name: &str, kind: tar::EntryType, link: &str) -> Vec<u8> {
+    gzip(&archive_with(|t| raw_entry(t, name, kind, link, b"")))
+}
+
 fn post_upload(
     server: &ManagerServer,
     payload: Vec<u8>,
@@ -532,17 +523,13 @@ fn hostile_archives_are_refused_with_400_and_nothing_is_left_behind() {
         ),
         (
             "symlink to an absolute path",
-            gzip(&archive_with(|t| {
-                raw_entry(t, "passwd", tar::EntryType::Symlink, "/etc/passwd", b"")
-            })),
+            with_entry("passwd", tar::EntryType::Symlink, "/etc/passwd"),
             400,
             "points outside",
         ),
         (
             "symlink climbing out",
-            gzip(&archive_with(|t| {
-                raw_entry(t, "up", tar::EntryType::Symlink, "../../evil", b"")
-            })),
+            with_entry("up", tar::EntryType::Symlink, "../../evil"),
             400,
             "points outside",
         ),
@@ -567,41 +554,31 @@ fn hostile_archives_are_refused_with_400_and_nothing_is_left_behind() {
         ),
         (
             "hard link out",
-            gzip(&archive_with(|t| {
-                raw_entry(t, "h", tar::EntryType::Link, "../../evil", b"")
-            })),
+            with_entry("h", tar::EntryType::Link, "../../evil"),
             400,
             "outside",
         ),
         (
             "hard link to a system file",
-            gzip(&archive_with(|t| {
-                raw_entry(t, "h", tar::EntryType::Link, "/etc/passwd", b"")
-            })),
+            with_entry("h", tar::EntryType::Link, "/etc/passwd"),
             400,
             "outside",
         ),
         (
             "character device",
-            gzip(&archive_with(|t| {
-                raw_entry(t, "null", tar::EntryType::Char, "", b"")
-            })),
+            with_entry("null", tar::EntryType::Char, ""),
             400,
             "device",
         ),
         (
             "block device",
-            gzip(&archive_with(|t| {
-                raw_entry(t, "sda", tar::EntryType::Block, "", b"")
-            })),
+            with_entry("sda", tar::EntryType::Block, ""),
             400,
             "device",
         ),
         (
             "fifo",
-            gzip(&archive_with(|t| {
-                raw_entry(t, "pipe", tar::EntryType::Fifo, "", b"")
-            })),
+            with_entry("pipe", tar::EntryType::Fifo, ""),
             400,
             "pipes",
         ),

@@ -21,19 +21,7 @@ fn eight_concurrent_uploads_get_eight_distinct_versions() {
                 .unwrap()
         })
         .collect();
-    let mut versions: Vec<u64> = children
-        .into_iter()
-        .map(|child| {
-            let output = child.wait_with_output().unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            json_of(&output)["version"].as_u64().unwrap()
-        })
-        .collect();
-    versions.sort();
+    let versions = versions_of_uploads(children);
     assert_eq!(versions, (1..=8).collect::<Vec<_>>());
     let records = json_of(&run_ok(mlambda(home.path()).args([
         "versions",

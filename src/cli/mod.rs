@@ -117,3 +117,15 @@ fn build_settings(compression: &str) -> crate::pipeline::BuildSettings {
     };
     crate::pipeline::BuildSettings { compression }
 }
+
+/// `30s` → (30, "s"): the leading digits and what follows them; `example` is for the message.
+fn number_and_unit<'a>(text: &'a str, example: &str) -> Result<(u64, &'a str), String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let number = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not {example}"))?;
+    Ok((number, unit))
+}

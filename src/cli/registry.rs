@@ -133,13 +133,7 @@ fn run_gc(home: &Home, args: GcArgs) -> anyhow::Result<ExitCode> {
 
 /// `90`, `30s`, `10m`, `1h`, `2d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |i| text.split_at(i));
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (e.g. 30s, 10m, 1h, 2d)"))?;
+    let (number, unit) = super::number_and_unit(text, "a duration (e.g. 30s, 10m, 1h, 2d)")?;
     let seconds = match unit {
         "" | "s" => 1,
         "m" => 60,

@@ -71,13 +71,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
 
 /// `1048576`, `512K`, `500M`, `64G`, `1T` (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |i| text.split_at(i));
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (e.g. 500M, 64G)"))?;
+    let (number, unit) = super::number_and_unit(text, "a size (e.g. 500M, 64G)")?;
     let shift = match unit.trim_end_matches(['B', 'b', 'i']) {
         "" => 0,
         "K" | "k" => 10,

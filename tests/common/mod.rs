@@ -45,6 +45,26 @@ pub fn run_fail(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Waits for uploads started side by side (`--json`); each must succeed. Their versions, sorted.
+pub fn versions_of_uploads(children: Vec<std::process::Child>) -> Vec<u64> {
+    let mut versions: Vec<u64> = children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let document = json_of(&output);
+            assert_eq!(document["status"], "Finished", "{document}");
+            document["version"].as_u64().unwrap()
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
 pub fn json_of(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
