@@ -390,6 +390,42 @@ fn htpasswd_protects_the_api_the_page_and_the_registry() {
     assert_eq!(json_of(&output)["status"], "Finished");
 }
 
+#[test]
+fn over_https_the_client_trusts_the_servers_certificate_only_when_told() {
+    let work = TempDir::new().unwrap();
+    let Some((cert, key)) = self_signed_cert(work.path()) else {
+        return;
+    };
+    let server = ManagerServer::start(
+        &work.path().join("server"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let upload = |extra: &[&str]| {
+        let mut command = mlambda(&work.path().join("client"));
+        command
+            .arg("upload")
+            .arg(example_dir())
+            .args([
+                "--host",
+                "https://127.0.0.1",
+                "--port",
+                &server.port.to_string(),
+            ])
+            .args(["--base", "scratch", "--json"])
+            .args(extra);
+        command
+    };
+    let refused = run_fail(&mut upload(&[]));
+    assert!(refused.contains("certificate"), "{refused}");
+    let document = json_of(&run_ok(&mut upload(&["--ca-cert", cert.to_str().unwrap()])));
+    assert_eq!(document["status"], "Finished", "{document}");
+}
+
 // ---- Hostile and broken uploads: refused with a JSON error, nothing recorded or left. ----
 
 /// A tar entry written byte by byte, so that names and links a well-behaved archiver refuses

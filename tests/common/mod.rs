@@ -45,6 +45,26 @@ pub fn run_fail(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A self-signed certificate for 127.0.0.1 and localhost in `dir`: (cert.pem, key.pem).
+pub fn self_signed_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let openssl = tool("openssl")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        Command::new(openssl)
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256"])
+            .args(["-days", "1", "-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            // rustls (webpki) refuses a CA:TRUE certificate as the server's own.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .stderr(std::process::Stdio::null()),
+    );
+    Some((cert, key))
+}
+
 /// Waits for uploads started side by side (`--json`); each must succeed. Their versions, sorted.
 pub fn versions_of_uploads(children: Vec<std::process::Child>) -> Vec<u64> {
     let mut versions: Vec<u64> = children

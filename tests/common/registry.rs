@@ -1,7 +1,7 @@
 //! The CNCF distribution registry (`docker-registry`) started by a test on a free loopback
 //! port, with optional htpasswd auth and TLS, and killed when dropped.
 
-use super::{run_ok, tool};
+use super::{run_ok, self_signed_cert, tool};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,33 +39,7 @@ impl Distribution {
         }
         let mut tls = String::new();
         if options.tls {
-            let openssl = tool("openssl")?;
-            run_ok(
-                Command::new(openssl)
-                    .current_dir(dir.path())
-                    .args([
-                        "req",
-                        "-x509",
-                        "-newkey",
-                        "rsa:2048",
-                        "-nodes",
-                        "-sha256",
-                        "-days",
-                        "1",
-                        "-keyout",
-                        "key.pem",
-                        "-out",
-                        "cert.pem",
-                        "-subj",
-                        "/CN=127.0.0.1",
-                        "-addext",
-                        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                        // rustls (webpki) refuses a CA:TRUE certificate as the server's own.
-                        "-addext",
-                        "basicConstraints=critical,CA:FALSE",
-                    ])
-                    .stderr(Stdio::null()),
-            );
+            self_signed_cert(dir.path())?;
             tls = format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 dir.path().join("cert.pem").display(),
