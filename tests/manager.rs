@@ -260,6 +260,48 @@ fn a_server_killed_during_a_build_shows_it_failed_after_restart_and_the_queue_re
     assert_eq!(slow_again["status"], "Finished");
 }
 
+#[test]
+fn sigterm_stops_the_server_promptly_and_marks_the_unfinished_build_failed() {
+    let work = TempDir::new().unwrap();
+    let home = work.path().join("server");
+    let mut server = ManagerServer::start(&home, &[]);
+    let model = slow_model(work.path(), 1 << 30);
+    run_ok(&mut server.upload(
+        &work.path().join("client"),
+        &model,
+        &["--async", "--base", "scratch"],
+    ));
+    wait_for_status(&server, "slow_model", 1, &["Running"], BUILD);
+    // A client following the log must not keep the server from stopping.
+    let stream = http()
+        .get(server.url("/api/v2/model/version/slow_model/1/logs"))
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    run_ok(std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server did not stop: {}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(stream);
+    let server = ManagerServer::start(&home, &[]);
+    let failed = get_json(&server, "/api/v2/model/version/slow_model/1");
+    assert_eq!(failed["status"], "Failed", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("server stopped"),
+        "{failed}"
+    );
+}
+
 /// The events of a finished version's log stream: (event, id, data).
 fn events(
     server: &ManagerServer,

@@ -60,12 +60,15 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let dir = home.dir.clone();
-    runtime.block_on(serve(config, |addr| {
+    let served = runtime.block_on(serve(config, |addr| {
         eprintln!(
             "mlambda serve: models at {scheme}://{addr}/, API at {scheme}://{addr}/api/v2/, registry at {scheme}://{addr}/v2/ (home {})",
             dir.display()
         );
-    }))?;
+    }));
+    // Builds still running are marked Failed by now; their threads are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -118,6 +118,7 @@ pub async fn logs(
         last_sent: Instant::now(),
         done: false,
         host: host_of(&headers),
+        stopping: manager.stopping.clone(),
     };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         let chunk = follow.next_chunk().await?;
@@ -143,6 +144,7 @@ struct Follow {
     last_sent: Instant,
     done: bool,
     host: String,
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Follow {
@@ -180,7 +182,11 @@ impl Follow {
                 self.last_sent = Instant::now();
                 return Some(Bytes::from(out));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                // A stopping server ends the stream; the client resumes elsewhere or later.
+                _ = self.stopping.cancelled() => return None,
+            }
         }
     }
 

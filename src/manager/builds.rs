@@ -7,11 +7,14 @@ use crate::catalog::Catalog;
 use crate::model::spec::ModelSpec;
 use crate::pipeline::{self, BuildRequest, BuildSettings, Home};
 use crate::registry::store::Store;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Builds {
+    /// Accepted and not ended: what a stopping server must mark Failed.
+    unfinished: Arc<Mutex<BTreeSet<(String, u32)>>>,
     slots: Arc<Semaphore>,
     builders: Arc<Semaphore>,
     capacity: usize,
@@ -32,6 +35,7 @@ pub struct Job {
 impl Builds {
     pub fn new(builders: usize, queue: usize, uploads: PathBuf) -> Builds {
         Builds {
+            unfinished: Arc::default(),
             slots: Arc::new(Semaphore::new(queue)),
             builders: Arc::new(Semaphore::new(builders)),
             capacity: queue,
@@ -53,6 +57,9 @@ impl Builds {
         let builders = self.builders.clone();
         let catalog_path = home.catalog_path();
         let store = store.clone();
+        let key = (job.spec.name.clone(), job.version);
+        lock(&self.unfinished).insert(key.clone());
+        let unfinished = self.unfinished.clone();
         tokio::spawn(async move {
             let Ok(_builder) = builders.acquire_owned().await else {
                 return;
@@ -60,6 +67,7 @@ impl Builds {
             let name = format!("{}:{}", job.spec.name, job.version);
             let outcome =
                 tokio::task::spawn_blocking(move || run(&catalog_path, &store, job)).await;
+            lock(&unfinished).remove(&key);
             match outcome {
                 Ok(Ok(())) => tracing::info!("build {name} Finished"),
                 Ok(Err(error)) => tracing::warn!("build {name} Failed: {error}"),
@@ -67,6 +75,29 @@ impl Builds {
             }
         });
     }
+
+    /// The server stops: builds still waiting or running will not finish in this process.
+    pub fn abandon(&self, catalog_path: &std::path::Path) {
+        let unfinished = std::mem::take(&mut *lock(&self.unfinished));
+        if unfinished.is_empty() {
+            return;
+        }
+        let Ok(catalog) = Catalog::open(catalog_path) else {
+            return; // the next start finds them by their dead owner
+        };
+        for (name, version) in unfinished {
+            tracing::warn!("build {name}:{version} Failed: the server stopped");
+            let _ = catalog.fail(
+                &name,
+                version,
+                "the server stopped before the build finished; upload the model again",
+            );
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn run(catalog_path: &std::path::Path, store: &Store, job: Job) -> Result<(), String> {

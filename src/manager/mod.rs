@@ -49,6 +49,8 @@ pub(crate) struct Manager {
     builds: builds::Builds,
     limits: unpack::Limits,
     max_upload: u64,
+    /// Cancelled on SIGINT/SIGTERM, so that log streams end and the server can stop.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 type Shared = Arc<Manager>;
@@ -76,12 +78,21 @@ pub async fn serve(
             entries: 1_000_000,
         },
         max_upload: config.max_upload,
+        stopping: tokio_util::sync::CancellationToken::new(),
     });
     let registry = server::router(store, auth, false)?;
-    let app = router(manager).fallback_service(registry);
+    let app = router(manager.clone()).fallback_service(registry);
     let listener = server::bind(config.addr, config.tls.as_ref()).await?;
     ready(listener.local_addr()?);
-    listener.run(app).await
+    let stopping = manager.stopping.clone();
+    let stop = async move {
+        server::shutdown_signal().await;
+        tracing::info!("stopping: open log streams end, unfinished builds are marked Failed");
+        stopping.cancel();
+    };
+    let served = listener.run_until(app, stop).await;
+    manager.builds.abandon(&manager.home.catalog_path());
+    served
 }
 
 fn router(manager: Shared) -> axum::Router {

@@ -132,12 +132,21 @@ impl Listener {
 
     /// Serves until SIGINT or SIGTERM.
     pub async fn run(self, app: axum::Router) -> Result<(), ServeError> {
+        self.run_until(app, shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then lets open requests finish.
+    pub async fn run_until(
+        self,
+        app: axum::Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         match self.tls {
             None => axum::serve(self.tcp, app)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(shutdown)
                 .await
                 .map_err(ServeError::Io),
-            Some(acceptor) => serve_tls(self.tcp, acceptor, app).await,
+            Some(acceptor) => serve_tls(self.tcp, acceptor, app, shutdown).await,
         }
     }
 }
@@ -156,7 +165,8 @@ async fn expire_uploads_hourly(store: Store) {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -209,10 +219,10 @@ async fn serve_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::service::TowerToHyperService;
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
