@@ -254,3 +254,29 @@ fn json_response(value: &Value) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+
+    #[test]
+    fn the_openapi_document_parses_and_lists_every_endpoint() {
+        let docs = yaml_rust2::YamlLoader::load_from_str(OPENAPI).expect("valid YAML");
+        let paths = docs[0]["paths"].as_hash().expect("a paths mapping");
+        let listed: Vec<&str> = paths.keys().filter_map(|k| k.as_str()).collect();
+        for route in [
+            "/api/v2/model/upload",
+            "/api/v2/model",
+            "/api/v2/model/{name}",
+            "/api/v2/model/version/{name}/{version}",
+            "/api/v2/model/version/{name}/{version}/logs",
+            "/openapi.yaml",
+        ] {
+            assert!(
+                listed.contains(&route),
+                "{route} is not in docs/openapi.yaml"
+            );
+        }
+        assert_eq!(docs[0]["openapi"].as_str(), Some("3.1.0"));
+    }
+}
