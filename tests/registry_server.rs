@@ -208,7 +208,7 @@ fn base_endpoint_and_invalid_names_digests_and_references() {
         ("/v2/a/blobs/sha256:..%2F..%2Fetc", 400, "DIGEST_INVALID"),
         ("/v2/a/blobs/md5:00", 400, "DIGEST_INVALID"),
         ("/v2/a/manifests/sha256:zz", 400, "DIGEST_INVALID"),
-        ("/v2/a/manifests/.bad", 400, "MANIFEST_INVALID"),
+        ("/v2/a/manifests/.bad", 404, "MANIFEST_UNKNOWN"),
         ("/v2/a/referrers/nope", 400, "DIGEST_INVALID"),
         ("/v2/nothere/manifests/1", 404, "NAME_UNKNOWN"),
         ("/v2/nothere/tags/list", 404, "NAME_UNKNOWN"),
@@ -776,6 +776,44 @@ fn referrers_with_artifact_type_filter() {
     assert_eq!(r.status(), StatusCode::OK);
     let body: serde_json::Value = r.json_body();
     assert_eq!(body["manifests"], serde_json::json!([]));
+}
+
+#[test]
+fn impossible_tags_are_not_found_but_refused_as_push_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("root"), &[]);
+    let c = client();
+    small_image(&s, "a", "1", b"layer");
+    // No manifest can have a name that is no tag: looking one up is a 404, as the
+    // conformance suite's pull tests expect; pushing under it stays a 400.
+    for repo in ["a", "nothere"] {
+        let url = s.url(&format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME"));
+        let r = c.get(&url).send().unwrap();
+        assert_eq!(
+            (r.status().as_u16(), code(r)),
+            (404, "MANIFEST_UNKNOWN".into())
+        );
+        let r = c.head(&url).send().unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = c.delete(&url).send().unwrap();
+        assert_eq!(
+            (r.status().as_u16(), code(r)),
+            (404, "MANIFEST_UNKNOWN".into())
+        );
+    }
+    let config = sha256_of(b"{}");
+    let manifest = image(&config, &[], None, None);
+    let r = put_manifest(&s, "a", ".bad", MANIFEST, &manifest);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A malformed digest stays a client error.
+    let r = c
+        .get(s.url("/v2/a/manifests/sha256:totallywrong"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "DIGEST_INVALID".into())
+    );
 }
 
 #[test]

@@ -26,8 +26,21 @@ fn reference(text: &str) -> Result<Reference<'_>, ApiError> {
     })
 }
 
+/// A reference to look up: a name that can be no tag names no manifest, so it is unknown
+/// (404, as the spec has it for a manifest not found), while a malformed digest stays 400.
+fn lookup_reference(name: &str, text: &str) -> Result<(), ApiError> {
+    match Reference::parse(text) {
+        Ok(_) => Ok(()),
+        Err((true, message)) => Err(ApiError::new(Code::DigestInvalid, message)),
+        Err((false, _)) => Err(ApiError::new(
+            Code::ManifestUnknown,
+            format!("no manifest {text} in {name}"),
+        )),
+    }
+}
+
 pub(super) async fn get(state: &Shared, name: &str, text: &str, call: Call) -> ApiResult {
-    reference(text)?;
+    lookup_reference(name, text)?;
     let Some(layout) = state.store.existing_repository(name) else {
         return Err(ApiError::new(
             Code::NameUnknown,
@@ -206,7 +219,7 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
 }
 
 pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult {
-    reference(text)?;
+    lookup_reference(name, text)?;
     let Some(layout) = state.store.existing_repository(name) else {
         return Err(ApiError::new(
             Code::NameUnknown,
