@@ -817,6 +817,35 @@ fn impossible_tags_are_not_found_but_refused_as_push_targets() {
 }
 
 #[test]
+fn a_refused_manifest_push_leaves_no_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = Server::start(&root, &[]);
+    let c = client();
+    let missing = sha256_of(b"never pushed");
+    let manifest = image(&missing, &[], None, None);
+    let r = put_manifest(&s, "ghost", "1", MANIFEST, &manifest);
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [{"mediaType": MANIFEST, "digest": sha256_of(&manifest), "size": manifest.len()}],
+    }))
+    .unwrap();
+    let r = put_manifest(&s, "ghost", "2", INDEX, &index);
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+    assert!(!root.join("ghost").exists());
+    let r = c.get(s.url("/v2/ghost/tags/list")).send().unwrap();
+    assert_eq!((r.status().as_u16(), code(r)), (404, "NAME_UNKNOWN".into()));
+}
+
+#[test]
 fn cross_repository_mount_201_or_fallback_202() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");

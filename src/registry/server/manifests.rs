@@ -4,8 +4,8 @@ use super::blobs::check_digest;
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
 use crate::image::oci::{Index, MEDIA_INDEX};
-use crate::registry::store::manifests::{digest_like, manifest_facts};
-use crate::registry::store::{MANIFEST_LIMIT, Reference, is_tag};
+use crate::registry::store::manifests::{ManifestFacts, digest_like, manifest_facts};
+use crate::registry::store::{Layout, MANIFEST_LIMIT, Reference, is_tag};
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use futures_util::StreamExt;
@@ -173,31 +173,14 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
     let (name_owned, digest_owned) = (name.to_string(), digest.clone());
     let subject = facts.subject.clone();
     blocking(move || {
-        let layout = store.repository(&name_owned)?;
-        for blob in &facts.blobs {
-            if !layout.has_blob(blob) {
-                return Err(ApiError::new(
-                    Code::ManifestBlobUnknown,
-                    format!("blob {blob} is not in {name_owned}"),
-                )
-                .detail(serde_json::json!({ "digest": blob })));
-            }
-        }
-        for child in &facts.manifests {
-            let known = Reference::parse(child)
-                .ok()
-                .map(|r| layout.manifest(r))
-                .transpose()?
-                .flatten()
-                .is_some();
-            if !known {
-                return Err(ApiError::new(
-                    Code::ManifestBlobUnknown,
-                    format!("manifest {child} is not in {name_owned}"),
-                )
-                .detail(serde_json::json!({ "digest": child })));
-            }
-        }
+        // Checked against the repository as it is: the layout is created only for a
+        // manifest that is accepted, so a refused PUT leaves no empty repository behind.
+        let existing = store.existing_repository(&name_owned);
+        check_references(existing.as_ref(), &facts, &name_owned)?;
+        let layout = match existing {
+            Some(layout) => layout,
+            None => store.repository(&name_owned)?,
+        };
         let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
         layout.put_manifest(&bytes, &digest_owned, &media_type, &tags)?;
         Ok(())
@@ -216,6 +199,36 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
         Body::empty(),
         Some(0),
     ))
+}
+
+/// Every blob and child manifest a manifest names must already be in its repository.
+fn check_references(
+    layout: Option<&Layout>,
+    facts: &ManifestFacts,
+    name: &str,
+) -> Result<(), ApiError> {
+    let unknown = |what: &str, digest: &str| {
+        ApiError::new(
+            Code::ManifestBlobUnknown,
+            format!("{what} {digest} is not in {name}"),
+        )
+        .detail(serde_json::json!({ "digest": digest }))
+    };
+    for blob in &facts.blobs {
+        if !layout.is_some_and(|l| l.has_blob(blob)) {
+            return Err(unknown("blob", blob));
+        }
+    }
+    for child in &facts.manifests {
+        let known = match (layout, Reference::parse(child)) {
+            (Some(layout), Ok(reference)) => layout.manifest(reference)?.is_some(),
+            _ => false,
+        };
+        if !known {
+            return Err(unknown("manifest", child));
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult {
