@@ -846,6 +846,24 @@ fn a_refused_manifest_push_leaves_no_repository() {
 }
 
 #[test]
+fn referrers_of_a_repository_that_does_not_exist_are_an_empty_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = Server::start(&root, &[]);
+    let r = client()
+        .get(s.url(&format!("/v2/nothere/referrers/{}", sha256_of(b"x"))))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "Content-Type"), INDEX);
+    let body = r.json_body();
+    assert_eq!(body["schemaVersion"], 2);
+    assert_eq!(body["mediaType"], INDEX);
+    assert_eq!(body["manifests"], serde_json::json!([]));
+    assert!(!root.join("nothere").exists());
+}
+
+#[test]
 fn cross_repository_mount_201_or_fallback_202() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");

@@ -257,15 +257,16 @@ pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult 
 pub(super) async fn referrers(state: &Shared, name: &str, digest: &str, call: Call) -> ApiResult {
     check_digest(digest)?;
     let artifact_type = super::query_value(&call.query, "artifactType").map(str::to_string);
-    let Some(layout) = state.store.existing_repository(name) else {
-        return Err(ApiError::new(
-            Code::NameUnknown,
-            format!("no repository {name}"),
-        ));
-    };
+    // The spec forbids a 404 from the referrers API: a repository that does not exist
+    // (yet) has no referrers, like any subject nothing refers to.
+    let layout = state.store.existing_repository(name);
     let (digest_owned, filter) = (digest.to_string(), artifact_type.clone());
-    let manifests =
-        blocking(move || Ok(layout.referrers(&digest_owned, filter.as_deref())?)).await?;
+    let manifests = match layout {
+        Some(layout) => {
+            blocking(move || Ok(layout.referrers(&digest_owned, filter.as_deref())?)).await?
+        }
+        None => Vec::new(),
+    };
     let index = Index {
         manifests,
         ..Index::default()
