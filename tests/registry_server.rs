@@ -864,6 +864,47 @@ fn referrers_of_a_repository_that_does_not_exist_are_an_empty_index() {
 }
 
 #[test]
+fn non_distributable_layers_need_not_be_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("root"), &[]);
+    let config = push_blob(&s, "nd", b"{}");
+    let local = push_blob(&s, "nd", b"a normal layer");
+    let foreign = sha256_of(b"a layer that lives elsewhere");
+    let manifest = |foreign_type: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": EMPTY, "digest": config, "size": 2},
+            "layers": [
+                {"mediaType": foreign_type, "digest": foreign, "size": 28,
+                 "urls": [format!("https://store.example.com/blobs/{foreign}")]},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": local, "size": 14},
+            ],
+        }))
+        .unwrap()
+    };
+    for foreign_type in [
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    ] {
+        let r = put_manifest(&s, "nd", "foreign", MANIFEST, &manifest(foreign_type));
+        assert_eq!(r.status(), StatusCode::CREATED, "{foreign_type}");
+    }
+    // A distributable layer must be there.
+    let r = put_manifest(
+        &s,
+        "nd",
+        "broken",
+        MANIFEST,
+        &manifest("application/vnd.oci.image.layer.v1.tar+gzip"),
+    );
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+}
+
+#[test]
 fn cross_repository_mount_201_or_fallback_202() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
