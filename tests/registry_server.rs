@@ -905,6 +905,51 @@ fn non_distributable_layers_need_not_be_pushed() {
 }
 
 #[test]
+fn mount_without_from_links_a_blob_another_repository_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = Server::start(&root, &[]);
+    let c = client();
+    let digest = push_blob(&s, "base/python", b"shared base layer");
+    let r = c
+        .post(s.url(&format!("/v2/models/y/blobs/uploads/?mount={digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&r, "Location"),
+        format!("/v2/models/y/blobs/{digest}")
+    );
+    assert_eq!(header(&r, "Docker-Content-Digest"), digest);
+    let r = c
+        .get(s.url(&format!("/v2/models/y/blobs/{digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.bytes().unwrap().as_ref(), b"shared base layer");
+    // A blob deleted from the only repository that held it is not brought back from the
+    // pool, and an unknown one is not invented: both fall back to an upload session.
+    let gone = push_blob(&s, "lonely", b"deleted content");
+    let r = c
+        .delete(s.url(&format!("/v2/lonely/blobs/{gone}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for absent in [gone, sha256_of(b"never pushed")] {
+        let r = c
+            .post(s.url(&format!("/v2/models/z/blobs/uploads/?mount={absent}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{absent}");
+        assert!(header(&r, "Location").starts_with("/v2/models/z/blobs/uploads/"));
+        let r = c
+            .head(s.url(&format!("/v2/models/z/blobs/{absent}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{absent}");
+    }
+}
+
+#[test]
 fn cross_repository_mount_201_or_fallback_202() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
