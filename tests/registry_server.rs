@@ -208,7 +208,7 @@ fn base_endpoint_and_invalid_names_digests_and_references() {
         ("/v2/a/blobs/sha256:..%2F..%2Fetc", 400, "DIGEST_INVALID"),
         ("/v2/a/blobs/md5:00", 400, "DIGEST_INVALID"),
         ("/v2/a/manifests/sha256:zz", 400, "DIGEST_INVALID"),
-        ("/v2/a/manifests/.bad", 400, "MANIFEST_INVALID"),
+        ("/v2/a/manifests/.bad", 404, "MANIFEST_UNKNOWN"),
         ("/v2/a/referrers/nope", 400, "DIGEST_INVALID"),
         ("/v2/nothere/manifests/1", 404, "NAME_UNKNOWN"),
         ("/v2/nothere/tags/list", 404, "NAME_UNKNOWN"),
@@ -776,6 +776,177 @@ fn referrers_with_artifact_type_filter() {
     assert_eq!(r.status(), StatusCode::OK);
     let body: serde_json::Value = r.json_body();
     assert_eq!(body["manifests"], serde_json::json!([]));
+}
+
+#[test]
+fn impossible_tags_are_not_found_but_refused_as_push_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("root"), &[]);
+    let c = client();
+    small_image(&s, "a", "1", b"layer");
+    // No manifest can have a name that is no tag: looking one up is a 404, as the
+    // conformance suite's pull tests expect; pushing under it stays a 400.
+    for repo in ["a", "nothere"] {
+        let url = s.url(&format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME"));
+        let r = c.get(&url).send().unwrap();
+        assert_eq!(
+            (r.status().as_u16(), code(r)),
+            (404, "MANIFEST_UNKNOWN".into())
+        );
+        let r = c.head(&url).send().unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = c.delete(&url).send().unwrap();
+        assert_eq!(
+            (r.status().as_u16(), code(r)),
+            (404, "MANIFEST_UNKNOWN".into())
+        );
+    }
+    let config = sha256_of(b"{}");
+    let manifest = image(&config, &[], None, None);
+    let r = put_manifest(&s, "a", ".bad", MANIFEST, &manifest);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A malformed digest stays a client error.
+    let r = c
+        .get(s.url("/v2/a/manifests/sha256:totallywrong"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "DIGEST_INVALID".into())
+    );
+}
+
+#[test]
+fn a_refused_manifest_push_leaves_no_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = Server::start(&root, &[]);
+    let c = client();
+    let missing = sha256_of(b"never pushed");
+    let manifest = image(&missing, &[], None, None);
+    let r = put_manifest(&s, "ghost", "1", MANIFEST, &manifest);
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [{"mediaType": MANIFEST, "digest": sha256_of(&manifest), "size": manifest.len()}],
+    }))
+    .unwrap();
+    let r = put_manifest(&s, "ghost", "2", INDEX, &index);
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+    assert!(!root.join("ghost").exists());
+    let r = c.get(s.url("/v2/ghost/tags/list")).send().unwrap();
+    assert_eq!((r.status().as_u16(), code(r)), (404, "NAME_UNKNOWN".into()));
+}
+
+#[test]
+fn referrers_of_a_repository_that_does_not_exist_are_an_empty_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = Server::start(&root, &[]);
+    let r = client()
+        .get(s.url(&format!("/v2/nothere/referrers/{}", sha256_of(b"x"))))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "Content-Type"), INDEX);
+    let body = r.json_body();
+    assert_eq!(body["schemaVersion"], 2);
+    assert_eq!(body["mediaType"], INDEX);
+    assert_eq!(body["manifests"], serde_json::json!([]));
+    assert!(!root.join("nothere").exists());
+}
+
+#[test]
+fn non_distributable_layers_need_not_be_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("root"), &[]);
+    let config = push_blob(&s, "nd", b"{}");
+    let local = push_blob(&s, "nd", b"a normal layer");
+    let foreign = sha256_of(b"a layer that lives elsewhere");
+    let manifest = |foreign_type: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": EMPTY, "digest": config, "size": 2},
+            "layers": [
+                {"mediaType": foreign_type, "digest": foreign, "size": 28,
+                 "urls": [format!("https://store.example.com/blobs/{foreign}")]},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": local, "size": 14},
+            ],
+        }))
+        .unwrap()
+    };
+    for foreign_type in [
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    ] {
+        let r = put_manifest(&s, "nd", "foreign", MANIFEST, &manifest(foreign_type));
+        assert_eq!(r.status(), StatusCode::CREATED, "{foreign_type}");
+    }
+    // A distributable layer must be there.
+    let r = put_manifest(
+        &s,
+        "nd",
+        "broken",
+        MANIFEST,
+        &manifest("application/vnd.oci.image.layer.v1.tar+gzip"),
+    );
+    assert_eq!(
+        (r.status().as_u16(), code(r)),
+        (400, "MANIFEST_BLOB_UNKNOWN".into())
+    );
+}
+
+#[test]
+fn mount_without_from_links_a_blob_another_repository_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = Server::start(&root, &[]);
+    let c = client();
+    let digest = push_blob(&s, "base/python", b"shared base layer");
+    let r = c
+        .post(s.url(&format!("/v2/models/y/blobs/uploads/?mount={digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&r, "Location"),
+        format!("/v2/models/y/blobs/{digest}")
+    );
+    assert_eq!(header(&r, "Docker-Content-Digest"), digest);
+    let r = c
+        .get(s.url(&format!("/v2/models/y/blobs/{digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.bytes().unwrap().as_ref(), b"shared base layer");
+    // A blob deleted from the only repository that held it is not brought back from the
+    // pool, and an unknown one is not invented: both fall back to an upload session.
+    let gone = push_blob(&s, "lonely", b"deleted content");
+    let r = c
+        .delete(s.url(&format!("/v2/lonely/blobs/{gone}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for absent in [gone, sha256_of(b"never pushed")] {
+        let r = c
+            .post(s.url(&format!("/v2/models/z/blobs/uploads/?mount={absent}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{absent}");
+        assert!(header(&r, "Location").starts_with("/v2/models/z/blobs/uploads/"));
+        let r = c
+            .head(s.url(&format!("/v2/models/z/blobs/{absent}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{absent}");
+    }
 }
 
 #[test]

@@ -4,8 +4,8 @@ use super::blobs::check_digest;
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
 use crate::image::oci::{Index, MEDIA_INDEX};
-use crate::registry::store::manifests::{digest_like, manifest_facts};
-use crate::registry::store::{MANIFEST_LIMIT, Reference, is_tag};
+use crate::registry::store::manifests::{ManifestFacts, digest_like, manifest_facts};
+use crate::registry::store::{Layout, MANIFEST_LIMIT, Reference, is_tag};
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use futures_util::StreamExt;
@@ -26,8 +26,21 @@ fn reference(text: &str) -> Result<Reference<'_>, ApiError> {
     })
 }
 
+/// A reference to look up: a name that can be no tag names no manifest, so it is unknown
+/// (404, as the spec has it for a manifest not found), while a malformed digest stays 400.
+fn lookup_reference(name: &str, text: &str) -> Result<(), ApiError> {
+    match Reference::parse(text) {
+        Ok(_) => Ok(()),
+        Err((true, message)) => Err(ApiError::new(Code::DigestInvalid, message)),
+        Err((false, _)) => Err(ApiError::new(
+            Code::ManifestUnknown,
+            format!("no manifest {text} in {name}"),
+        )),
+    }
+}
+
 pub(super) async fn get(state: &Shared, name: &str, text: &str, call: Call) -> ApiResult {
-    reference(text)?;
+    lookup_reference(name, text)?;
     let Some(layout) = state.store.existing_repository(name) else {
         return Err(ApiError::new(
             Code::NameUnknown,
@@ -160,31 +173,14 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
     let (name_owned, digest_owned) = (name.to_string(), digest.clone());
     let subject = facts.subject.clone();
     blocking(move || {
-        let layout = store.repository(&name_owned)?;
-        for blob in &facts.blobs {
-            if !layout.has_blob(blob) {
-                return Err(ApiError::new(
-                    Code::ManifestBlobUnknown,
-                    format!("blob {blob} is not in {name_owned}"),
-                )
-                .detail(serde_json::json!({ "digest": blob })));
-            }
-        }
-        for child in &facts.manifests {
-            let known = Reference::parse(child)
-                .ok()
-                .map(|r| layout.manifest(r))
-                .transpose()?
-                .flatten()
-                .is_some();
-            if !known {
-                return Err(ApiError::new(
-                    Code::ManifestBlobUnknown,
-                    format!("manifest {child} is not in {name_owned}"),
-                )
-                .detail(serde_json::json!({ "digest": child })));
-            }
-        }
+        // Checked against the repository as it is: the layout is created only for a
+        // manifest that is accepted, so a refused PUT leaves no empty repository behind.
+        let existing = store.existing_repository(&name_owned);
+        check_references(existing.as_ref(), &facts, &name_owned)?;
+        let layout = match existing {
+            Some(layout) => layout,
+            None => store.repository(&name_owned)?,
+        };
         let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
         layout.put_manifest(&bytes, &digest_owned, &media_type, &tags)?;
         Ok(())
@@ -205,8 +201,38 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
     ))
 }
 
+/// Every blob and child manifest a manifest names must already be in its repository.
+fn check_references(
+    layout: Option<&Layout>,
+    facts: &ManifestFacts,
+    name: &str,
+) -> Result<(), ApiError> {
+    let unknown = |what: &str, digest: &str| {
+        ApiError::new(
+            Code::ManifestBlobUnknown,
+            format!("{what} {digest} is not in {name}"),
+        )
+        .detail(serde_json::json!({ "digest": digest }))
+    };
+    for blob in &facts.blobs {
+        if !layout.is_some_and(|l| l.has_blob(blob)) {
+            return Err(unknown("blob", blob));
+        }
+    }
+    for child in &facts.manifests {
+        let known = match (layout, Reference::parse(child)) {
+            (Some(layout), Ok(reference)) => layout.manifest(reference)?.is_some(),
+            _ => false,
+        };
+        if !known {
+            return Err(unknown("manifest", child));
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult {
-    reference(text)?;
+    lookup_reference(name, text)?;
     let Some(layout) = state.store.existing_repository(name) else {
         return Err(ApiError::new(
             Code::NameUnknown,
@@ -231,15 +257,16 @@ pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult 
 pub(super) async fn referrers(state: &Shared, name: &str, digest: &str, call: Call) -> ApiResult {
     check_digest(digest)?;
     let artifact_type = super::query_value(&call.query, "artifactType").map(str::to_string);
-    let Some(layout) = state.store.existing_repository(name) else {
-        return Err(ApiError::new(
-            Code::NameUnknown,
-            format!("no repository {name}"),
-        ));
-    };
+    // The spec forbids a 404 from the referrers API: a repository that does not exist
+    // (yet) has no referrers, like any subject nothing refers to.
+    let layout = state.store.existing_repository(name);
     let (digest_owned, filter) = (digest.to_string(), artifact_type.clone());
-    let manifests =
-        blocking(move || Ok(layout.referrers(&digest_owned, filter.as_deref())?)).await?;
+    let manifests = match layout {
+        Some(layout) => {
+            blocking(move || Ok(layout.referrers(&digest_owned, filter.as_deref())?)).await?
+        }
+        None => Vec::new(),
+    };
     let index = Index {
         manifests,
         ..Index::default()

@@ -93,21 +93,8 @@ async fn open_session(state: &Shared, name: &str, id: &str) -> Result<(PathBuf, 
 pub(super) async fn start(state: &Shared, name: &str, call: Call) -> ApiResult {
     if let Some(digest) = query_value(&call.query, "mount") {
         check_digest(digest)?;
-        let from = query_value(&call.query, "from").unwrap_or("").to_string();
-        let (store, name_owned, digest_owned) =
-            (state.store.clone(), name.to_string(), digest.to_string());
-        let mounted = blocking(move || {
-            let Some(source) = store.existing_repository(&from) else {
-                return Ok(false);
-            };
-            if !source.has_blob(&digest_owned) {
-                return Ok(false);
-            }
-            let target = store.repository(&name_owned)?;
-            Ok(target.import_blob(&source, &digest_owned).is_ok())
-        })
-        .await?;
-        if mounted {
+        let from = query_value(&call.query, "from").map(str::to_string);
+        if mount(state, name, digest, from).await? {
             return Ok(created(name, digest));
         }
     }
@@ -144,6 +131,38 @@ pub(super) async fn start(state: &Shared, name: &str, call: Call) -> ApiResult {
         cancel_quietly(state, &id).await;
     }
     result
+}
+
+/// Mounts `digest` into `name`, from `from`, or (no `from`, as the spec allows) from any
+/// repository of the store that holds it; whether it is there now. When it is not, the
+/// caller falls back to an upload session, as the spec wants.
+async fn mount(
+    state: &Shared,
+    name: &str,
+    digest: &str,
+    from: Option<String>,
+) -> Result<bool, ApiError> {
+    let (store, name_owned, digest_owned) =
+        (state.store.clone(), name.to_string(), digest.to_string());
+    blocking(move || {
+        let Some(from) = from else {
+            // Created only for a blob that exists somewhere: a miss leaves no empty layout.
+            if !store.pool_holds(&digest_owned) {
+                return Ok(false);
+            }
+            let target = store.repository(&name_owned)?;
+            return Ok(target.has_or_link_held_elsewhere(&digest_owned));
+        };
+        let Some(source) = store.existing_repository(&from) else {
+            return Ok(false);
+        };
+        if !source.has_blob(&digest_owned) {
+            return Ok(false);
+        }
+        let target = store.repository(&name_owned)?;
+        Ok(target.import_blob(&source, &digest_owned).is_ok())
+    })
+    .await
 }
 
 async fn cancel_quietly(state: &Shared, id: &str) {

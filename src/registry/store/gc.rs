@@ -116,6 +116,7 @@ fn referenced_blobs(store: &Store) -> Result<BTreeSet<String>, StoreError> {
                 continue;
             };
             referenced.extend(facts.blobs);
+            referenced.extend(facts.foreign);
             referenced.extend(facts.subject);
             todo.extend(facts.manifests);
         }

@@ -150,6 +150,22 @@ impl Layout {
         }
     }
 
+    /// For a mount that names no source: whether the blob is here, after linking it from the
+    /// pool when another repository of the store holds it too (the pooled file has more links
+    /// than its own). A blob that only the pool keeps, deleted everywhere and waiting for a
+    /// gc, is not brought back.
+    pub fn has_or_link_held_elsewhere(&self, digest: &str) -> bool {
+        if self.has_blob(digest) {
+            return true;
+        }
+        let held = self
+            .house
+            .pool
+            .as_ref()
+            .is_some_and(|pool| held_in_pool(pool, digest));
+        held && self.has_or_link_pooled(digest)
+    }
+
     pub fn open_blob(&self, digest: &str) -> Result<File, StoreError> {
         let path = self.blob_path(digest)?;
         File::open(&path).map_err(|_| StoreError::MissingBlob {
@@ -438,6 +454,16 @@ impl Write for BlobWriter {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Whether a repository of the store holds the pool's blob: the pooled file has another
+/// link than its own.
+pub(super) fn held_in_pool(pool: &Path, digest: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    blob_path_in(pool, digest)
+        .ok()
+        .and_then(|pooled| fs::metadata(pooled).ok())
+        .is_some_and(|meta| meta.is_file() && meta.nlink() > 1)
 }
 
 /// `DIR/blobs/<algorithm>/<hex>` for a well-formed sha256 or sha512 digest; anything else is

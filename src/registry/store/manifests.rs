@@ -53,6 +53,9 @@ pub struct ManifestFacts {
     pub media_type: Option<String>,
     /// Blobs it needs in the repository: config and layers.
     pub blobs: Vec<String>,
+    /// Non-distributable ("foreign") layers: kept when present, but not needed in the
+    /// repository, since the image spec lets them live only at their `urls`.
+    pub foreign: Vec<String>,
     /// Manifests it needs in the repository: an index's children.
     pub manifests: Vec<String>,
     pub subject: Option<String>,
@@ -97,9 +100,12 @@ pub fn manifest_facts(bytes: &[u8]) -> Result<ManifestFacts, String> {
             Some(_) => return Err("layers is not a list".into()),
         };
         for (i, layer) in layers.iter().enumerate() {
-            facts
-                .blobs
-                .push(digest_of_descriptor(layer, &format!("layers[{i}]"))?);
+            let digest = digest_of_descriptor(layer, &format!("layers[{i}]"))?;
+            if is_non_distributable(text(layer.get("mediaType")).as_deref()) {
+                facts.foreign.push(digest);
+            } else {
+                facts.blobs.push(digest);
+            }
         }
     } else if let Some(children) = object.get("manifests") {
         let children = children.as_array().ok_or("manifests is not a list")?;
@@ -125,6 +131,15 @@ pub fn manifest_facts(bytes: &[u8]) -> Result<ManifestFacts, String> {
         }
     }
     Ok(facts)
+}
+
+/// The media types of layers that registries may not hold: OCI non-distributable layers
+/// (deprecated by image-spec 1.1, still valid) and Docker foreign layers.
+fn is_non_distributable(media_type: Option<&str>) -> bool {
+    media_type.is_some_and(|m| {
+        m.starts_with("application/vnd.oci.image.layer.nondistributable.")
+            || m.starts_with("application/vnd.docker.image.rootfs.foreign.")
+    })
 }
 
 impl Layout {

@@ -59,6 +59,12 @@ impl Store {
             .then(|| Layout::open_with(&dir, self.housekeeping(repository)))
     }
 
+    /// Whether some repository of the store holds the blob (for a mount that names no
+    /// source).
+    pub fn pool_holds(&self, digest: &str) -> bool {
+        layout::held_in_pool(&self.pool_dir(), digest)
+    }
+
     /// The blob upload sessions.
     pub fn uploads(&self) -> Uploads {
         Uploads::new(&self.root)
@@ -100,6 +106,10 @@ impl Store {
         Ok(found)
     }
 
+    fn pool_dir(&self) -> PathBuf {
+        self.root.join("_blobs")
+    }
+
     fn housekeeping(&self, repository: &str) -> Housekeeping {
         Housekeeping {
             tmp: self.root.join("_tmp"),
@@ -107,7 +117,7 @@ impl Store {
                 .root
                 .join("_locks")
                 .join(format!("{}.lock", repository.replace('/', "%"))),
-            pool: Some(self.root.join("_blobs")),
+            pool: Some(self.pool_dir()),
         }
     }
 }
