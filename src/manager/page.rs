@@ -66,6 +66,8 @@ pub async fn model(State(manager): State<Shared>, Path(name): Path<String>) -> R
         Ok(versions) => versions,
         Err(failure) => return error_page(failure.status, &failure.message),
     };
+    // `page` escapes the title itself.
+    let title = name.clone();
     let name = escape(&name);
     let mut body = format!("<p><a href=\"/\">Models</a></p><h1>{name}</h1>");
     body.push_str("<table id=\"versions\"><tr><th>Version</th><th>Created</th><th>Build Status</th><th>Model Type</th><th>Digest</th></tr>");
@@ -81,7 +83,7 @@ pub async fn model(State(manager): State<Shared>, Path(name): Path<String>) -> R
         );
     }
     body.push_str("</table>");
-    page(&name, &body, None)
+    page(&title, &body, None)
 }
 
 pub async fn version(
@@ -183,9 +185,13 @@ fn version_body(record: &VersionRecord, host: &str) -> String {
             );
         }
     }
+    // The number of lines as the event stream counts them (its ids), for the script to resume
+    // from: the text the browser parses is no count of them (it drops a newline opening a
+    // <pre> and reads a lone '\r' as a line break).
     let _ = write!(
         body,
-        "<h2>Build log</h2><pre id=\"log\">{}</pre>",
+        "<h2>Build log</h2><pre id=\"log\" data-lines=\"{}\">{}</pre>",
+        record.log.lines().count(),
         escape(&record.log)
     );
     body
@@ -240,7 +246,7 @@ fn page(title: &str, body: &str, live: Option<&str>) -> Response {
             "<script>
 (function () {{
   var log = document.getElementById('log'), status = document.getElementById('status');
-  var events = new EventSource('{url}?last-event-id=' + log.textContent.split('\\n').filter(String).length);
+  var events = new EventSource('{url}?last-event-id=' + (log.getAttribute('data-lines') || 0));
   events.addEventListener('log', function (e) {{ log.textContent += e.data + '\\n'; log.scrollTop = log.scrollHeight; }});
   events.addEventListener('status', function (e) {{
     var s = JSON.parse(e.data).status;
@@ -260,7 +266,7 @@ fn page(title: &str, body: &str, live: Option<&str>) -> Response {
 
 fn error_page(status: StatusCode, message: &str) -> Response {
     let mut response = page(
-        "Not found",
+        status.canonical_reason().unwrap_or("Error"),
         &format!("<p><a href=\"/\">Models</a></p><p>{}</p>", escape(message)),
         None,
     );
