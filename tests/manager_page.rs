@@ -430,6 +430,11 @@ fn with_javascript_a_running_builds_log_and_status_follow_the_build() {
     let lines_before = element_text(&before, "pre", "log").lines().count();
     assert!(!before.contains("manifest sha256:"), "{before}");
     assert!(before.contains("<script>"), "{before}");
+    // A browser without JavaScript reloads the page of a running build by itself.
+    assert!(
+        before.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"),
+        "{before}"
+    );
 
     // With JavaScript, the page follows the build's events until it ends. Chromium's virtual
     // time waits for the event stream, which ends with the final status.

@@ -258,7 +258,13 @@ fn page(title: &str, body: &str, live: Option<&str>) -> Response {
         )
     });
     let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · mlambda</title><style>{STYLE}</style></head><body>{body}{script}</body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · mlambda</title>{refresh}<style>{STYLE}</style></head><body>{body}{script}</body></html>",
+        // Without JavaScript, a running build's page reloads itself instead.
+        refresh = if live.is_some() {
+            "<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"
+        } else {
+            ""
+        },
         title = escape(title),
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
