@@ -24,11 +24,34 @@
 #   Describe/Context/Specify/Skip, which v1 has), a small HTTP client with the API of
 #   github.com/bloodorangeio/reggie (not packaged by Debian), and a plain-text reporter in
 #   place of reporter.go (HTML report). The tests themselves are compiled unchanged.
-# - the newer suite of the main branch (main.go, config.go, run.go, ...): a plain program
-#   built with `go build`; it needs Go >= 1.24 (crypto/rand.Text, strings.SplitSeq) and its
-#   modules (github.com/goccy/go-yaml, image-spec 1.1, the spec's own specs-go), so not
-#   Debian 12's Go 1.19 offline. It is configured by environment (OCI_REGISTRY, OCI_TLS,
-#   OCI_REPO1, OCI_REPO2, OCI_RESULTS_DIR; see its config.go) and prints its own summary.
+# - the newer suite of the main branch (main.go, config.go, run.go, api.go, state.go, ...):
+#   a plain program built with `go build`, configured by environment (OCI_REGISTRY, OCI_TLS,
+#   OCI_REPO1/2, OCI_RESULTS_DIR, OCI_VERSION, OCI_API_*, OCI_DATA_*: see its config.go),
+#   printing its own summary. It wants Go >= 1.24 and the modules github.com/goccy/go-yaml,
+#   image-spec 1.1 and the spec's specs-go. If a Go >= 1.24 builds it from the module cache
+#   (GOPROXY=off), it is built as is; otherwise (Debian 12, no network) it is built offline:
+#     echo 'deb http://deb.debian.org/debian bookworm-backports main' \
+#         >/etc/apt/sources.list.d/backports.list && apt-get update
+#     apt-get install -t bookworm-backports golang-1.23-go
+#     apt-get install golang-github-goccy-go-yaml-dev golang-github-opencontainers-image-spec-dev \
+#       golang-github-opencontainers-go-digest-dev golang-github-fatih-color-dev \
+#       golang-github-mattn-go-colorable-dev golang-github-mattn-go-isatty-dev \
+#       golang-golang-x-sys-dev golang-golang-x-xerrors-dev
+#   with that Go (/usr/lib/go-1.23/bin/go is found by itself), GOPROXY=off GOTOOLCHAIN=local
+#   GOFLAGS=-mod=mod and a go.mod whose `replace` lines point at Debian's
+#   /usr/share/gocode/src, and these substitutes, all in the scratch copy:
+#     * crypto/rand.Text and strings.SplitSeq (Go 1.24): two small functions in the same
+#       package (randText, splitSeq), the calls pointed at them;
+#     * Debian's image-spec 1.1.0~rc2, copied with the 1.1.0 fields the suite uses added
+#       (artifactType of manifest and index, subject of index, Platform embedded in Image);
+#     * the go.mod of go-yaml (its old one lists test-only modules) and of fatih/color
+#       (which has none) reduced to what the build uses;
+#     * specs-go from ../specs-go next to the suite if the checkout has it, else a stand-in
+#       with the one type the suite uses (TagList).
+#   The tests themselves are compiled unchanged. By default every API and data category is
+#   on (OCI_VERSION=1.1+dev and each OCI_API_*/OCI_DATA_* switch, sparse manifests
+#   included); ALL_CATEGORIES=0 runs the suite's own defaults, and any OCI_* setting
+#   already in the environment wins.
 #
 # Environment: REGISTRY_PORT=N runs the suite against a registry already listening on
 # 127.0.0.1:N instead of starting mlambda (to compare with another registry),
@@ -324,31 +347,221 @@ run_ginkgo() {
 
 # --- the newer suite (main branch) ---------------------------------------------------
 
-# The main-branch suite uses Go 1.24's library: say so rather than fail to compile.
-check_go_for_main() {
-    local version minor
-    version=$(go env GOVERSION)
-    minor=$(echo "$version" | sed -E 's/^go1\.([0-9]+).*/\1/')
-    if ! [ "$minor" -ge 24 ] 2>/dev/null; then
-        echo "the main-branch suite needs Go >= 1.24; this is $version" >&2
+# The Go to build the main-branch suite with: `go` if it is >= 1.24, else the newest
+# Debian backports Go >= 1.23 (/usr/lib/go-1.2x), which needs the two substitutes below.
+find_go_for_main() {
+    local candidate version minor best='' best_minor=0
+    for candidate in "$(command -v go || true)" /usr/lib/go-1.*/bin/go; do
+        [ -x "$candidate" ] || continue
+        version=$("$candidate" env GOVERSION 2>/dev/null) || continue
+        minor=$(echo "$version" | sed -E 's/^go1\.([0-9]+).*/\1/')
+        if [ "$minor" -gt "$best_minor" ] 2>/dev/null; then
+            best=$candidate best_minor=$minor
+        fi
+    done
+    if [ "$best_minor" -lt 23 ]; then
+        echo "the main-branch suite needs Go >= 1.23 (>= 1.24 without substitutes):" \
+            "apt-get install -t bookworm-backports golang-1.23-go" >&2
         exit 2
+    fi
+    go_main=$best go_main_minor=$best_minor
+}
+
+# Go 1.24's crypto/rand.Text and strings.SplitSeq, for a Go 1.23 build: the calls in the
+# suite are pointed at these.
+write_go124_substitutes() {
+    local src=$1
+    sed -i -e 's/rand\.Text()/randText()/g' -e 's/strings\.SplitSeq(/splitSeq(/g' "$src"/*.go
+    cat >"$src/zz_mlambda_go124.go" <<'GO'
+package main
+
+// Substitutes for two Go 1.24 APIs, written by mlambda's scripts/conformance.sh.
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"iter"
+	"strings"
+)
+
+// randText is crypto/rand.Text: 26 characters of the base32 alphabet, 130 random bits.
+func randText() string {
+	b := make([]byte, 17)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base32.StdEncoding.EncodeToString(b)[:26]
+}
+
+// splitSeq is strings.SplitSeq: the substrings of s around sep, as an iterator.
+func splitSeq(s, sep string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, p := range strings.Split(s, sep) {
+			if !yield(p) {
+				return
+			}
+		}
+	}
+}
+GO
+}
+
+# Edits Debian's image-spec 1.1.0~rc2 (a copy) to have the 1.1.0 fields the suite uses:
+# artifactType of manifest and index, subject of index, Platform embedded in Image.
+patch_image_spec() {
+    python3 - "$1/specs-go/v1" <<'PY'
+import re, sys
+d = sys.argv[1]
+def edit(name, fn):
+    p = f"{d}/{name}"
+    s = open(p).read()
+    t = fn(s)
+    if t != s:
+        open(p, "w").write(t)
+media = '\tMediaType string `json:"mediaType,omitempty"`\n'
+artifact = media + '\n\tArtifactType string `json:"artifactType,omitempty"`\n'
+def index(s):
+    if "ArtifactType" in s:
+        return s
+    s = s.replace(media, artifact, 1)
+    many = '\tManifests []Descriptor `json:"manifests"`\n'
+    return s.replace(many, many + '\n\tSubject *Descriptor `json:"subject,omitempty"`\n', 1)
+def manifest(s):
+    return s if "ArtifactType" in s else s.replace(media, artifact, 1)
+def config(s):
+    m = re.search(r"type Image struct \{.*?\n\}", s, re.S)
+    if not m or "Architecture string" not in m.group(0):
+        return s
+    fields = r"(\n\t//[^\n]*)*\n\t(Architecture|Variant|OS|OSVersion|OSFeatures) [^\n]*"
+    block = re.sub(fields, "", m.group(0))
+    author = '\tAuthor string `json:"author,omitempty"`\n'
+    block = block.replace(author, author + "\n\tPlatform\n", 1)
+    return s[:m.start()] + block + s[m.end():]
+edit("index.go", index)
+edit("manifest.go", manifest)
+edit("config.go", config)
+PY
+}
+
+# The suite's modules from Debian's packages, copied where they need a change (see the
+# header): image-spec patched, go.mod of go-yaml and fatih/color trimmed, specs-go from the
+# checkout or a stand-in.
+prepare_main_modules() {
+    local deps=$1 gocode=/usr/share/gocode/src
+    mkdir -p "$deps"
+    cp -r "$gocode/github.com/opencontainers/image-spec" "$deps/image-spec"
+    printf 'module github.com/opencontainers/image-spec\n\ngo 1.17\n\nrequire github.com/opencontainers/go-digest v1.0.0\n' \
+        >"$deps/image-spec/go.mod"
+    rm -f "$deps/image-spec/go.sum"
+    patch_image_spec "$deps/image-spec"
+    cp -r "$gocode/github.com/goccy/go-yaml" "$deps/go-yaml"
+    rm -f "$deps/go-yaml/go.sum"
+    printf 'module github.com/goccy/go-yaml\n\ngo 1.17\n\nrequire (\n\tgithub.com/fatih/color v1.10.0\n\tgolang.org/x/xerrors v0.0.0-20200804184101-5ec99f83aff1\n)\n' \
+        >"$deps/go-yaml/go.mod"
+    cp -r "$gocode/github.com/fatih/color" "$deps/color"
+    printf 'module github.com/fatih/color\n\ngo 1.13\n\nrequire (\n\tgithub.com/mattn/go-colorable v0.1.8\n\tgithub.com/mattn/go-isatty v0.0.16\n)\n' \
+        >"$deps/color/go.mod"
+    if [ -d "$suite/../specs-go/v1" ]; then
+        cp -r "$suite/../specs-go" "$deps/specs-go"
+    else
+        mkdir -p "$deps/specs-go/v1"
+        printf 'module github.com/opencontainers/distribution-spec/specs-go\n\ngo 1.18\n' \
+            >"$deps/specs-go/go.mod"
+        cat >"$deps/specs-go/v1/tags.go" <<'GO'
+// Package v1 stands in for github.com/opencontainers/distribution-spec/specs-go/v1 with
+// the one type the conformance suite uses (written by mlambda's scripts/conformance.sh).
+package v1
+
+// TagList is the body of GET /v2/<name>/tags/list.
+type TagList struct {
+	Name string   `json:"name"`
+	Tags []string `json:"tags"`
+}
+GO
     fi
 }
 
-run_main() {
-    local port=$1
-    mkdir -p "$work/src"
-    cp -r "$suite"/. "$work/src/"
-    (cd "$work/src" && go build -o "$work/conformance" .)
-    (
-        cd "$work"
-        export OCI_REGISTRY="127.0.0.1:$port" OCI_TLS=disabled OCI_REPO1=conformance/repo1 \
-            OCI_REPO2=conformance/repo2 OCI_RESULTS_DIR="$work/results"
-        ./conformance 2>&1 | tee "$work/suite.log" || true
-    )
+build_main() {
+    local src=$work/src deps=$work/deps gocode=/usr/share/gocode/src
+    mkdir -p "$src"
+    cp -r "$suite"/. "$src/"
+    export GOPROXY=off GOTOOLCHAIN=local GOSUMDB=off GOCACHE=${GOCACHE:-$work/gocache}
+    # With the suite's modules already in the module cache, its own go.mod builds as is.
+    if [ "$go_main_minor" -ge 24 ] &&
+        (cd "$src" && "$go_main" build -o "$work/conformance" .) 2>"$work/build.log"; then
+        return 0
+    fi
+    echo "building the main-branch suite offline with $("$go_main" env GOVERSION) and Debian's packages"
+    if [ "$go_main_minor" -lt 24 ]; then
+        write_go124_substitutes "$src"
+    fi
+    prepare_main_modules "$deps"
+    cat >"$src/go.mod" <<GOMOD
+module github.com/opencontainers/distribution-spec/conformance
+
+go 1.$go_main_minor
+
+require (
+	github.com/goccy/go-yaml v1.9.5
+	github.com/opencontainers/distribution-spec/specs-go v0.0.0
+	github.com/opencontainers/go-digest v1.0.0
+	github.com/opencontainers/image-spec v1.1.0
+)
+
+replace (
+	github.com/goccy/go-yaml => $deps/go-yaml
+	github.com/opencontainers/distribution-spec/specs-go => $deps/specs-go
+	github.com/opencontainers/go-digest => $gocode/github.com/opencontainers/go-digest
+	github.com/opencontainers/image-spec => $deps/image-spec
+	github.com/fatih/color => $deps/color
+	github.com/mattn/go-colorable => $gocode/github.com/mattn/go-colorable
+	github.com/mattn/go-isatty => $gocode/github.com/mattn/go-isatty
+	golang.org/x/sys => $gocode/golang.org/x/sys
+	golang.org/x/xerrors => $gocode/golang.org/x/xerrors
+)
+GOMOD
+    rm -f "$src/go.sum"
+    (cd "$src" && GOFLAGS=-mod=mod "$go_main" build -o "$work/conformance" .)
 }
 
-[ -f "$suite/main.go" ] && check_go_for_main
+# Every API and data category: version 1.1+dev turns on upload cancel, digest headers and
+# tag parameters; the rest are switched on one by one (sparse manifests are off by default).
+all_categories=(OCI_API_PING OCI_API_PULL OCI_API_PUSH OCI_API_BLOBS_ATOMIC
+    OCI_API_BLOBS_DELETE OCI_API_BLOBS_DIGEST_HEADER OCI_API_BLOBS_MOUNT_ANONYMOUS
+    OCI_API_BLOBS_UPLOAD_CANCEL OCI_API_MANIFESTS_ATOMIC OCI_API_MANIFESTS_DELETE
+    OCI_API_MANIFESTS_DIGEST_HEADER OCI_API_MANIFESTS_TAG_PARAM OCI_API_TAGS_ATOMIC
+    OCI_API_TAGS_DELETE OCI_API_TAGS_LIST OCI_API_REFERRER OCI_DATA_IMAGE OCI_DATA_INDEX
+    OCI_DATA_INDEX_LIST OCI_DATA_SPARSE OCI_DATA_ARTIFACT OCI_DATA_SUBJECT
+    OCI_DATA_SUBJECT_MISSING OCI_DATA_ARTIFACT_LIST OCI_DATA_SUBJECT_LIST OCI_DATA_DATA_FIELD
+    OCI_DATA_NONDISTRIBUTABLE OCI_DATA_CUSTOM_FIELDS OCI_DATA_NO_LAYERS OCI_DATA_EMPTY_BLOB
+    OCI_DATA_SHA512)
+
+run_main() {
+    local port=$1 status=0 v
+    (
+        cd "$work"
+        export OCI_REGISTRY="127.0.0.1:$port" OCI_TLS=disabled OCI_RESULTS_DIR="$work/results"
+        export OCI_REPO1=${OCI_REPO1:-conformance/repo1} OCI_REPO2=${OCI_REPO2:-conformance/repo2}
+        if [ "${ALL_CATEGORIES:-1}" = 1 ]; then
+            # a setting already in the environment wins
+            export OCI_VERSION=${OCI_VERSION:-1.1+dev}
+            for v in "${all_categories[@]}"; do
+                [ -n "${!v:-}" ] || export "$v=true"
+            done
+        fi
+        ./conformance >"$work/suite.log" 2>"$work/suite.err"
+    ) || status=$?
+    echo "== failures"
+    grep -B1 '^ *- ' "$work/suite.log" | grep -v '^--' || true
+    echo "== summary"
+    sed -n '/^OCI Conformance Result/,/^ *Total/p' "$work/suite.log"
+    echo "(full report in $work/suite.log and $work/results; KEEP=1 keeps them)"
+    return "$status"
+}
+
+if [ -f "$suite/main.go" ]; then
+    find_go_for_main
+fi
 if [ -n "${REGISTRY_PORT:-}" ]; then
     port=$REGISTRY_PORT
 else
@@ -356,6 +569,7 @@ else
     start_server "$port"
 fi
 if [ -f "$suite/main.go" ]; then
+    build_main
     run_main "$port"
 else
     build_ginkgo

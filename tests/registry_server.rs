@@ -864,6 +864,48 @@ fn referrers_of_a_repository_that_does_not_exist_are_an_empty_index() {
 }
 
 #[test]
+fn tag_parameters_are_answered_with_oci_tag_and_keep_a_sha512_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("root"), &[]);
+    let c = client();
+    let config = push_blob(&s, "tp", b"{}");
+    let layer = push_blob(&s, "tp", b"a layer");
+    let manifest = image(&config, &[(&layer, 7)], None, None);
+    // A manifest addressed by sha512 can be tagged only through `?tag=`: a push by tag
+    // names no algorithm, so the registry would use sha256.
+    let d512 = mlambda::digest::digest_of(mlambda::digest::Algorithm::Sha512, &manifest);
+    let r = c
+        .put(s.url(&format!("/v2/tp/manifests/{d512}?tag=one&tag=two&tag=one")))
+        .header("Content-Type", MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(header(&r, "Docker-Content-Digest"), d512);
+    let oci_tags: Vec<&str> = r
+        .headers()
+        .get_all("OCI-Tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(oci_tags, ["one", "two"]);
+    for tag in ["one", "two"] {
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let r = c
+                .request(method.clone(), s.url(&format!("/v2/tp/manifests/{tag}")))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{method} {tag}");
+            assert_eq!(header(&r, "Docker-Content-Digest"), d512, "{method} {tag}");
+        }
+    }
+    // A plain push by digest tags nothing and sends no OCI-Tag.
+    let r = put_manifest(&s, "tp", &sha256_of(&manifest), MANIFEST, &manifest);
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.headers().get("OCI-Tag").is_none());
+}
+
+#[test]
 fn non_distributable_layers_need_not_be_pushed() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("root"), &[]);

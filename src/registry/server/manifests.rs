@@ -78,6 +78,10 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
         Reference::Tag(tag) => vec![tag.to_string()],
         Reference::Digest(_) => Vec::new(),
     };
+    // The tags given as `tag` query parameters, each answered with an `OCI-Tag` header
+    // once the manifest is stored: that header is how a client learns that the registry
+    // applied them (it may not support the parameter and ignore it otherwise).
+    let mut tag_params: Vec<String> = Vec::new();
     for (key, value) in &call.query {
         if key == "tag" {
             if !is_tag(value) {
@@ -88,6 +92,9 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
             }
             if !tags.contains(value) {
                 tags.push(value.clone());
+            }
+            if !tag_params.contains(value) {
+                tag_params.push(value.clone());
             }
         }
     }
@@ -192,6 +199,9 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
     ];
     if let Some(subject) = subject {
         headers.push(("OCI-Subject", subject));
+    }
+    for tag in tag_params {
+        headers.push(("OCI-Tag", tag));
     }
     Ok(respond(
         StatusCode::CREATED,
