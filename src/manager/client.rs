@@ -171,7 +171,18 @@ impl Manager {
                 message,
             });
         }
-        let response = sent.map_err(|e| self.unreachable(e))?;
+        let response = sent.map_err(|e| {
+            if e.is_body() {
+                ClientError::Connect {
+                    url: self.base.to_string(),
+                    message: format!(
+                        "the manager closed the connection while the folder was being sent (it stopped, or the folder is far above its --max-upload): {e}"
+                    ),
+                }
+            } else {
+                self.unreachable(e)
+            }
+        })?;
         read_json(response)
     }
 

@@ -96,7 +96,6 @@ pub async fn serve(
 }
 
 fn router(manager: Shared) -> axum::Router {
-    let body_limit = usize::try_from(manager.max_upload).unwrap_or(usize::MAX);
     axum::Router::new()
         .route("/", get(page::models))
         .route("/models/{name}", get(page::model))
@@ -104,7 +103,9 @@ fn router(manager: Shared) -> axum::Router {
         .route("/openapi.yaml", get(api::openapi))
         .route(
             "/api/v2/model/upload",
-            post(upload::upload).layer(DefaultBodyLimit::max(body_limit)),
+            // The payload's size is checked as it streams (`--max-upload`), so that an
+            // oversized upload is answered 413 after its excess is drained, not cut off.
+            post(upload::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v2/model", get(api::models))
         .route("/api/v2/model/{name}", get(api::model))

@@ -158,9 +158,22 @@ async fn receive_payload(
         unpack_tar_gz(ChannelReader::new(receiver), &dest, limits)
     });
     let mut stream_error = None;
+    let mut received = 0u64;
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => {
+                received += chunk.len() as u64;
+                if received > manager.max_upload {
+                    let _ = sender.send(Err(io::Error::other("too large"))).await;
+                    stream_error = Some(json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the upload is larger than this server accepts ({} bytes; see `mlambda serve --max-upload`)",
+                            manager.max_upload
+                        ),
+                    ));
+                    break;
+                }
                 if sender.send(Ok(chunk)).await.is_err() {
                     break; // the unpacker stopped: its error says why
                 }
@@ -170,7 +183,7 @@ async fn receive_payload(
                 let _ = sender
                     .send(Err(io::Error::other("the upload was cut short")))
                     .await;
-                stream_error = Some(error);
+                stream_error = Some(multipart_error(error));
                 break;
             }
         }
@@ -179,8 +192,8 @@ async fn receive_payload(
     let unpacked = unpacking
         .await
         .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    if let Some(error) = stream_error {
-        return Err(multipart_error(error));
+    if let Some(failure) = stream_error {
+        return Err(failure);
     }
     match unpacked {
         Ok(_) => Ok(()),
