@@ -140,6 +140,7 @@ free_port() {
 # serve_mlambda NAME: starts `mlambda registry serve` on a fresh store; sets $pid and $addr.
 serve_mlambda() {
     local log=$work/$1.log
+    : >"$log"
     MLAMBDA_HOME=$work/$1-home "$bin" registry serve --root "$work/$1" --addr 127.0.0.1:0 2>"$log" &
     pid=$!
     servers+=("$pid")
