@@ -9,7 +9,7 @@
 #       HTTP with the bytes sent, counted by a relay: benches/count-relay.pl)              <= 5 %, < 1 MiB
 #   (5) the peak RSS of each mlambda process, the registry server included                   <= 64 MiB
 #   (6) pulling the weights blob from `mlambda registry serve` vs from distribution          <= 1
-#   and the registry server's peak RSS over a push and a pull of a BLOB-sized blob (4G).
+#   (7) the registry server's peak RSS over a push and a pull of a BLOB-sized blob (4G)   < 64 MiB
 # Usage: benches/run.sh            (SIZE=2G by default; SIZE=512M for a quick run)
 #        MLAMBDA_BIN=path/to/mlambda benches/run.sh   to skip `cargo build --release`
 #        BLOB=4G (default) the blob pushed and pulled for the server's RSS; BLOB=0 skips it
