@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
-# Performance figures of `mlambda upload`, as ratios to a baseline measured in the same run:
-#   (1) a first upload vs sha256sum + cp + fsync of the same bytes      target <= 1.3x
-#   (4) a second upload after one small file changed vs the first one   target <= 5 %
-#   (5) the peak RSS of each mlambda process                            target <= 64 MiB
+# Performance figures of mlambda, as ratios to a baseline or a peer measured in the same run:
+#   (1) a first upload into the local store vs B = sha256sum + cp + fsync of the same bytes  <= 1.3x
+#   (2) a first upload through HTTP to `mlambda registry serve` vs B                         <= 2x
+#   (3) build + push to CNCF distribution vs `skopeo copy --preserve-digests` of the same
+#       already-built image from an OCI layout to a fresh distribution                       < 1
+#       (and (3'): `mlambda push` of that image vs the same skopeo push)
+#   (4) a second upload after one small file changed vs the first (local store, and through
+#       HTTP with the bytes sent, counted by a relay: benches/count-relay.pl)              <= 5 %, < 1 MiB
+#   (5) the peak RSS of each mlambda process, the registry server included                   <= 64 MiB
+#   (6) pulling the weights blob from `mlambda registry serve` vs from distribution          <= 1
+#   (7) the registry server's peak RSS over a push and a pull of a BLOB-sized blob (4G)   < 64 MiB
 # Usage: benches/run.sh            (SIZE=2G by default; SIZE=512M for a quick run)
 #        MLAMBDA_BIN=path/to/mlambda benches/run.sh   to skip `cargo build --release`
+#        BLOB=4G (default) the blob pushed and pulled for the server's RSS; BLOB=0 skips it
+#        RSS_8G=1 also uploads an 8 GiB weights file into the local store, for its peak RSS
+# Needs curl and the Debian packages time, docker-registry and skopeo (installed if missing).
 # Benchmarks are not tests: this prints figures and asserts nothing.
 set -euo pipefail
 
 SIZE=${SIZE:-2G}
 root=$(cd "$(dirname "$0")/.." && pwd)
+BLOB=${BLOB:-4G}
 work=$(mktemp -d "${TMPDIR:-/tmp}/mlambda-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+servers=()
+cleanup() {
+    for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
-if [ ! -x /usr/bin/time ]; then
-    echo "installing GNU time (Debian package 'time')" >&2
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -q time >&2; else sudo apt-get install -y -q time >&2; fi
+# The peers are Debian packages; the docker-registry package starts a service on :5000 where
+# systemd runs, which this script does not use.
+missing=()
+[ -x /usr/bin/time ] || missing+=(time)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} (Debian packages)" >&2
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+    $sudo systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 if [ -n "${MLAMBDA_BIN:-}" ]; then
@@ -71,6 +97,7 @@ t_sum=$secs
 timed openssl openssl dgst -sha256 "$model/weights.bin"
 t_ssl=$secs
 
+# ---- local store: (1), (4), (5) ----
 export MLAMBDA_HOME=$work/home
 timed upload1 "$bin" upload --base scratch "$model"
 t1=$secs
@@ -79,12 +106,205 @@ echo "$((500 + 1))x" >>"$model/small/file1.txt"
 timed upload2 "$bin" upload --base scratch "$model"
 t2=$secs
 rss2=$rss_kib
+rm -rf "$work/home"
 
+# repeat FILE: FILE's bytes over and over, until the reader has had enough.
+repeat() { while cat "$1" 2>/dev/null; do :; done; }
+
+if [ "${RSS_8G:-0}" = 1 ]; then
+    # 8 GiB of weights: four copies of the random ones (the content does not matter for memory).
+    big=$work/model8
+    mkdir -p "$big"
+    cp -r "$model/small" "$model/serving.yaml" "$big/"
+    repeat "$model/weights.bin" | head -c 8G >"$big/weights.bin" || true
+    timed upload8 env MLAMBDA_HOME="$work/home8" "$bin" upload --base scratch "$big"
+    t8=$secs
+    rss8=$rss_kib
+    rm -rf "$big" "$work/home8"
+fi
+
+# ---- the registry servers ----
+# hwm PID: the process's peak resident set so far, in KiB.
+hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# free_port: a port nothing listens on, for distribution (which cannot be given port 0).
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
+            echo "$port"
+            return
+        }
+    done
+}
+# serve_mlambda NAME: starts `mlambda registry serve` on a fresh store; sets $pid and $addr.
+serve_mlambda() {
+    local log=$work/$1.log
+    : >"$log"
+    MLAMBDA_HOME=$work/$1-home "$bin" registry serve --root "$work/$1" --addr 127.0.0.1:0 2>"$log" &
+    pid=$!
+    servers+=("$pid")
+    addr=
+    for _ in $(seq 1 100); do
+        addr=$(sed -n 's|^serving .* at http://\([^/]*\)/v2/$|\1|p' "$log")
+        [ -n "$addr" ] && return
+        sleep 0.1
+    done
+    cat "$log" >&2
+    exit 1
+}
+# serve_distribution NAME: starts CNCF distribution on a fresh data directory; sets $pid and $addr.
+serve_distribution() {
+    addr=127.0.0.1:$(free_port)
+    mkdir -p "$work/$1"
+    cat >"$work/$1.yml" <<YAML
+version: 0.1
+log: { level: warn }
+storage:
+  filesystem: { rootdirectory: $work/$1 }
+  delete: { enabled: true }
+http:
+  addr: $addr
+YAML
+    docker-registry serve "$work/$1.yml" >"$work/$1.log" 2>&1 &
+    pid=$!
+    servers+=("$pid")
+    for _ in $(seq 1 100); do
+        curl -sf "http://$addr/v2/" >/dev/null && return
+        sleep 0.1
+    done
+    cat "$work/$1.log" >&2
+    exit 1
+}
+# relay NAME ADDR: a relay to ADDR that counts the bytes clients send (benches/count-relay.pl);
+# sets $pid and $addr.
+relay() {
+    : >"$work/$1.count"
+    perl "$root/benches/count-relay.pl" "${2##*:}" "$work/$1.count" >"$work/$1.port" &
+    pid=$!
+    servers+=("$pid")
+    for _ in $(seq 1 100); do
+        [ -s "$work/$1.port" ] && break
+        sleep 0.1
+    done
+    addr=127.0.0.1:$(head -n 1 "$work/$1.port")
+}
+# sent NAME: the bytes counted by relay NAME, once every relayed connection has closed.
+sent() {
+    local lines
+    for _ in $(seq 1 50); do
+        lines=$(wc -l <"$work/$1.count")
+        sleep 0.1
+        [ "$lines" = "$(wc -l <"$work/$1.count")" ] && [ "$lines" -gt 0 ] && break
+    done
+    awk '{ s += $1 } END { print s + 0 }' "$work/$1.count"
+}
+stop() {
+    kill "$1"
+    wait "$1" 2>/dev/null || true
+}
+# pull NAME ADDR DIGEST: one GET of a blob into /dev/null; its time in $secs.
+pull() { timed "$1" curl -sf -o /dev/null "http://$2/v2/bench_model/blobs/$3"; }
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b ? a : b) }'; }
+# The digest of the weights' layer: the largest blob of a store.
+weights_digest() { find "$1" -type f -path '*/blobs/sha256/*' -printf '%s %f\n' | sort -n | tail -1 | sed 's/^[0-9]* /sha256:/'; }
+
+# ---- (2) and (4) through HTTP, (5) of the server, against `mlambda registry serve` ----
+serve_mlambda served
+ml_pid=$pid
+ml_addr=$addr
+timed http1 env MLAMBDA_HOME="$work/home-http" "$bin" upload --base scratch --registry "http://$ml_addr" "$model"
+t_http1=$secs
+rss_http1=$rss_kib
+echo 502y >>"$model/small/file2.txt"
+# The second upload goes through a relay that counts what it sends.
+relay second "$ml_addr"
+relay_pid=$pid
+timed http2 env MLAMBDA_HOME="$work/home-http" "$bin" upload --base scratch --registry "http://$addr" "$model"
+t_http2=$secs
+rss_http2=$rss_kib
+sent2=$(sent second)
+stop "$relay_pid"
+weights=$(weights_digest "$work/served")
+rm -rf "$work/home-http"
+
+# ---- (3) against CNCF distribution: mlambda's build + push, skopeo's push, mlambda's push ----
+serve_distribution dist
+d_pid=$pid
+d_addr=$addr
+timed dist env MLAMBDA_HOME="$work/home-dist" "$bin" upload --base scratch --registry "http://$d_addr" "$model"
+t_dist=$secs
+rss_dist=$rss_kib
+# skopeo pushes the image mlambda built, from the local store's OCI layout (tag = version 1),
+# to a distribution that has none of it; then `mlambda push` does the same.
+serve_distribution skopeo
+s_pid=$pid
+timed skopeo skopeo copy --quiet --dest-tls-verify=false --preserve-digests \
+    "oci:$work/home-dist/registry/bench_model:1" "docker://$addr/bench_model:1"
+t_skopeo=$secs
+stop "$s_pid"
+rm -rf "$work/skopeo"
+serve_distribution push
+p_pid=$pid
+timed push env MLAMBDA_HOME="$work/home-dist" "$bin" push bench_model:1 --registry "http://$addr"
+t_push=$secs
+stop "$p_pid"
+rm -rf "$work/push" "$work/home-dist"
+
+# ---- (6) the same blob from both servers, in turns, the best of three each ----
+t_pull_ml=
+t_pull_dist=
+for i in 1 2 3; do
+    pull "pull-ml-$i" "$ml_addr" "$weights"
+    t_pull_ml=$(min "$secs" "${t_pull_ml:-$secs}")
+    pull "pull-dist-$i" "$d_addr" "$weights"
+    t_pull_dist=$(min "$secs" "${t_pull_dist:-$secs}")
+done
+rss_server=$(hwm "$ml_pid")
+stop "$ml_pid"
+stop "$d_pid"
+rm -rf "$work/served" "$work/dist"
+
+# ---- the server's peak RSS over a push and a pull of one BLOB-sized blob ----
+if [ "$BLOB" != 0 ]; then
+    blob=$work/blob
+    repeat "$model/weights.bin" | head -c "$BLOB" >"$blob" || true
+    blob_digest=sha256:$(openssl dgst -sha256 -r "$blob" | cut -d' ' -f1)
+    blob_bytes=$(stat -c %s "$blob")
+    serve_mlambda blobs
+    b_pid=$pid
+    location=$(curl -sf -X POST -D - -o /dev/null "http://$addr/v2/bench_model/blobs/uploads/" |
+        tr -d '\r' | sed -n 's/^[Ll]ocation: *//p')
+    case $location in http*) ;; *) location=http://$addr$location ;; esac
+    case $location in *\?*) sep='&' ;; *) sep='?' ;; esac
+    timed blob-push curl -sf -X PUT -T "$blob" -H 'Content-Type: application/octet-stream' \
+        "$location${sep}digest=$blob_digest"
+    t_blob_push=$secs
+    rss_blob_push=$(hwm "$b_pid")
+    timed blob-pull curl -sf -o /dev/null "http://$addr/v2/bench_model/blobs/$blob_digest"
+    t_blob_pull=$secs
+    rss_blob=$(hwm "$b_pid")
+    stop "$b_pid"
+    rm -rf "$blob" "$work/blobs"
+fi
+
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "inf" }'; }
 echo "data: $SIZE weights + 200 small files ($bytes bytes); $(nproc) cores; $(date -u +%Y-%m-%d)"
 echo "info: sha256sum ${t_sum} s, openssl dgst -sha256 ${t_ssl} s for the weights (CPU sha_ni: $(grep -qw sha_ni /proc/cpuinfo && echo yes || echo no))"
 # B with openssl's hash (SHA-NI where the CPU has it) in place of sha256sum's.
 base_ssl=$(awk -v b="$base" -v s="$t_sum" -v o="$t_ssl" 'BEGIN { printf "%.2f", b - s + o }')
 echo "(1) first upload ${t1} s vs baseline B (sha256sum + cp + fsync) ${base} s: $(ratio "$t1" "$base")x B (target <= 1.30)"
 echo "(1') the same vs B with openssl's SHA-256 instead (${base_ssl} s): $(ratio "$t1" "$base_ssl")x"
-echo "(4) second upload, one small file changed: ${t2} s = $(awk -v a="$t2" -v b="$t1" 'BEGIN { printf "%.1f", 100 * a / b }') % of the first (target <= 5 %)"
-echo "(5) peak RSS: first upload $(mib "$rss1") MiB, second $(mib "$rss2") MiB (target <= 64 MiB)"
+echo "(2) first upload through HTTP to mlambda registry serve (build + push) ${t_http1} s: $(ratio "$t_http1" "$base")x B (target <= 2), $(ratio "$t_http1" "$base_ssl")x B'"
+echo "(3) build + push to distribution ${t_dist} s vs skopeo copy --preserve-digests (push only) ${t_skopeo} s: $(ratio "$t_dist" "$t_skopeo")x (target < 1)"
+echo "(3') mlambda push alone (the same image, to a fresh distribution) ${t_push} s: $(ratio "$t_push" "$t_skopeo")x skopeo's push"
+echo "(4) second upload, one small file changed: ${t2} s = $(pct "$t2" "$t1") % of the first (target <= 5 %)"
+echo "(4') the same through HTTP: ${t_http2} s = $(pct "$t_http2" "$t_http1") % of the first; $sent2 bytes sent, headers included (target < 1 MiB = 1048576)"
+echo "(5) peak RSS: uploads $(mib "$rss1"), $(mib "$rss2") MiB (local), $(mib "$rss_http1"), $(mib "$rss_http2") MiB (HTTP), $(mib "$rss_dist") MiB (distribution); registry server $(mib "$rss_server") MiB (target <= 64 MiB)"
+if [ "${RSS_8G:-0}" = 1 ]; then
+    echo "(5') 8 GiB weights into the local store: ${t8} s, peak RSS $(mib "$rss8") MiB (target <= 64 MiB)"
+fi
+echo "(6) GET of the weights blob (best of 3, in turns): mlambda registry serve ${t_pull_ml} s vs distribution ${t_pull_dist} s: $(ratio "$t_pull_ml" "$t_pull_dist")x (target <= 1)"
+if [ "$BLOB" != 0 ]; then
+    echo "(7) a $blob_bytes-byte blob: PUT in ${t_blob_push} s, GET in ${t_blob_pull} s; registry server peak RSS $(mib "$rss_blob_push") MiB after the push, $(mib "$rss_blob") MiB after the pull (target < 64 MiB)"
+fi

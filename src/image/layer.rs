@@ -1,8 +1,9 @@
 //! Writes the model's layers: deterministic tar streams, hashed (uncompressed for the diff_id,
-//! compressed for the blob digest) in the same pass that stores them.
+//! compressed for the blob digest) in the same pass that stores them. An uncompressed layer is
+//! hashed once: its diff_id is its blob digest.
 
 use super::oci::{Descriptor, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};
-use crate::digest::HashingWriter;
+use crate::digest::{Algorithm, Hasher};
 use crate::model::payload::{EntryKind, Payload, PayloadEntry};
 use crate::registry::store::{BlobWriter, Layout, StoreError};
 use flate2::write::GzEncoder;
@@ -253,11 +254,38 @@ impl Write for Encoder {
     }
 }
 
-/// A layer being written: a tar stream hashed for its diff_id, compressed or not, hashed
-/// again for its digest, and stored.
+/// Where the tar stream goes: into the encoder, and through the diff_id hash when the layer is
+/// compressed. An uncompressed layer's diff_id is its blob digest, which the blob writer
+/// computes anyway: hashing the same bytes twice was the costliest step of a big file's layer.
+struct TarSink {
+    encoder: Encoder,
+    diff_id: Option<Hasher>,
+}
+
+impl Write for TarSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.encoder.write(buf)?;
+        if let Some(hasher) = &mut self.diff_id {
+            hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.flush()
+    }
+}
+
+/// The piece in which a file's bytes are read and passed on: tar's own copy goes 8 KiB at a
+/// time, which costs a read syscall and a trip through every writer per 8 KiB.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// A layer being written: a tar stream hashed for its diff_id (when compressed), compressed
+/// or not, hashed for its digest, and stored.
 pub struct LayerTar {
-    builder: tar::Builder<HashingWriter<Encoder>>,
+    builder: tar::Builder<TarSink>,
     media_type: &'static str,
+    /// Allocated on the first file, reused for the next ones.
+    buffer: Vec<u8>,
 }
 
 impl LayerTar {
@@ -283,12 +311,17 @@ impl LayerTar {
                 MEDIA_LAYER_ZSTD,
             ),
         };
-        let mut builder = tar::Builder::new(HashingWriter::new(encoder));
+        let diff_id = match compression {
+            Compression::None => None,
+            Compression::Gzip | Compression::Zstd => Some(Hasher::new(Algorithm::Sha256)),
+        };
+        let mut builder = tar::Builder::new(TarSink { encoder, diff_id });
         builder.mode(tar::HeaderMode::Deterministic);
         builder.follow_symlinks(false);
         Ok(LayerTar {
             builder,
             media_type,
+            buffer: Vec::new(),
         })
     }
 
@@ -343,34 +376,64 @@ impl LayerTar {
                     File::open(&entry.source).map_err(|e| failed(format!("cannot open: {e}")))?;
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut header = header(tar::EntryType::Regular, mode, *size, options);
-                let mut counted = CountingReader {
-                    inner: file.take(*size),
-                    count: 0,
-                };
+                // tar writes the header (long names included) for `size` bytes; the bytes
+                // follow in large pieces, then the padding to a whole block.
                 self.builder
-                    .append_data(&mut header, &path, &mut counted)
+                    .append_data(&mut header, &path, io::empty())
                     .map_err(|e| failed(e.to_string()))?;
-                if counted.count != *size {
+                let copied = self
+                    .copy_data(file.take(*size))
+                    .map_err(|e| failed(e.to_string()))?;
+                if copied != *size {
                     // The tar header already promised `size` bytes: the layer cannot be used.
                     return Err(failed(format!(
-                        "changed while it was being read ({size} bytes expected, {} read); run the command again",
-                        counted.count
+                        "changed while it was being read ({size} bytes expected, {copied} read); run the command again"
                     )));
                 }
-                Ok(())
+                self.pad(copied).map_err(|e| failed(e.to_string()))
             }
         }
     }
 
+    /// Copies `data` into the tar stream in [`COPY_BUFFER`] pieces; returns the bytes copied.
+    fn copy_data(&mut self, mut data: impl Read) -> io::Result<u64> {
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; COPY_BUFFER];
+        }
+        let sink = self.builder.get_mut();
+        let mut copied = 0u64;
+        loop {
+            let n = match data.read(&mut self.buffer) {
+                Ok(0) => return Ok(copied),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            sink.write_all(&self.buffer[..n])?;
+            copied += n as u64;
+        }
+    }
+
+    /// Zeroes up to the next 512-byte block, as tar does after an entry's data.
+    fn pad(&mut self, len: u64) -> io::Result<()> {
+        let partial = (len % 512) as usize;
+        if partial == 0 {
+            return Ok(());
+        }
+        self.builder
+            .get_mut()
+            .write_all(&[0u8; 512][..512 - partial])
+    }
+
     pub fn finish(self, layout: &Layout, comment: String) -> Result<Layer, LayerError> {
-        let hashed = self.builder.into_inner().map_err(write_error(&comment))?;
-        let (encoder, diff_id, _) = hashed.finish();
-        let blob = match encoder {
+        let sink = self.builder.into_inner().map_err(write_error(&comment))?;
+        let blob = match sink.encoder {
             Encoder::Plain(blob) => blob,
             Encoder::Gzip(gz) => gz.finish().map_err(write_error(&comment))?,
             Encoder::Zstd(zst) => zst.finish().map_err(write_error(&comment))?,
         };
         let (digest, size) = layout.commit_blob(blob)?;
+        let diff_id = sink.diff_id.map_or_else(|| digest.clone(), Hasher::finish);
         Ok(Layer {
             descriptor: Descriptor::new(self.media_type, digest, size),
             diff_id,
@@ -395,18 +458,5 @@ fn write_error(layer: &str) -> impl FnOnce(io::Error) -> LayerError + '_ {
     move |source| LayerError::Write {
         layer: layer.to_string(),
         source,
-    }
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
