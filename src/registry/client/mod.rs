@@ -1,11 +1,11 @@
 //! Pushing an image from a local OCI layout to any registry over the distribution HTTP API.
 //!
-//! Written on `reqwest` (blocking, rustls) rather than `oci-client`: its high-level push holds
-//! every layer in memory, does not HEAD before uploading, treats a 202 answer to a mount as an
-//! error, and has no retries and no docker config. Here blobs stream from their files, what the
-//! registry has is skipped, base layers are mounted from a repository they were pushed to
-//! before, transient faults are retried with backoff, and credentials come from the places
-//! docker looks.
+//! Written on `reqwest` (blocking, rustls; blob bodies by its async client: see `Streamer`)
+//! rather than `oci-client`: its high-level push holds every layer in memory, does not HEAD
+//! before uploading, treats a 202 answer to a mount as an error, and has no retries and no
+//! docker config. Here blobs stream from their files, what the registry has is skipped, base
+//! layers are mounted from a repository they were pushed to before, transient faults are retried
+//! with backoff, and credentials come from the places docker looks.
 //!
 //! - `auth`: credentials, the challenge, bearer tokens per scope.
 //! - `retry`: backoff, `Retry-After`, what is transient.
@@ -21,7 +21,7 @@ use crate::image::oci::Manifest;
 use crate::registry::store::{Layout, StoreError};
 use auth::{Auth, Credential};
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use reqwest::{StatusCode, Url};
 use retry::{RetryPolicy, error_chain, is_transient_error, is_transient_status};
 use std::collections::{HashMap, VecDeque};
@@ -221,13 +221,106 @@ pub struct Registry {
     target: Target,
     auth: Auth,
     policy: RetryPolicy,
+    /// For blob bodies: see `Streamer`. Idle ones, kept with their open connections.
+    streamers: Mutex<Vec<Streamer>>,
+    tls: rustls::ClientConfig,
+}
+
+/// What a request's sender yields to `Registry::exchange`: the status, the headers, the text.
+pub(crate) trait Answer {
+    fn status(&self) -> StatusCode;
+    fn headers(&self) -> &HeaderMap;
+    /// The registry's error text, short, for messages.
+    fn detail(self) -> String;
+}
+
+impl Answer for Response {
+    fn status(&self) -> StatusCode {
+        Response::status(self)
+    }
+    fn headers(&self) -> &HeaderMap {
+        Response::headers(self)
+    }
+    fn detail(self) -> String {
+        error_detail(self)
+    }
+}
+
+/// An answer to a streamed blob request, its body read (the first 64 KiB of it).
+pub(crate) struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Answer for Reply {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn detail(self) -> String {
+        detail_of(&self.text)
+    }
+}
+
+/// Sends blob bodies: an async client on a runtime of its own, driven by the thread that
+/// uploads (`block_on`), so the file is read and written to the socket on that thread in
+/// 1 MiB pieces. reqwest's blocking `Body` hands a reader over to its runtime thread in 8 KiB
+/// pieces through a channel: a third of a push's time went into those thread hand-offs.
+struct Streamer {
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl Streamer {
+    fn new(tls: &rustls::ClientConfig) -> Result<Streamer, PushError> {
+        let setup =
+            |e: &dyn std::fmt::Display| PushError::Config(format!("cannot set up HTTP: {e}"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| setup(&e))?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
+            .user_agent(concat!("mlambda/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .map_err(|e| setup(&error_chain(&e)))?;
+        Ok(Streamer { runtime, http })
+    }
+
+    fn send(&self, what: &str, request: reqwest::RequestBuilder) -> Result<Reply, Fault> {
+        self.runtime.block_on(async {
+            let mut response = request
+                .send()
+                .await
+                .map_err(|e| Fault::from_transport(what, e))?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let mut body = Vec::new();
+            while body.len() < 64 << 10 {
+                match response.chunk().await {
+                    Ok(Some(piece)) => body.extend_from_slice(&piece),
+                    _ => break,
+                }
+            }
+            Ok(Reply {
+                status,
+                headers,
+                text: String::from_utf8_lossy(&body).into_owned(),
+            })
+        })
+    }
 }
 
 impl Registry {
     pub fn connect(target: &Target, options: &ConnectOptions) -> Result<Registry, PushError> {
         let found = auth::find_credential(&target.authority, options.credential.clone())?;
+        let tls = tls_config(options.ca_cert.as_ref())?;
         let http = Client::builder()
-            .tls_backend_preconfigured(tls_config(options.ca_cert.as_ref())?)
+            .tls_backend_preconfigured(tls.clone())
             .user_agent(concat!("mlambda/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             // Uploads of large blobs take long; each request sets its own timeout.
@@ -240,6 +333,8 @@ impl Registry {
             target: target.clone(),
             auth: Auth::new(found),
             policy: options.retry.clone(),
+            streamers: Mutex::new(Vec::new()),
+            tls,
         })
     }
 
@@ -263,15 +358,57 @@ impl Registry {
         scopes: &[String],
         build: &dyn Fn(&Client) -> Result<RequestBuilder, PushError>,
     ) -> Result<Response, Fault> {
+        self.exchange(what, scopes, |header| {
+            let mut request = build(&self.http)?;
+            if let Some(header) = header {
+                request = request.header(AUTHORIZATION, header);
+            }
+            request.send().map_err(|e| Fault::from_transport(what, e))
+        })
+    }
+
+    /// `send` for a request with a blob's body (`upload::file_stream`), sent by a `Streamer`.
+    fn send_streamed(
+        &self,
+        what: &str,
+        scopes: &[String],
+        build: &dyn Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, PushError>,
+    ) -> Result<Reply, Fault> {
+        let idle = self
+            .streamers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let streamer = match idle {
+            Some(streamer) => streamer,
+            None => Streamer::new(&self.tls)?,
+        };
+        let result = self.exchange(what, scopes, |header| {
+            let mut request = build(&streamer.http)?;
+            if let Some(header) = header {
+                request = request.header(AUTHORIZATION, header);
+            }
+            streamer.send(what, request)
+        });
+        self.streamers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(streamer);
+        result
+    }
+
+    /// The rounds of `send`: `attempt` sends once with the `Authorization` header given.
+    fn exchange<A: Answer>(
+        &self,
+        what: &str,
+        scopes: &[String],
+        mut attempt: impl FnMut(Option<reqwest::header::HeaderValue>) -> Result<A, Fault>,
+    ) -> Result<A, Fault> {
         let mut sent_auth = false;
         for _round in 0..4 {
             let header = self.auth.header(&self.http, scopes)?;
-            let mut request = build(&self.http)?;
-            if let Some(header) = &header {
-                request = request.header(AUTHORIZATION, header.clone());
-                sent_auth = true;
-            }
-            let response = request.send().map_err(|e| Fault::from_transport(what, e))?;
+            sent_auth |= header.is_some();
+            let response = attempt(header)?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED {
                 if self
@@ -295,7 +432,7 @@ impl Registry {
             if is_transient_status(status) {
                 let retry_after = retry::retry_after(response.headers());
                 return Err(Fault::Transient {
-                    message: format!("{what}: HTTP {status}{}", error_detail(response)),
+                    message: format!("{what}: HTTP {status}{}", response.detail()),
                     retry_after,
                 });
             }
@@ -361,8 +498,11 @@ impl Registry {
 
 /// The registry's error text, short, for messages.
 fn error_detail(response: Response) -> String {
-    let text = response.text().unwrap_or_default();
-    let parsed: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    detail_of(&response.text().unwrap_or_default())
+}
+
+fn detail_of(text: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(text).ok();
     let message = parsed
         .as_ref()
         .and_then(|v| v["errors"].as_array())
@@ -536,6 +676,21 @@ pub fn push_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `mlambda serve` pushes from its blocking pool: a streamer's runtime must run and drop
+    /// there.
+    #[test]
+    fn a_streamer_works_on_a_blocking_pool_thread() {
+        let outer = tokio::runtime::Runtime::new().unwrap();
+        outer.block_on(async {
+            tokio::task::spawn_blocking(|| {
+                let streamer = Streamer::new(&tls_config(None).unwrap()).unwrap();
+                assert_eq!(streamer.runtime.block_on(async { 7 }), 7);
+            })
+            .await
+            .unwrap()
+        });
+    }
 
     #[test]
     fn targets() {

@@ -7,10 +7,9 @@
 //! upload interrupted mid-way asks the registry where it got to (`Range`) and goes on from
 //! there. The file is streamed, never read into memory.
 
-use super::{Fault, PushError, Registry, Watcher, error_detail};
+use super::{Answer, Fault, PushError, Registry, Watcher, error_detail};
 use crate::image::oci::Descriptor;
 use crate::registry::store::Layout;
-use reqwest::blocking::{Body, Response};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
@@ -228,7 +227,7 @@ impl BlobState<'_> {
         let url = with_digest(&session.location, self.digest);
         let (path, size, digest) = (self.path.to_path_buf(), self.size, self.digest.to_string());
         let progress = self.progress.clone();
-        let response = self.registry.send(
+        let response = self.registry.send_streamed(
             &format!("upload blob {}", short(self.digest)),
             &self.scopes,
             &|http| {
@@ -238,7 +237,7 @@ impl BlobState<'_> {
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_LENGTH, size)
                     .timeout(transfer_timeout(size))
-                    .body(Body::sized(body, size)))
+                    .body(body.into_stream()))
             },
         )?;
         match response.status() {
@@ -255,7 +254,7 @@ impl BlobState<'_> {
                 message: format!(
                     "upload blob {}: the upload session was lost{}",
                     short(self.digest),
-                    error_detail(response)
+                    response.detail()
                 ),
                 retry_after: None,
             }),
@@ -299,7 +298,7 @@ impl BlobState<'_> {
             let (path, digest) = (self.path.to_path_buf(), self.digest.to_string());
             let progress = self.progress.clone();
             let url = session.location.clone();
-            let result = self.registry.send(
+            let result = self.registry.send_streamed(
                 &format!("upload chunk of {}", short(self.digest)),
                 &self.scopes,
                 &|http| {
@@ -310,7 +309,7 @@ impl BlobState<'_> {
                         .header(CONTENT_LENGTH, len)
                         .header(CONTENT_RANGE, format!("{start}-{}", start + len - 1))
                         .timeout(transfer_timeout(len))
-                        .body(Body::sized(body, len)))
+                        .body(body.into_stream()))
                 },
             );
             let response = match result {
@@ -351,7 +350,7 @@ impl BlobState<'_> {
                         message: format!(
                             "upload chunk of {}: the upload session was lost{}",
                             short(self.digest),
-                            error_detail(response)
+                            response.detail()
                         ),
                         retry_after: None,
                     });
@@ -427,12 +426,12 @@ impl BlobState<'_> {
         }
     }
 
-    fn unexpected(&self, what: &str, status: StatusCode, response: Response) -> Fault {
+    fn unexpected(&self, what: &str, status: StatusCode, response: impl Answer) -> Fault {
         Fault::Fatal(PushError::Status {
             what: format!("{what} {} to {}", short(self.digest), self.repository),
             registry: self.registry.target.authority.clone(),
             status: status.as_u16(),
-            detail: error_detail(response),
+            detail: response.detail(),
         })
     }
 }
@@ -560,6 +559,39 @@ impl FileBody {
             digest: digest.to_string(),
             progress,
         })
+    }
+}
+
+/// The pieces a blob's body is sent in (the buffers handed to the socket).
+const PIECE: usize = 1 << 20;
+
+impl FileBody {
+    /// The body as a stream of pieces of up to `PIECE` bytes, read when the connection asks
+    /// for the next (on the uploading thread: see `Streamer`). Never more than a piece or two
+    /// in memory.
+    fn into_stream(mut self) -> reqwest::Body {
+        let pieces = futures_util::stream::poll_fn(move |_| {
+            let left = self.file.limit().min(PIECE as u64) as usize;
+            if left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let mut piece = vec![0u8; left];
+            let mut filled = 0;
+            while filled < left {
+                match self.read(&mut piece[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return std::task::Poll::Ready(Some(Err(e))),
+                }
+            }
+            if filled == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            piece.truncate(filled);
+            std::task::Poll::Ready(Some(Ok(piece)))
+        });
+        reqwest::Body::wrap_stream(pieces)
     }
 }
 
