@@ -346,3 +346,68 @@ fn zstd_on_request_and_the_diff_ids_match_the_uncompressed_layers() {
         ]
     );
 }
+
+#[test]
+fn several_big_files_become_layers_in_path_order_whichever_is_written_first() {
+    let work = tempfile::tempdir().unwrap();
+    let folder = work.path().join("sharded");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("serving.yaml"),
+        "kind: Model\nname: sharded\nmodel-type: python:3.11\ncontract:\n  f:\n    inputs: {x: {type: float32}}\n    outputs: {y: {type: float32}}\n",
+    )
+    .unwrap();
+    // Five shards of 64 MiB and more (sparse: cheap to make), sizes descending so that the
+    // first in path order is the slowest to write.
+    let shards = [
+        "shard-a.bin",
+        "shard-b.bin",
+        "shard-c.bin",
+        "shard-d.bin",
+        "shard-e.bin",
+    ];
+    for (i, shard) in shards.iter().enumerate() {
+        std::fs::File::create(folder.join(shard))
+            .unwrap()
+            .set_len((96 - 4 * i as u64) << 20)
+            .unwrap();
+    }
+    let first = work.path().join("one");
+    let second = work.path().join("two");
+    let digest = build_digest(
+        &work.path().join("home1"),
+        &folder,
+        &format!("oci:{}:x", first.display()),
+        "0",
+    );
+    for _ in 0..2 {
+        let again = build_digest(
+            &work.path().join("home2"),
+            &folder,
+            &format!("oci:{}:x", second.display()),
+            "0",
+        );
+        assert_eq!(digest, again);
+    }
+    // After the small-files and before the contract layer: one uncompressed layer per shard,
+    // in path order, each a tar holding just that file.
+    let manifest = read_manifest(&first, "x");
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1 + shards.len() + 1);
+    for (layer, shard) in layers[1..=shards.len()].iter().zip(shards) {
+        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+        let path = first.join("blobs/sha256").join(
+            layer["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        );
+        let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, [format!("model/files/{shard}")]);
+    }
+}

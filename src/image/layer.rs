@@ -130,51 +130,70 @@ fn is_racy(key: &CacheKey) -> bool {
     now.saturating_sub(key.ctime_ns.max(key.mtime_ns)) < RACY_WINDOW_NS
 }
 
-/// A big file's layer: taken from the cache without reading the file when its stat and the
-/// layer's inputs are unchanged and the blob is still in the store, built otherwise.
+/// A big file's layer when the cache knows it (and the store still has its blob).
+fn cached_big_file_layer(
+    entry: &PayloadEntry,
+    layout: &Layout,
+    key: &CacheKey,
+    cache: &dyn DigestCache,
+) -> Option<Layer> {
+    let hit = cache.lookup(key)?;
+    (hit.size > key.size && layout.has_or_link_pooled(&hit.digest)).then(|| Layer {
+        descriptor: Descriptor::new(MEDIA_LAYER_TAR, hit.digest, hit.size),
+        diff_id: hit.diff_id,
+        comment: format!("model file {} (cached)", entry.rel),
+    })
+}
+
+/// A big file's own uncompressed layer, and the cache key to remember it by: only when the
+/// file did not change while it was read, with the stat taken before reading, so that a
+/// change during the read can never be remembered as the old bytes.
 fn big_file_layer(
     entry: &PayloadEntry,
     layout: &Layout,
     options: &LayerOptions,
-    cache: Option<&dyn DigestCache>,
-) -> Result<Layer, LayerError> {
-    let comment = format!("model file {}", entry.rel);
-    let key = cache.and_then(|_| cache_key(entry, options));
-    if let (Some(cache), Some(key)) = (cache, &key)
-        && let Some(hit) = cache.lookup(key)
-        && hit.size > key.size
-        && layout.has_or_link_pooled(&hit.digest)
-    {
-        return Ok(Layer {
-            descriptor: Descriptor::new(MEDIA_LAYER_TAR, hit.digest, hit.size),
-            diff_id: hit.diff_id,
-            comment: format!("{comment} (cached)"),
-        });
-    }
+    before: Option<CacheKey>,
+) -> Result<(Layer, Option<CacheKey>), LayerError> {
     let mut tar = LayerTar::start(layout, Compression::None)?;
     tar.append_entry(entry, options)?;
-    let layer = tar.finish(layout, comment)?;
-    if let (Some(cache), Some(before)) = (cache, key) {
-        // Recorded only when the file did not change while it was read, with the stat taken
-        // before reading: a change during the read can never be remembered as the old bytes.
-        let after = cache_key(entry, options);
-        if after.as_ref() == Some(&before) && !is_racy(&before) {
-            cache.record(
-                &before,
-                &CachedLayer {
-                    digest: layer.descriptor.digest.clone(),
-                    diff_id: layer.diff_id.clone(),
-                    size: layer.descriptor.size,
-                },
-            );
-        }
-    }
-    Ok(layer)
+    let layer = tar.finish(layout, format!("model file {}", entry.rel))?;
+    let unchanged = before
+        .filter(|before| cache_key(entry, options).as_ref() == Some(before) && !is_racy(before));
+    Ok((layer, unchanged))
 }
 
-/// The payload layers: one gzip layer with the folders and every small file (it also creates
-/// `/model` and `/model/files`), then one uncompressed layer per big file, in path order.
-/// With a `cache`, unchanged big files are neither read nor written again.
+/// The layer of the folders and every small file (it also creates `/model` and `/model/files`).
+fn small_files_layer(
+    small: &[&PayloadEntry],
+    layout: &Layout,
+    options: &LayerOptions,
+) -> Result<Layer, LayerError> {
+    let comment = format!("model payload: {} entries", small.len());
+    let mut tar = LayerTar::start(layout, options.compression)?;
+    tar.append_dir(MODEL_DIR, options)
+        .map_err(write_error(&comment))?;
+    tar.append_dir(FILES_DIR, options)
+        .map_err(write_error(&comment))?;
+    for entry in small {
+        tar.append_entry(entry, options)?;
+    }
+    tar.finish(layout, comment)
+}
+
+/// Layers written at once: each is read, hashed and written by a thread of its own, so a
+/// model with several big files uses the cores, but never more threads than this.
+const LAYERS_AT_ONCE: usize = 4;
+
+/// One layer to write: the small files, or a big file with its cache key.
+enum LayerJob<'a> {
+    Small(Vec<&'a PayloadEntry>),
+    Big(&'a PayloadEntry, Option<CacheKey>),
+}
+
+/// The payload layers: one gzip layer with the folders and every small file, then one
+/// uncompressed layer per big file, in path order. With a `cache`, unchanged big files are
+/// neither read nor written again. The layers are written by up to [`LAYERS_AT_ONCE`]
+/// threads; their order, and so the digests, do not depend on which finishes first.
 pub fn write_payload_layers(
     payload: &Payload,
     layout: &Layout,
@@ -182,24 +201,78 @@ pub fn write_payload_layers(
     cache: Option<&dyn DigestCache>,
 ) -> Result<Vec<Layer>, LayerError> {
     let is_big = |e: &PayloadEntry| matches!(e.kind, EntryKind::File { size, .. } if size >= options.big_file_threshold);
-    let mut layers = Vec::new();
-
     let small: Vec<&PayloadEntry> = payload.entries.iter().filter(|e| !is_big(e)).collect();
-    let comment = format!("model payload: {} entries", small.len());
-    let mut tar = LayerTar::start(layout, options.compression)?;
-    tar.append_dir(MODEL_DIR, options)
-        .map_err(write_error(&comment))?;
-    tar.append_dir(FILES_DIR, options)
-        .map_err(write_error(&comment))?;
-    for entry in &small {
-        tar.append_entry(entry, options)?;
-    }
-    layers.push(tar.finish(layout, comment)?);
-
+    let mut layers: Vec<Option<Layer>> = Vec::new();
+    let mut jobs = vec![(0, LayerJob::Small(small))];
+    layers.push(None);
+    // The cache is read and written here only: the catalogue behind it is one connection.
     for entry in payload.entries.iter().filter(|e| is_big(e)) {
-        layers.push(big_file_layer(entry, layout, options, cache)?);
+        let key = cache.and_then(|_| cache_key(entry, options));
+        let hit = cache
+            .zip(key.as_ref())
+            .and_then(|(cache, key)| cached_big_file_layer(entry, layout, key, cache));
+        if hit.is_none() {
+            jobs.push((layers.len(), LayerJob::Big(entry, key)));
+        }
+        layers.push(hit);
     }
-    Ok(layers)
+    for (index, outcome) in run_layer_jobs(jobs, layout, options) {
+        let (layer, remember) = outcome?;
+        if let (Some(cache), Some(key)) = (cache, remember) {
+            cache.record(
+                &key,
+                &CachedLayer {
+                    digest: layer.descriptor.digest.clone(),
+                    diff_id: layer.diff_id.clone(),
+                    size: layer.descriptor.size,
+                },
+            );
+        }
+        layers[index] = Some(layer);
+    }
+    Ok(layers.into_iter().flatten().collect())
+}
+
+type LayerOutcome = Result<(Layer, Option<CacheKey>), LayerError>;
+
+/// Runs the jobs on up to [`LAYERS_AT_ONCE`] threads; each outcome comes with its job's index.
+fn run_layer_jobs(
+    jobs: Vec<(usize, LayerJob<'_>)>,
+    layout: &Layout,
+    options: &LayerOptions,
+) -> Vec<(usize, LayerOutcome)> {
+    let run = |job: LayerJob| match job {
+        LayerJob::Small(small) => small_files_layer(&small, layout, options).map(|l| (l, None)),
+        LayerJob::Big(entry, key) => big_file_layer(entry, layout, options, key),
+    };
+    let threads = LAYERS_AT_ONCE.min(jobs.len());
+    if threads <= 1 {
+        return jobs.into_iter().map(|(i, job)| (i, run(job))).collect();
+    }
+    let queue = std::sync::Mutex::new(jobs.into_iter());
+    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some((index, job)) = next() {
+                        done.push((index, run(job)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A worker that panicked passes the panic on, as one thread would have.
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// The contract alone, so that changing it re-uploads nothing else.
