@@ -278,6 +278,9 @@ impl Manager {
             message = format!("{message}: {cause}");
             source = cause.source();
         }
+        if error.is_connect() {
+            message.push_str(" (is `mlambda serve` running there?)");
+        }
         ClientError::Connect {
             url: self.base.to_string(),
             message,

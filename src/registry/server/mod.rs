@@ -42,7 +42,7 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (another server there? choose an address with --addr)")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
