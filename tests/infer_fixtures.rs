@@ -12,10 +12,9 @@ use mlambda::infer::{
     InferError, Inferred, infer, infer_onnx_reader, infer_savedmodel_reader,
     infer_savedmodel_text_reader,
 };
-use mutate::Rng;
+use mutate::{PROTOBUF, Reader, Rng, mutate_with, run};
 use serde_json::Value;
 use std::io::Cursor;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 fn expected(dir: &Path) -> serde_json::Map<String, Value> {
@@ -564,8 +563,6 @@ fn an_unreadable_folder_is_an_error_naming_it() {
 // ---------------------------------------------------------------------------------------------
 // Hostile input
 
-type Reader = fn(&[u8], &Path) -> Result<Inferred, InferError>;
-
 fn read_onnx(bytes: &[u8], path: &Path) -> Result<Inferred, InferError> {
     infer_onnx_reader(Cursor::new(bytes), path)
 }
@@ -576,27 +573,6 @@ fn read_saved_model(bytes: &[u8], path: &Path) -> Result<Inferred, InferError> {
 
 fn read_saved_model_text(bytes: &[u8], path: &Path) -> Result<Inferred, InferError> {
     infer_savedmodel_text_reader(bytes, path)
-}
-
-/// Runs a reader, turning a panic into a test failure that shows the input.
-fn run(read: Reader, bytes: &[u8], name: &str, what: &str) -> Result<Inferred, InferError> {
-    let path = Path::new(name);
-    match catch_unwind(AssertUnwindSafe(|| read(bytes, path))) {
-        Ok(Err(e)) => {
-            let message = e.to_string();
-            assert!(
-                message.contains(name),
-                "{what}: error does not name the file: {message}"
-            );
-            Err(e)
-        }
-        Ok(ok) => ok,
-        Err(_) => panic!(
-            "{what}: panicked on {} bytes: {:02x?}",
-            bytes.len(),
-            &bytes[..bytes.len().min(64)]
-        ),
-    }
 }
 
 /// Offsets where a top-level field ends: a file cut there is a shorter valid message.
@@ -719,41 +695,6 @@ fn random_garbage_is_an_error_not_a_panic() {
     }
 }
 
-/// Mutates `bytes` in a way likely to hit protobuf structure (common/mutate.rs aims at
-/// FlatBuffers and zips): lengths, keys, nesting.
-fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
-    if bytes.is_empty() {
-        bytes.push(rng.next() as u8);
-        return;
-    }
-    let at = rng.below(bytes.len());
-    match rng.below(7) {
-        0 => bytes[at] ^= 1 << rng.below(8),
-        1 => bytes[at] = rng.next() as u8,
-        2 => {
-            bytes.remove(at);
-        }
-        3 => bytes.insert(at, rng.next() as u8),
-        4 => bytes.truncate(at),
-        5 => {
-            // A run of continuation bytes: overlong or huge varints.
-            let run = 1 + rng.below(12);
-            for i in 0..run {
-                if at + i < bytes.len() {
-                    bytes[at + i] = 0xff;
-                }
-            }
-        }
-        _ => {
-            // Repeat a slice: duplicated fields and nested structure.
-            let end = (at + 1 + rng.below(64)).min(bytes.len());
-            let chunk = bytes[at..end].to_vec();
-            let to = rng.below(bytes.len());
-            bytes.splice(to..to, chunk);
-        }
-    }
-}
-
 #[test]
 fn mutated_fixtures_never_panic() {
     let Some(root) = fixtures() else { return };
@@ -782,7 +723,7 @@ fn mutated_fixtures_never_panic() {
         for round in 0..rounds {
             let mut bytes = original.clone();
             for _ in 0..1 + rng.below(4) {
-                mutate(&mut rng, &mut bytes);
+                mutate_with(&mut rng, &mut bytes, PROTOBUF);
             }
             let _ = run(
                 *read,

@@ -17,10 +17,9 @@ use mlambda::infer::{
     infer_pt2_reader, infer_tflite_reader,
 };
 use mlambda::model::parse_serving_str;
-use mutate::{Rng, mutate, scale};
+use mutate::{Reader, Rng, mutate, run, scale};
 use serde_json::Value;
 use std::io::{Cursor, Write};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 fn expected(root: &Path) -> serde_json::Map<String, Value> {
@@ -509,8 +508,6 @@ const MXNET_SYMBOL: &str = r#"{
 // ---------------------------------------------------------------------------------------------
 // Hostile input
 
-type Reader = fn(&[u8], &Path) -> Result<Inferred, InferError>;
-
 fn read_tflite(bytes: &[u8], path: &Path) -> Result<Inferred, InferError> {
     infer_tflite_reader(Cursor::new(bytes), path)
 }
@@ -525,27 +522,6 @@ fn read_pickle(bytes: &[u8], path: &Path) -> Result<Inferred, InferError> {
 
 fn read_mxnet(bytes: &[u8], path: &Path) -> Result<Inferred, InferError> {
     Err(explain_mxnet_symbol(bytes, path))
-}
-
-/// Runs a reader; a panic fails the test showing the input, an error must name the file.
-fn run(read: Reader, bytes: &[u8], name: &str, what: &str) -> Result<Inferred, InferError> {
-    let path = Path::new(name);
-    match catch_unwind(AssertUnwindSafe(|| read(bytes, path))) {
-        Ok(Err(e)) => {
-            let message = e.to_string();
-            assert!(
-                message.contains(name),
-                "{what}: error does not name the file: {message}"
-            );
-            Err(e)
-        }
-        Ok(ok) => ok,
-        Err(_) => panic!(
-            "{what}: panicked on {} bytes: {:02x?}",
-            bytes.len(),
-            &bytes[..bytes.len().min(64)]
-        ),
-    }
 }
 
 /// Every input of the hostile tests: (bytes, reader, file name).

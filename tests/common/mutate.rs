@@ -2,6 +2,10 @@
 //! Include with `#[path = "common/mutate.rs"] mod mutate;`.
 #![allow(dead_code)]
 
+use mlambda::infer::{InferError, Inferred};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
 /// xorshift64*: deterministic pseudo-random numbers without a dependency.
 pub struct Rng(pub u64);
 
@@ -35,23 +39,66 @@ pub fn scale() -> usize {
         .max(1)
 }
 
-/// One mutation likely to hit binary structure: bit flips, bytes, cuts, repeats, and
-/// little-endian integers set to edge values (offsets and lengths of FlatBuffers and zips).
+/// The kinds of mutation; each set below draws among its own.
+#[derive(Clone, Copy)]
+pub enum Mutation {
+    FlipBit,
+    SetByte,
+    Remove,
+    Insert,
+    Truncate,
+    /// A little-endian u32 set to an edge value (offsets and lengths of FlatBuffers and zips).
+    EdgeInt,
+    /// A run of 0xff: continuation bytes, so overlong or huge protobuf varints.
+    OnesRun,
+    /// A slice repeated elsewhere: duplicated fields and nested structure.
+    Repeat,
+}
+
+/// For binary structure: FlatBuffers, zips, pickles.
+pub const BINARY: &[Mutation] = &[
+    Mutation::FlipBit,
+    Mutation::SetByte,
+    Mutation::Remove,
+    Mutation::Insert,
+    Mutation::Truncate,
+    Mutation::EdgeInt,
+    Mutation::OnesRun,
+    Mutation::Repeat,
+];
+
+/// For protobuf: lengths, keys, nesting.
+pub const PROTOBUF: &[Mutation] = &[
+    Mutation::FlipBit,
+    Mutation::SetByte,
+    Mutation::Remove,
+    Mutation::Insert,
+    Mutation::Truncate,
+    Mutation::OnesRun,
+    Mutation::Repeat,
+];
+
+/// One mutation of the [`BINARY`] set.
 pub fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    mutate_with(rng, bytes, BINARY);
+}
+
+/// One mutation drawn from `kinds`.
+pub fn mutate_with(rng: &mut Rng, bytes: &mut Vec<u8>, kinds: &[Mutation]) {
     if bytes.is_empty() {
         bytes.push(rng.next() as u8);
         return;
     }
     let at = rng.below(bytes.len());
-    match rng.below(8) {
-        0 => bytes[at] ^= 1 << rng.below(8),
-        1 => bytes[at] = rng.next() as u8,
-        2 => {
+    match kinds[rng.below(kinds.len())] {
+        Mutation::FlipBit => bytes[at] ^= 1 << rng.below(8),
+        Mutation::SetByte => bytes[at] = rng.next() as u8,
+        Mutation::Remove => {
             bytes.remove(at);
         }
-        3 => bytes.insert(at, rng.next() as u8),
-        4 => bytes.truncate(at),
-        5 => {
+        Mutation::Insert => bytes.insert(at, rng.next() as u8),
+        Mutation::Truncate => bytes.truncate(at),
+        Mutation::EdgeInt => {
             let value: u32 = match rng.below(6) {
                 0 => 0,
                 1 => u32::MAX,
@@ -66,7 +113,7 @@ pub fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
                 }
             }
         }
-        6 => {
+        Mutation::OnesRun => {
             let run = 1 + rng.below(12);
             for i in 0..run {
                 if at + i < bytes.len() {
@@ -74,11 +121,35 @@ pub fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
                 }
             }
         }
-        _ => {
+        Mutation::Repeat => {
             let end = (at + 1 + rng.below(64)).min(bytes.len());
             let chunk = bytes[at..end].to_vec();
             let to = rng.below(bytes.len());
             bytes.splice(to..to, chunk);
         }
+    }
+}
+
+/// A model reader under test: the bytes of a file and the name it is read as.
+pub type Reader = fn(&[u8], &Path) -> Result<Inferred, InferError>;
+
+/// Runs a reader; a panic fails the test showing the input, an error must name the file.
+pub fn run(read: Reader, bytes: &[u8], name: &str, what: &str) -> Result<Inferred, InferError> {
+    let path = Path::new(name);
+    match catch_unwind(AssertUnwindSafe(|| read(bytes, path))) {
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(name),
+                "{what}: error does not name the file: {message}"
+            );
+            Err(e)
+        }
+        Ok(ok) => ok,
+        Err(_) => panic!(
+            "{what}: panicked on {} bytes: {:02x?}",
+            bytes.len(),
+            &bytes[..bytes.len().min(64)]
+        ),
     }
 }
