@@ -124,10 +124,6 @@ fn run(catalog_path: &std::path::Path, store: &Store, job: Job) -> Result<(), St
             &mut |_| {},
             &mut |_, _, _| Ok(None),
         );
-        if let Err(error) = &built {
-            // A failure to even record the failure must not leave the version Running.
-            let _ = catalog.fail(&spec.name, version, &error.to_string());
-        }
         built.map(|_| ()).map_err(|e| e.to_string())
     })();
     if let Err(error) = std::fs::remove_dir_all(&workdir) {

@@ -224,17 +224,12 @@ async fn drain(multipart: &mut Multipart) {
     }
 }
 
+/// The request body broke off or is not multipart; the size limit is counted by us, not here.
 fn multipart_error(error: MultipartError) -> Failure {
-    let status = error.status();
-    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        format!(
-            "the upload is larger than this server accepts (see `mlambda serve --max-upload`): {}",
-            error.body_text()
-        )
-    } else {
-        format!("cannot read the upload: {}", error.body_text())
-    };
-    json_error(status, message)
+    json_error(
+        error.status(),
+        format!("cannot read the upload: {}", error.body_text()),
+    )
 }
 
 /// Checks the folder as `mlambda upload` would, takes a version and queues the build.
