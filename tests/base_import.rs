@@ -245,7 +245,7 @@ fn an_index_without_this_platform_is_refused() {
     manifest["platform"] = serde_json::json!({"architecture": "s390x", "os": "linux"});
     let nested = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifest]});
     let bytes = serde_json::to_vec(&nested).unwrap();
-    let digest = mlambda::digest::sha256_of(&bytes);
+    let digest = mlambda::oci::digest::sha256_of(&bytes);
     std::fs::write(
         layout
             .join("blobs/sha256")

@@ -326,7 +326,7 @@ fn zstd_on_request_and_the_diff_ids_match_the_uncompressed_layers() {
         .unwrap();
         let tar_bytes = zstd::decode_all(blob.as_slice()).unwrap();
         assert_eq!(
-            mlambda::digest::sha256_of(&tar_bytes),
+            mlambda::oci::digest::sha256_of(&tar_bytes),
             diff_id.as_str().unwrap()
         );
         let mut archive = tar::Archive::new(tar_bytes.as_slice());

@@ -77,7 +77,7 @@ fn the_tokenizer_and_a_savedmodel_are_built_by_the_server_and_pulled_back_with_s
         let reference = document["image"].as_str().unwrap();
         let raw = skopeo_raw_manifest(&skopeo, reference, &["--tls-verify=false"]);
         assert_eq!(
-            mlambda::digest::sha256_of(&raw),
+            mlambda::oci::digest::sha256_of(&raw),
             document["digest"].as_str().unwrap(),
             "{reference}"
         );

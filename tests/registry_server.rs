@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mlambda::digest::sha256_of;
+use mlambda::oci::digest::sha256_of;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 use std::path::{Path, PathBuf};
@@ -444,7 +444,7 @@ fn push_and_pull_blobs_monolithic_chunked_ranged_and_sha512() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // sha512, stored under blobs/sha512 of the layout.
-    let d512 = mlambda::digest::digest_of(mlambda::digest::Algorithm::Sha512, &data);
+    let d512 = mlambda::oci::digest::digest_of(mlambda::oci::digest::Algorithm::Sha512, &data);
     let r = c
         .post(s.url(&format!("/v2/chunky/blobs/uploads/?digest={d512}")))
         .body(data.clone())
@@ -873,7 +873,7 @@ fn tag_parameters_are_answered_with_oci_tag_and_keep_a_sha512_digest() {
     let manifest = image(&config, &[(&layer, 7)], None, None);
     // A manifest addressed by sha512 can be tagged only through `?tag=`: a push by tag
     // names no algorithm, so the registry would use sha256.
-    let d512 = mlambda::digest::digest_of(mlambda::digest::Algorithm::Sha512, &manifest);
+    let d512 = mlambda::oci::digest::digest_of(mlambda::oci::digest::Algorithm::Sha512, &manifest);
     let r = c
         .put(s.url(&format!("/v2/tp/manifests/{d512}?tag=one&tag=two&tag=one")))
         .header("Content-Type", MANIFEST)

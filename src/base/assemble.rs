@@ -1,12 +1,13 @@
 //! `mlambda base build`: a runtime image assembled from Debian packages, with no container
 //! and no package script run, kept in the local store as `base/<runtime>:latest`.
 
-use super::catalogue::{Runtime, runtime_file};
 use super::debian::{DebError, deb_layer};
+use super::runtimes::{Runtime, runtime_file};
 use super::{RUNTIME_TAG, runtime_repository};
-use crate::image::layer::{Compression, Layer, LayerOptions, LayerTar, header};
-use crate::image::{BuiltImage, ImageError, oci, write_image};
-use crate::registry::store::{Store, StoreError};
+use crate::model_image::layer::{Compression, Layer, LayerOptions, LayerTar, header};
+use crate::model_image::{BuiltImage, ImageError, write_image};
+use crate::oci;
+use crate::store::{Store, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ pub enum AssembleError {
     #[error(transparent)]
     Deb(#[from] DebError),
     #[error(transparent)]
-    Layer(#[from] crate::image::layer::LayerError),
+    Layer(#[from] crate::model_image::layer::LayerError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -142,10 +143,10 @@ pub fn build_runtime(
 /// The runtime's own files, links and folders, after its packages.
 fn runtime_layer(
     runtime: &Runtime,
-    layout: &crate::registry::store::Layout,
+    layout: &crate::store::Layout,
     options: &LayerOptions,
 ) -> Result<Layer, AssembleError> {
-    let io_err = |e| crate::image::layer::LayerError::Write {
+    let io_err = |e| crate::model_image::layer::LayerError::Write {
         layer: "runtime files".into(),
         source: e,
     };

@@ -1,8 +1,8 @@
 //! A Debian package's `data.tar.*` as an image layer, as distroless assembles images: the
 //! files land as the package ships them and no maintainer script runs.
 
-use crate::image::layer::{Compression, Layer, LayerOptions, LayerTar, header};
-use crate::registry::store::Layout;
+use crate::model_image::layer::{Compression, Layer, LayerOptions, LayerTar, header};
+use crate::store::Layout;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
@@ -14,7 +14,7 @@ pub enum DebError {
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
     #[error(transparent)]
-    Layer(#[from] crate::image::layer::LayerError),
+    Layer(#[from] crate::model_image::layer::LayerError),
 }
 
 /// The package's data as one gzip layer, entries normalised (owner 0:0, the build's mtime).

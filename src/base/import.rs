@@ -4,10 +4,10 @@
 //! kept next to it in `base/<NAME>.source.json`.
 
 use super::{RUNTIME_TAG, runtime_repository};
-use crate::digest::HashingReader;
-use crate::image::oci::{self, Descriptor, Index, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
-use crate::registry::client::{ConnectOptions, PushError, Quiet, Registry, Target};
-use crate::registry::store::{Layout, Store, StoreError};
+use crate::oci::digest::HashingReader;
+use crate::oci::{self, Descriptor, Index, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
+use crate::remote::{ConnectOptions, PushError, Quiet, Registry, Target};
+use crate::store::{Layout, Store, StoreError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -142,7 +142,7 @@ impl RegistryReference {
                 return Err(format!("'{tag}' is not a valid tag"));
             }
         }
-        crate::registry::store::check_repository(repository)?;
+        crate::store::check_repository(repository)?;
         Ok(RegistryReference {
             scheme,
             authority: authority.to_string(),
@@ -470,7 +470,7 @@ trait Blobs {
                 path: self.name(),
                 source,
             })?;
-        let actual = crate::digest::sha256_of(&bytes);
+        let actual = crate::oci::digest::sha256_of(&bytes);
         if actual != digest {
             return Err(ImportError::Invalid {
                 source_name: self.name(),

@@ -2,19 +2,19 @@
 //! catalogue in `base-images/` names for the model-type.
 
 mod assemble;
-mod catalogue;
 mod debian;
 mod import;
+mod runtimes;
 
 pub use assemble::{AssembleError, build_runtime};
-pub use catalogue::{RUNTIME_FILES, Runtime, catalogue, glob_match, runtime, runtime_for};
 pub use import::{
     ImportError, ImportOptions, ImportSource, Imported, Origin, RegistryReference, import_base,
     read_origin,
 };
+pub use runtimes::{RUNTIME_FILES, Runtime, catalogue, glob_match, runtime, runtime_for};
 
-use crate::image::oci::{self, Descriptor, Index, Manifest};
-use crate::registry::store::{Layout, Store, StoreError};
+use crate::oci::{self, Descriptor, Index, Manifest};
+use crate::store::{Layout, Store, StoreError};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -273,7 +273,7 @@ pub fn for_model_type(
 
 /// Runtime names become a repository path component.
 pub fn check_runtime_name(name: &str) -> Result<(), BaseError> {
-    crate::registry::store::check_repository(name)
+    crate::store::check_repository(name)
         .ok()
         .filter(|()| !name.contains('/'))
         .ok_or_else(|| BaseError::Invalid {

@@ -3,7 +3,7 @@
 
 mod liveness;
 
-use crate::image::layer::{CacheKey, CachedLayer, DigestCache};
+use crate::model_image::layer::{CacheKey, CachedLayer, DigestCache};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
@@ -560,7 +560,7 @@ fn now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    crate::image::oci::rfc3339(secs)
+    crate::oci::rfc3339(secs)
 }
 
 #[cfg(test)]

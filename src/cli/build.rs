@@ -4,9 +4,9 @@
 use super::ModelArgs;
 use super::output::{print_json, step_printer};
 use crate::base::{parse_base, split_layout_reference};
+use crate::image::archive::{write_docker_archive, write_oci_archive};
 use crate::pipeline::{Home, build_to_layout, choose_base};
-use crate::registry::archive::{write_docker_archive, write_oci_archive};
-use crate::registry::store::Layout;
+use crate::store::Layout;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build the model folder into a new version of its image and store it (the seeds' `hs upload`)
+    /// Build the model folder into a new version of its image and store it (Hydrosphere's `hs upload`)
     Upload(upload::Args),
     /// Push a version built earlier to a registry (e.g. one built on an air-gapped host)
     Push(push::Args),
@@ -112,8 +112,8 @@ impl ModelArgs {
 
 fn build_settings(compression: &str) -> crate::pipeline::BuildSettings {
     let compression = match compression {
-        "zstd" => crate::image::layer::Compression::Zstd,
-        _ => crate::image::layer::Compression::Gzip,
+        "zstd" => crate::model_image::layer::Compression::Zstd,
+        _ => crate::model_image::layer::Compression::Gzip,
     };
     crate::pipeline::BuildSettings { compression }
 }

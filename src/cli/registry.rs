@@ -2,8 +2,8 @@
 
 use super::output::print_json;
 use crate::pipeline::Home;
-use crate::registry::server::{ServeConfig, serve};
-use crate::registry::store::{Store, gc, uploads::UPLOAD_MAX_AGE};
+use crate::server::{ServeConfig, serve};
+use crate::store::{Store, gc, uploads::UPLOAD_MAX_AGE};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

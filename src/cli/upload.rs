@@ -4,10 +4,10 @@ use super::ModelArgs;
 use super::output::{print_json, step_printer};
 use crate::base::{BaseChoice, parse_base};
 use crate::catalog::Catalog;
-use crate::manager::client::Manager;
+use crate::manager_client::ManagerClient;
 use crate::pipeline::push::upload_to_registry;
 use crate::pipeline::{BuildRequest, Home, upload_to_store};
-use crate::registry::store::Store;
+use crate::store::Store;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -142,7 +142,7 @@ fn to_manager(host: &str, args: Args) -> anyhow::Result<ExitCode> {
     if args.compression != "gzip" {
         anyhow::bail!("--compression is the manager's choice with --host");
     }
-    let manager = Manager::connect(host, args.port, &args.remote.connect_options()?)?;
+    let manager = ManagerClient::connect(host, args.port, &args.remote.connect_options()?)?;
     let spec = args.model.load()?;
     let mut metadata = json!({ "name": spec.name });
     if let Some(model_type) = &args.model.model_type {

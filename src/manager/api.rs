@@ -212,7 +212,7 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> usize {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let from_query = || {
-        crate::registry::server::query_pairs(query)
+        crate::http::query_pairs(query)
             .into_iter()
             .find(|(k, _)| k == "last-event-id" || k == "lastEventId")
             .map(|(_, v)| v)

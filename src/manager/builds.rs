@@ -6,7 +6,7 @@ use crate::base::BaseChoice;
 use crate::catalog::Catalog;
 use crate::model::spec::ModelSpec;
 use crate::pipeline::{self, BuildRequest, BuildSettings, Home};
-use crate::registry::store::Store;
+use crate::store::Store;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -1,19 +1,18 @@
-//! `mlambda serve`: the manager of the seeds in one process. Clients upload a model folder
+//! `mlambda serve`: Hydrosphere's manager in one process. Clients upload a model folder
 //! (a tar.gz and its metadata); the server unpacks it, takes a version at once, builds the
 //! image in a bounded queue, keeps the build log in the catalogue, shows the models on a web
 //! page, and serves the images over the OCI distribution API at `/v2/` from the same store.
 
 mod api;
 mod builds;
-pub mod client;
-mod pack;
 mod page;
 pub mod unpack;
 mod upload;
 
+use crate::http::{self, CHALLENGE, Htpasswd};
 use crate::pipeline::Home;
-use crate::registry::server::{self, ServeError, auth::Htpasswd};
-use crate::registry::store::Store;
+use crate::server::{self, ServeError};
+use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -67,7 +66,7 @@ pub async fn serve(
         .map_err(|e| ServeError::Config(e.to_string()))?;
     drop(catalog);
     let uploads = upload::clean_upload_area(&home)?;
-    let auth = server::load_htpasswd(config.htpasswd.as_deref())?;
+    let auth = http::load_htpasswd(config.htpasswd.as_deref())?;
     let manager = Arc::new(Manager {
         home,
         store: store.clone(),
@@ -82,17 +81,17 @@ pub async fn serve(
     });
     let registry = server::router(store, auth, false)?;
     let app = router(manager.clone()).fallback_service(registry);
-    let listener = server::bind(config.addr, config.tls.as_ref()).await?;
+    let listener = http::bind(config.addr, config.tls.as_ref()).await?;
     ready(listener.local_addr()?);
     let stopping = manager.stopping.clone();
     let stop = async move {
-        server::shutdown_signal().await;
+        http::shutdown_signal().await;
         tracing::info!("stopping: open log streams end, unfinished builds are marked Failed");
         stopping.cancel();
     };
     let served = listener.run_until(app, stop).await;
     manager.builds.abandon(&manager.home.catalog_path());
-    served
+    Ok(served?)
 }
 
 fn router(manager: Shared) -> axum::Router {
@@ -129,8 +128,13 @@ async fn authenticate(State(manager): State<Shared>, request: Request, next: Nex
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if let Err(error) = auth.check(authorization).await {
-            return error.into_response();
+        if let Err(refused) = auth.check(authorization).await {
+            let mut response = json_error(StatusCode::UNAUTHORIZED, refused.0).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(CHALLENGE),
+            );
+            return response;
         }
     }
     next.run(request).await

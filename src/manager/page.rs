@@ -1,4 +1,4 @@
-//! The Models page of the seeds, rendered on the server: plain HTML that reads without
+//! The Models page of Hydrosphere's manager, rendered on the server: plain HTML that reads without
 //! JavaScript; with it, a running build's log grows live from the API's event stream.
 
 use super::api::{find_version, host_of};

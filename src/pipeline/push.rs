@@ -5,10 +5,10 @@
 
 use super::{BuildRequest, Event, PipelineError, Uploaded, upload_then};
 use crate::catalog::{Catalog, Status};
-use crate::registry::client::{
+use crate::remote::{
     ConnectOptions, PushError, PushRequest, Pushed, Registry, Target, Watcher, push_image,
 };
-use crate::registry::store::{Layout, Store};
+use crate::store::{Layout, Store};
 
 /// A registry to push to, and how.
 pub struct Remote {
@@ -121,7 +121,7 @@ fn push_layout(
     let digests: Vec<String> = pushed.blobs.iter().map(|(d, _)| d.clone()).collect();
     catalog.add_blob_locations(&remote.target.authority, &repository, &digests)?;
     let count = |kind| pushed.blobs.iter().filter(|(_, o)| *o == kind).count();
-    use crate::registry::client::BlobOutcome::{Existed, Mounted, Uploaded};
+    use crate::remote::BlobOutcome::{Existed, Mounted, Uploaded};
     let _ = catalog.append_log(
         name,
         version,
@@ -140,7 +140,7 @@ fn push_layout(
 /// The config and layer digests of a manifest in the layout.
 fn manifest_blobs(layout: &Layout, digest: &str) -> Result<Vec<String>, PipelineError> {
     let bytes = layout.read_blob(digest, 4 << 20)?;
-    let manifest: crate::image::oci::Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+    let manifest: crate::oci::Manifest = serde_json::from_slice(&bytes).map_err(|e| {
         PushError::Protocol(format!("manifest {digest} is not an image manifest: {e}"))
     })?;
     Ok(std::iter::once(manifest.config.digest)

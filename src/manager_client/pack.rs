@@ -3,13 +3,20 @@
 //! that go uncompressed into the image anyway — are stored, so packing runs at the speed of
 //! the disk instead of the compressor's.
 
-use super::client::ClientError;
-use crate::image::layer::BIG_FILE_THRESHOLD;
 use crate::model::payload::{CONTRACT_FILES, EntryKind};
 use crate::model::spec::ModelSpec;
+use crate::model_image::layer::BIG_FILE_THRESHOLD;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use std::io::{self, Write};
 use std::path::Path;
+
+/// A file of the folder that cannot go into the archive.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot pack {path}: {message}")]
+pub struct PackError {
+    pub path: String,
+    pub message: String,
+}
 
 /// One file of the archive: where it is read and its path in the folder.
 pub struct ArchiveEntry {
@@ -20,8 +27,8 @@ pub struct ArchiveEntry {
 
 /// What the server needs to build as this machine would: the payload and the files that
 /// describe the model (serving.yaml, contract files), at their paths in the folder.
-pub fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, ClientError> {
-    let root = std::fs::canonicalize(&spec.dir).map_err(|e| ClientError::Pack {
+pub fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, PackError> {
+    let root = std::fs::canonicalize(&spec.dir).map_err(|e| PackError {
         path: spec.dir.display().to_string(),
         message: e.to_string(),
     })?;
@@ -52,7 +59,7 @@ pub fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, ClientErro
             .and_then(|p| p.strip_prefix(&root).ok())
             .map(Path::to_path_buf)
         else {
-            return Err(ClientError::Pack {
+            return Err(PackError {
                 path: entry.source.display().to_string(),
                 message: "this payload entry is outside the model folder; a server receives only the folder".into(),
             });

@@ -1,8 +1,8 @@
 //! Images as single files: `oci-archive` (a tar of an OCI layout) and `docker-archive` (what
 //! `docker save` writes and `docker load` / `podman load` read).
 
-use crate::image::oci::{ANNOTATION_REF_NAME, Descriptor, MEDIA_LAYER_TAR, Manifest};
-use crate::registry::store::{Layout, StoreError};
+use crate::oci::{ANNOTATION_REF_NAME, Descriptor, MEDIA_LAYER_TAR, Manifest};
+use crate::store::{Layout, StoreError};
 use serde_json::json;
 use std::fs::File;
 use std::io::{self, BufWriter};
@@ -32,7 +32,7 @@ pub fn write_oci_archive(
     tagged
         .annotations
         .insert(ANNOTATION_REF_NAME.into(), tag.into());
-    let index = crate::image::oci::Index {
+    let index = crate::oci::Index {
         manifests: vec![tagged],
         ..Default::default()
     };

@@ -4,43 +4,15 @@
 use crate::base::{self, BaseChoice, BaseError, BaseImage};
 use crate::catalog::{BuildResult, Catalog, CatalogError, NewVersion};
 use crate::contract;
-use crate::image::layer::{Compression, DigestCache};
-use crate::image::{self, BuiltImage, ImageError, ImageMeta};
 use crate::model::spec::ModelSpec;
-use crate::registry::store::{Layout, Store, StoreError};
-use std::path::PathBuf;
+use crate::model_image::layer::{Compression, DigestCache};
+use crate::model_image::{self, BuiltImage, ImageError, ImageMeta};
+use crate::store::{Layout, Store, StoreError};
 
+mod home;
 pub mod push;
 
-/// Where mlambda keeps its state: `$MLAMBDA_HOME`, else `$XDG_DATA_HOME/mlambda`, else
-/// `~/.local/share/mlambda`.
-pub fn default_home() -> PathBuf {
-    let env = |key| {
-        std::env::var_os(key)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("MLAMBDA_HOME")
-        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("mlambda")))
-        .or_else(|| env("HOME").map(|h| h.join(".local/share/mlambda")))
-        .unwrap_or_else(|| PathBuf::from(".mlambda"))
-}
-
-pub struct Home {
-    pub dir: PathBuf,
-}
-
-impl Home {
-    pub fn new(dir: PathBuf) -> Home {
-        Home { dir }
-    }
-    pub fn catalog_path(&self) -> PathBuf {
-        self.dir.join("catalog.db")
-    }
-    pub fn store(&self) -> Result<Store, StoreError> {
-        Store::open(&self.dir.join("registry"))
-    }
-}
+pub use home::{Home, default_home};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -53,7 +25,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    Push(#[from] crate::registry::client::PushError),
+    Push(#[from] crate::remote::PushError),
     #[error("SOURCE_DATE_EPOCH='{0}' is not a number of seconds since 1970")]
     SourceDateEpoch(String),
 }
@@ -142,7 +114,7 @@ pub fn build_to_layout(
         compression: settings.compression,
     };
     let contract_bytes = contract::to_protobin(&spec.contract);
-    let built = image::build_image(
+    let built = model_image::build_image(
         &spec.payload,
         &contract_bytes,
         base,
@@ -164,15 +136,11 @@ pub struct Uploaded {
     pub base: String,
     pub base_digest: Option<String>,
     /// Where the image was pushed after the local build, when it was.
-    pub pushed: Option<crate::registry::client::Pushed>,
+    pub pushed: Option<crate::remote::Pushed>,
 }
 
 /// Runs after the local build and before the version is `Finished`: a push to a registry.
-pub type AfterBuild<'a> = dyn FnMut(
-        &Catalog,
-        u32,
-        &Uploaded,
-    ) -> Result<Option<crate::registry::client::Pushed>, PipelineError>
+pub type AfterBuild<'a> = dyn FnMut(&Catalog, u32, &Uploaded) -> Result<Option<crate::remote::Pushed>, PipelineError>
     + 'a;
 
 /// `mlambda upload` into a file-backed store: takes a version, builds, tags, records. A

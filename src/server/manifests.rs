@@ -3,9 +3,9 @@
 use super::blobs::check_digest;
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
-use crate::image::oci::{Index, MEDIA_INDEX};
-use crate::registry::store::manifests::{ManifestFacts, digest_like, manifest_facts};
-use crate::registry::store::{Layout, MANIFEST_LIMIT, Reference, is_tag};
+use crate::oci::{Index, MEDIA_INDEX};
+use crate::store::manifests::{ManifestFacts, digest_like, manifest_facts};
+use crate::store::{Layout, MANIFEST_LIMIT, Reference, is_tag};
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use futures_util::StreamExt;
@@ -266,7 +266,7 @@ pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult 
 
 pub(super) async fn referrers(state: &Shared, name: &str, digest: &str, call: Call) -> ApiResult {
     check_digest(digest)?;
-    let artifact_type = super::query_value(&call.query, "artifactType").map(str::to_string);
+    let artifact_type = crate::http::query_value(&call.query, "artifactType").map(str::to_string);
     // The spec forbids a 404 from the referrers API: a repository that does not exist
     // (yet) has no referrers, like any subject nothing refers to.
     let layout = state.store.existing_repository(name);

@@ -2,7 +2,8 @@
 //! exclusive `last`, and `Link: <…>; rel="next"` while more remain.
 
 use super::errors::{ApiError, ApiResult, Code};
-use super::{Call, Shared, blocking, query_value, respond};
+use super::{Call, Shared, blocking, respond};
+use crate::http::query_value;
 use axum::body::Body;
 use axum::http::StatusCode;
 

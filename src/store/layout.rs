@@ -5,8 +5,8 @@
 //! never leaves a half-written blob or index visible. In the local store, blobs live once in a
 //! shared pool and each repository holds hard links to them.
 
-use crate::digest::{HashingReader, HashingWriter, digest_of, parse_digest};
-use crate::image::oci::{ANNOTATION_REF_NAME, Descriptor, Index};
+use crate::oci::digest::{HashingReader, HashingWriter, digest_of, parse_digest};
+use crate::oci::{ANNOTATION_REF_NAME, Descriptor, Index};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -8,8 +8,8 @@
 //! there. The file is streamed, never read into memory.
 
 use super::{Answer, Fault, PushError, Registry, Watcher, error_detail};
-use crate::image::oci::Descriptor;
-use crate::registry::store::Layout;
+use crate::oci::Descriptor;
+use crate::store::Layout;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
@@ -52,7 +52,7 @@ pub(super) fn push_blob(
 ) -> Result<BlobOutcome, PushError> {
     let path = layout.blob_path(&blob.digest)?;
     let size = std::fs::metadata(&path)
-        .map_err(|_| crate::registry::store::StoreError::MissingBlob {
+        .map_err(|_| crate::store::StoreError::MissingBlob {
             digest: blob.digest.clone(),
             layout: layout.dir().to_path_buf(),
         })?
@@ -544,7 +544,7 @@ impl FileBody {
         progress: Watcher,
     ) -> Result<FileBody, PushError> {
         let io = |e: std::io::Error| {
-            PushError::Store(crate::registry::store::StoreError::Io {
+            PushError::Store(crate::store::StoreError::Io {
                 path: path.to_path_buf(),
                 action: "cannot read",
                 source: e,

@@ -5,7 +5,7 @@
 //! the upload completes. A session nobody finishes expires.
 
 use super::layout::{Layout, StoreError, io_err, write_atomically};
-use crate::digest::{Algorithm, digest_reader, parse_digest};
+use crate::oci::digest::{Algorithm, digest_reader, parse_digest};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;

@@ -1,10 +1,17 @@
 //! HTTP basic authentication against an htpasswd file of bcrypt entries (`htpasswd -Bbn`),
 //! as CNCF distribution reads it.
 
-use super::errors::{ApiError, Code};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+/// Why a request is not let in; each server answers it in its own error envelope, with
+/// [`CHALLENGE`] as `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unauthorized(pub &'static str);
+
+/// The `WWW-Authenticate` challenge of every refusal.
+pub const CHALLENGE: &str = "Basic realm=\"mlambda\"";
 
 #[derive(Debug, Default)]
 pub struct Htpasswd {
@@ -50,17 +57,12 @@ impl Htpasswd {
     }
 
     /// Whether an `Authorization` header names a user with the right password.
-    pub async fn check(self: &Arc<Self>, authorization: Option<&str>) -> Result<(), ApiError> {
-        let unauthorized = |message: &str| {
-            ApiError::new(Code::Unauthorized, message).header(
-                axum::http::header::WWW_AUTHENTICATE,
-                "Basic realm=\"mlambda\"",
-            )
-        };
+    pub async fn check(self: &Arc<Self>, authorization: Option<&str>) -> Result<(), Unauthorized> {
+        let unauthorized = Unauthorized;
         let Some(value) = authorization else {
             return Err(unauthorized("authentication required"));
         };
-        let key = crate::digest::sha256_of(value.as_bytes());
+        let key = crate::oci::digest::sha256_of(value.as_bytes());
         if self
             .verified
             .lock()
@@ -84,8 +86,7 @@ impl Htpasswd {
         };
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
-            .map_err(ApiError::from)?
-            .unwrap_or(false);
+            .is_ok_and(|verified| verified.unwrap_or(false));
         if !ok {
             return Err(unauthorized("invalid username or password"));
         }

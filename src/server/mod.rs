@@ -6,14 +6,14 @@
 //! hands over to one module per part of the API. Request bodies are streamed to disk while
 //! hashed and blobs are streamed out, so memory stays flat whatever the blob size.
 
-pub mod auth;
 mod blobs;
 pub mod errors;
 mod manifests;
 mod tags;
 mod uploads;
 
-use crate::registry::store::{Store, StoreError, check_repository};
+use crate::http::{self, CHALLENGE, Htpasswd, ListenError, percent_decode, query_pairs};
+use crate::store::{Store, StoreError, check_repository};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -42,19 +42,20 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot listen on {addr} (another server there? choose an address with --addr)")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("server: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(error: std::io::Error) -> ServeError {
+        ServeError::Listen(ListenError::Io(error))
+    }
 }
 
 /// What every request handler shares.
 pub(crate) struct AppState {
     store: Store,
-    auth: Option<Arc<auth::Htpasswd>>,
+    auth: Option<Arc<Htpasswd>>,
     anonymous_read: bool,
     /// Upload sessions with a digest computed as their bytes arrived.
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<uploads::Progress>>>>,
@@ -65,35 +66,23 @@ type Shared = Arc<AppState>;
 /// Runs the registry until SIGINT or SIGTERM; `ready` is told the address it listens on.
 pub async fn serve(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let store = Store::open(&config.root)?;
-    let auth = load_htpasswd(config.htpasswd.as_deref())?;
+    let auth = http::load_htpasswd(config.htpasswd.as_deref())?;
     let app = router(store, auth, config.anonymous_read)?;
-    let listener = bind(config.addr, config.tls.as_ref()).await?;
+    let listener = http::bind(config.addr, config.tls.as_ref()).await?;
     ready(listener.local_addr()?);
-    listener.run(app).await
-}
-
-/// The credentials of `--htpasswd`, when given.
-pub fn load_htpasswd(
-    path: Option<&std::path::Path>,
-) -> Result<Option<Arc<auth::Htpasswd>>, ServeError> {
-    path.map(|path| {
-        auth::Htpasswd::load(path)
-            .map(Arc::new)
-            .map_err(ServeError::Config)
-    })
-    .transpose()
+    Ok(listener.run(app).await?)
 }
 
 /// The distribution API over `store` as a router with a fallback for every path, so that a
 /// server with more to offer (the manager) can put its own routes in front.
 pub fn router(
     store: Store,
-    auth: Option<Arc<auth::Htpasswd>>,
+    auth: Option<Arc<Htpasswd>>,
     anonymous_read: bool,
 ) -> Result<axum::Router, ServeError> {
     let (expired, _) = store
         .uploads()
-        .expire(crate::registry::store::uploads::UPLOAD_MAX_AGE, false)?;
+        .expire(crate::store::uploads::UPLOAD_MAX_AGE, false)?;
     if expired > 0 {
         tracing::info!("removed {expired} expired upload(s)");
     }
@@ -107,153 +96,17 @@ pub fn router(
     Ok(axum::Router::new().fallback(handle).with_state(state))
 }
 
-/// A bound socket, with TLS when asked, ready to serve a router.
-pub struct Listener {
-    tcp: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-/// Binds `addr`; `tls` is the PEM certificate chain and key.
-pub async fn bind(
-    addr: SocketAddr,
-    tls: Option<&(PathBuf, PathBuf)>,
-) -> Result<Listener, ServeError> {
-    let tls = tls.map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
-    let tcp = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    Ok(Listener { tcp, tls })
-}
-
-impl Listener {
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-
-    /// Serves until SIGINT or SIGTERM.
-    pub async fn run(self, app: axum::Router) -> Result<(), ServeError> {
-        self.run_until(app, shutdown_signal()).await
-    }
-
-    /// Serves until `shutdown` completes, then lets open requests finish.
-    pub async fn run_until(
-        self,
-        app: axum::Router,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        match self.tls {
-            None => axum::serve(self.tcp, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ServeError::Io),
-            Some(acceptor) => serve_tls(self.tcp, acceptor, app, shutdown).await,
-        }
-    }
-}
-
 async fn expire_uploads_hourly(store: Store) {
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         let uploads = store.uploads();
         let result = tokio::task::spawn_blocking(move || {
-            uploads.expire(crate::registry::store::uploads::UPLOAD_MAX_AGE, false)
+            uploads.expire(crate::store::uploads::UPLOAD_MAX_AGE, false)
         })
         .await;
         if let Ok(Err(e)) = result {
             tracing::warn!("cannot expire old uploads: {e}");
         }
-    }
-}
-
-/// SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-}
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            ServeError::Config(format!("{}: cannot read certificates: {e}", cert.display()))
-        })?;
-    if certs.is_empty() {
-        return Err(ServeError::Config(format!(
-            "{}: holds no certificate",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ServeError::Config(format!("{}: cannot read the key: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| ServeError::Config(format!("TLS: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ServeError> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::info!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("connection with {peer}: {e}");
-            }
-        });
     }
 }
 
@@ -302,44 +155,6 @@ fn route(path: &str) -> Option<Route> {
     Some(routed)
 }
 
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The query's parameters in order (a key may repeat, as `tag` does).
-pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_decode(&s.replace('+', " "));
-            Some((decode(key)?, decode(value)?))
-        })
-        .collect()
-}
-
-pub(crate) fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 /// A request as the handlers see it.
 pub(crate) struct Call {
     pub method: Method,
@@ -383,7 +198,10 @@ async fn dispatch(state: &Shared, request: Request) -> ApiResult {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if !(reading && state.anonymous_read && authorization.is_none()) {
-            auth.check(authorization).await?;
+            auth.check(authorization).await.map_err(|refused| {
+                ApiError::new(Code::Unauthorized, refused.0)
+                    .header(header::WWW_AUTHENTICATE, CHALLENGE)
+            })?;
         }
     }
     let route = route(parts.uri.path()).ok_or_else(|| {
@@ -525,13 +343,5 @@ mod tests {
         assert_eq!(r("/v2/manifests/x"), None);
         assert_eq!(r("/v3/a/manifests/x"), None);
         assert_eq!(r("/v2/a/%zz/tags/list"), None);
-    }
-
-    #[test]
-    fn query_pairs_keep_repeats_and_decode() {
-        let pairs = query_pairs(Some("tag=a&tag=b&last=x%2Fy&n=2"));
-        assert_eq!(pairs.len(), 4);
-        assert_eq!(query_value(&pairs, "tag"), Some("a"));
-        assert_eq!(query_value(&pairs, "last"), Some("x/y"));
     }
 }

@@ -17,8 +17,8 @@ mod pull;
 pub mod retry;
 mod upload;
 
-use crate::image::oci::Manifest;
-use crate::registry::store::{Layout, StoreError};
+use crate::oci::Manifest;
+use crate::store::{Layout, StoreError};
 use auth::{Auth, Credential};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
@@ -150,7 +150,7 @@ impl Target {
         };
         let prefix = url.path().trim_matches('/').to_string();
         if !prefix.is_empty() {
-            crate::registry::store::check_repository(&prefix).map_err(|why| bad(&why))?;
+            crate::store::check_repository(&prefix).map_err(|why| bad(&why))?;
         }
         let mut base = url.clone();
         base.set_path("/");
@@ -659,7 +659,7 @@ pub fn push_image(
         manifest
             .media_type
             .as_deref()
-            .unwrap_or(crate::image::oci::MEDIA_MANIFEST),
+            .unwrap_or(crate::oci::MEDIA_MANIFEST),
         request.manifest_digest,
         progress,
     )?;

@@ -2,10 +2,10 @@
 //! compressed for the blob digest) in the same pass that stores them. An uncompressed layer is
 //! hashed once: its diff_id is its blob digest.
 
-use super::oci::{Descriptor, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};
-use crate::digest::{Algorithm, Hasher};
 use crate::model::payload::{EntryKind, Payload, PayloadEntry};
-use crate::registry::store::{BlobWriter, Layout, StoreError};
+use crate::oci::digest::{Algorithm, Hasher};
+use crate::oci::{Descriptor, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD};
+use crate::store::{BlobWriter, Layout, StoreError};
 use flate2::write::GzEncoder;
 use std::fs::File;
 use std::io::{self, Read, Write};

@@ -102,8 +102,8 @@ impl ApiError {
     }
 }
 
-impl From<crate::registry::store::StoreError> for ApiError {
-    fn from(error: crate::registry::store::StoreError) -> ApiError {
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> ApiError {
         ApiError::internal(error)
     }
 }

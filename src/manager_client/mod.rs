@@ -1,10 +1,12 @@
 //! `mlambda upload --host H --port P`: the folder goes to a manager (`mlambda serve`) as a
 //! tar.gz packed while it is sent, then the build log is followed until the build ends.
 
-use super::pack::{archive_entries, pack};
+mod pack;
+
 use crate::model::spec::ModelSpec;
-use crate::registry::client::auth::{Credential, find_credential};
-use crate::registry::client::{ConnectOptions, is_loopback, tls_config};
+use crate::remote::auth::{Credential, find_credential};
+use crate::remote::{ConnectOptions, is_loopback, tls_config};
+use pack::{PackError, archive_entries, pack};
 use reqwest::blocking::{Client, RequestBuilder, multipart};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -20,8 +22,8 @@ pub enum ClientError {
     /// The server's own words (`{"error": ...}`) with the status.
     #[error("the manager refused the upload (HTTP {status}): {message}")]
     Refused { status: u16, message: String },
-    #[error("cannot pack {path}: {message}")]
-    Pack { path: String, message: String },
+    #[error(transparent)]
+    Pack(#[from] PackError),
     #[error("the build log of {0} ended before the build did, and could not be resumed")]
     LogLost(String),
 }
@@ -30,20 +32,20 @@ pub enum ClientError {
 pub const DEFAULT_PORT: u16 = 8080;
 
 /// A manager's address and how to talk to it.
-pub struct Manager {
+pub struct ManagerClient {
     base: Url,
     http: Client,
     credential: Option<(String, String)>,
 }
 
-impl Manager {
+impl ManagerClient {
     /// `host` is a name or address, or a URL `http(s)://host[:port]`; `port` applies when the
     /// host does not give one. Plain HTTP is for loopback hosts unless `insecure`.
     pub fn connect(
         host: &str,
         port: Option<u16>,
         options: &ConnectOptions,
-    ) -> Result<Manager, ClientError> {
+    ) -> Result<ManagerClient, ClientError> {
         let config = |m: String| ClientError::Config(m);
         let text = if host.contains("://") {
             host.to_string()
@@ -90,7 +92,7 @@ impl Manager {
             .timeout(None::<Duration>)
             .build()
             .map_err(|e| config(format!("cannot set up HTTP: {e}")))?;
-        Ok(Manager {
+        Ok(ManagerClient {
             base,
             http,
             credential,
@@ -134,9 +136,11 @@ impl Manager {
     /// Sends the folder and its metadata; the answer is the accepted version (`Pending`).
     pub fn upload(&self, spec: &ModelSpec, metadata: &Value) -> Result<Value, ClientError> {
         self.check()?;
-        let (reader, mut writer) = std::io::pipe().map_err(|e| ClientError::Pack {
-            path: spec.dir.display().to_string(),
-            message: e.to_string(),
+        let (reader, mut writer) = std::io::pipe().map_err(|e| {
+            ClientError::Pack(PackError {
+                path: spec.dir.display().to_string(),
+                message: e.to_string(),
+            })
         })?;
         let files = archive_entries(spec)?;
         let packer = std::thread::spawn(move || {
@@ -166,10 +170,10 @@ impl Manager {
             .join()
             .unwrap_or_else(|_| Err("the packing thread failed".into()));
         if let Err(message) = packed {
-            return Err(ClientError::Pack {
+            return Err(ClientError::Pack(PackError {
                 path: spec.dir.display().to_string(),
                 message,
-            });
+            }));
         }
         let response = sent.map_err(|e| {
             if e.is_body() {
@@ -334,7 +338,7 @@ mod tests {
     use super::*;
 
     fn url_of(host: &str, port: Option<u16>) -> String {
-        Manager::connect(host, port, &ConnectOptions::default())
+        ManagerClient::connect(host, port, &ConnectOptions::default())
             .map(|m| m.url().to_string())
             .unwrap_or_else(|e| e.to_string())
     }

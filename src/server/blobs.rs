@@ -8,7 +8,7 @@
 
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
-use crate::digest::parse_digest;
+use crate::oci::digest::parse_digest;
 use axum::body::{Body, Bytes};
 use axum::http::{Method, StatusCode, header};
 use std::sync::Arc;

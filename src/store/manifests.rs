@@ -6,8 +6,8 @@
 //! readers and the garbage collector see it too.
 
 use super::layout::{Layout, StoreError};
-use crate::digest::{digest_of, parse_digest};
-use crate::image::oci::{ANNOTATION_REF_NAME, Descriptor};
+use crate::oci::digest::{digest_of, parse_digest};
+use crate::oci::{ANNOTATION_REF_NAME, Descriptor};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The largest manifest the store reads or accepts.
@@ -205,7 +205,7 @@ impl Layout {
             None => match manifest_facts(&bytes) {
                 Ok(facts) => facts
                     .media_type
-                    .unwrap_or_else(|| crate::image::oci::MEDIA_MANIFEST.into()),
+                    .unwrap_or_else(|| crate::oci::MEDIA_MANIFEST.into()),
                 Err(_) => return Ok(None),
             },
         };
@@ -306,14 +306,14 @@ impl Layout {
 pub fn digest_like(like: Option<&str>, bytes: &[u8]) -> String {
     let algorithm = like
         .and_then(|d| parse_digest(d).ok())
-        .map_or(crate::digest::Algorithm::Sha256, |(a, _)| a);
+        .map_or(crate::oci::digest::Algorithm::Sha256, |(a, _)| a);
     digest_of(algorithm, bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::store::Store;
+    use crate::store::Store;
 
     fn image(config: &str, subject: Option<&str>) -> Vec<u8> {
         let subject = subject
@@ -333,7 +333,7 @@ mod tests {
         let (config, _) = repo.put_blob(b"{}").unwrap();
         let first = image(&config, None);
         let first_digest = digest_like(None, &first);
-        let media = crate::image::oci::MEDIA_MANIFEST;
+        let media = crate::oci::MEDIA_MANIFEST;
         repo.put_manifest(&first, &first_digest, media, &["a", "b"])
             .unwrap();
         let referrer = image(&config, Some(&first_digest));

@@ -7,9 +7,10 @@
 
 use super::blobs::check_digest;
 use super::errors::{ApiError, ApiResult, Code};
-use super::{Call, Shared, blocking, query_value, respond};
-use crate::digest::{Algorithm, Hasher};
-use crate::registry::store::uploads::FinishError;
+use super::{Call, Shared, blocking, respond};
+use crate::http::query_value;
+use crate::oci::digest::{Algorithm, Hasher};
+use crate::store::uploads::FinishError;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::StreamExt;

@@ -3,9 +3,9 @@
 //! is committed. Same authentication, TLS and retries as a push.
 
 use super::{Fault, PushError, PushProgress, Registry, error_detail};
-use crate::digest::HashingReader;
-use crate::image::oci;
-use crate::registry::store::Layout;
+use crate::oci;
+use crate::oci::digest::HashingReader;
+use crate::store::Layout;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use std::io::{self, Read};
@@ -87,7 +87,7 @@ impl Registry {
                     super::upload::MANIFEST_LIMIT
                 ))));
             }
-            let digest = crate::digest::sha256_of(&bytes);
+            let digest = crate::oci::digest::sha256_of(&bytes);
             for expected in [served_digest.as_deref(), Some(reference)]
                 .into_iter()
                 .flatten()

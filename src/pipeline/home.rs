@@ -1,0 +1,34 @@
+//! The home: the folder that holds one installation's catalogue and local store.
+
+use crate::store::{Store, StoreError};
+use std::path::PathBuf;
+
+/// Where mlambda keeps its state: `$MLAMBDA_HOME`, else `$XDG_DATA_HOME/mlambda`, else
+/// `~/.local/share/mlambda`.
+pub fn default_home() -> PathBuf {
+    let env = |key| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("MLAMBDA_HOME")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("mlambda")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/mlambda")))
+        .unwrap_or_else(|| PathBuf::from(".mlambda"))
+}
+
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    pub fn new(dir: PathBuf) -> Home {
+        Home { dir }
+    }
+    pub fn catalog_path(&self) -> PathBuf {
+        self.dir.join("catalog.db")
+    }
+    pub fn store(&self) -> Result<Store, StoreError> {
+        Store::open(&self.dir.join("registry"))
+    }
+}
