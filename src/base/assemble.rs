@@ -100,7 +100,7 @@ pub fn build_runtime(
     }
     let config = json!({
         "created": created_text,
-        "architecture": oci_architecture(),
+        "architecture": crate::oci::host_architecture(),
         "os": "linux",
         "config": runtime_config,
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
@@ -238,18 +238,4 @@ fn find_deb(dir: &Path, package: &str) -> Result<PathBuf, AssembleError> {
         .collect();
     found.sort();
     found.pop().ok_or_else(missing)
-}
-
-/// The OCI name of this machine's architecture (the packages apt downloads are for it).
-pub fn oci_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
 }

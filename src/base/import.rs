@@ -6,7 +6,8 @@
 use super::{RUNTIME_TAG, runtime_repository};
 use crate::oci::digest::HashingReader;
 use crate::oci::{self, Descriptor, Index, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
-use crate::remote::{ConnectOptions, PushError, Quiet, Registry, Target};
+use crate::oci::{Location, RegistryReference, WantedPlatform};
+use crate::remote::{ConnectOptions, Quiet, Registry, RemoteError, Target};
 use crate::store::{Layout, Store, StoreError};
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,265 +16,12 @@ use std::path::{Path, PathBuf};
 
 const MAX_JSON: u64 = 4 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImportSource {
-    /// `oci:DIR[:TAG]`
-    Layout { dir: PathBuf, tag: Option<String> },
-    /// A tar file: `docker save` output or an OCI archive; `FILE[:TAG]`.
-    Archive { file: PathBuf, tag: Option<String> },
-    /// `[docker://]host[:port]/repository[:tag|@digest]`, checked when imported.
-    Registry(String),
-}
-
-impl ImportSource {
-    /// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:TAG]`, a plain path
-    /// to an archive, or a registry reference: `docker://…` always; otherwise a path that
-    /// exists is a file, and `host[:port]/repository[:tag|@digest]` whose first component has
-    /// a dot or a colon or is `localhost` is a registry.
-    pub fn parse(text: &str) -> ImportSource {
-        if let Some(rest) = text.strip_prefix("docker://") {
-            return ImportSource::Registry(rest.to_string());
-        }
-        let split = |rest: &str| {
-            let (path, tag) = super::split_layout_reference(rest);
-            (PathBuf::from(path), tag.map(str::to_string))
-        };
-        if let Some(rest) = text.strip_prefix("oci:") {
-            let (dir, tag) = split(rest);
-            return ImportSource::Layout { dir, tag };
-        }
-        let rest = text
-            .strip_prefix("oci-archive:")
-            .or_else(|| text.strip_prefix("docker-archive:"))
-            .unwrap_or(text);
-        if Path::new(rest).is_dir() {
-            return ImportSource::Layout {
-                dir: rest.into(),
-                tag: None,
-            };
-        }
-        if Path::new(rest).exists() {
-            return ImportSource::Archive {
-                file: rest.into(),
-                tag: None,
-            };
-        }
-        let (file, tag) = split(rest);
-        if rest == text && !file.exists() && looks_like_registry(text) {
-            return ImportSource::Registry(text.to_string());
-        }
-        ImportSource::Archive { file, tag }
-    }
-
-    /// How the source is recorded: absolute paths, the registry reference as given.
-    fn describe(&self) -> String {
-        let absolute = |p: &Path| {
-            std::path::absolute(p)
-                .unwrap_or_else(|_| p.to_path_buf())
-                .display()
-                .to_string()
-        };
-        let tag = |t: &Option<String>| t.as_ref().map(|t| format!(":{t}")).unwrap_or_default();
-        match self {
-            ImportSource::Layout { dir, tag: t } => format!("oci:{}{}", absolute(dir), tag(t)),
-            ImportSource::Archive { file, tag: t } => format!("{}{}", absolute(file), tag(t)),
-            ImportSource::Registry(reference) => reference.clone(),
-        }
-    }
-}
-
-fn looks_like_registry(text: &str) -> bool {
-    let Some((first, rest)) = text.split_once('/') else {
-        return false;
-    };
-    !rest.is_empty()
-        && !first.is_empty()
-        && first != "."
-        && first != ".."
-        && (first.contains('.') || first.contains(':') || first == "localhost")
-}
-
-/// `[http(s)://]host[:port]/repository[:tag|@digest]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryReference {
-    /// Given explicitly with `http://` or `https://`.
-    pub scheme: Option<String>,
-    pub authority: String,
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
-}
-
-impl RegistryReference {
-    pub fn parse(text: &str) -> Result<RegistryReference, String> {
-        let (scheme, rest) = match text.split_once("://") {
-            Some((scheme @ ("http" | "https"), rest)) => (Some(scheme.to_string()), rest),
-            Some((other, _)) => return Err(format!("unknown scheme '{other}://'")),
-            None => (None, text),
-        };
-        let (authority, path) = rest
-            .split_once('/')
-            .filter(|(a, p)| !a.is_empty() && !p.is_empty())
-            .ok_or("expected host[:port]/repository[:tag|@digest]")?;
-        let (path, digest) = match path.split_once('@') {
-            Some((path, digest)) => {
-                let hex = digest
-                    .strip_prefix("sha256:")
-                    .ok_or(format!("'{digest}' is not a sha256 digest"))?;
-                if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                    return Err(format!("'{digest}' is not a sha256 digest"));
-                }
-                (path, Some(digest.to_string()))
-            }
-            None => (path, None),
-        };
-        let (repository, tag) = match path.rsplit_once(':') {
-            Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag.to_string())),
-            _ => (path, None),
-        };
-        if let Some(tag) = &tag {
-            let ok = !tag.is_empty()
-                && tag.len() <= 128
-                && !tag.starts_with(['.', '-'])
-                && tag
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-            if !ok {
-                return Err(format!("'{tag}' is not a valid tag"));
-            }
-        }
-        crate::store::check_repository(repository)?;
-        Ok(RegistryReference {
-            scheme,
-            authority: authority.to_string(),
-            repository: repository.to_string(),
-            tag,
-            digest,
-        })
-    }
-
-    /// What to ask the registry for: the digest when given, else the tag (`latest` by default).
-    pub fn reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
-    }
-
-    /// The registry's URL: https unless given, or a loopback host or `--insecure` without
-    /// `--ca-cert` (plain HTTP, as a local test registry is).
-    fn target(&self, options: &ConnectOptions) -> Result<Target, PushError> {
-        let scheme = match &self.scheme {
-            Some(scheme) => scheme.as_str(),
-            None => {
-                let host = self
-                    .authority
-                    .rsplit_once(':')
-                    .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-                    .map_or(self.authority.as_str(), |(host, _)| host);
-                let loopback = host == "localhost"
-                    || host
-                        .trim_matches(['[', ']'])
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
-                if (loopback || options.insecure) && options.ca_cert.is_none() {
-                    "http"
-                } else {
-                    "https"
-                }
-            }
-        };
-        Target::parse(&format!("{scheme}://{}", self.authority), options.insecure)
-    }
-}
-
 /// How an import goes: the platform an index is resolved to, how to reach a registry.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
     /// `os/architecture[/variant]`; `linux/<this machine's architecture>` by default.
     pub platform: Option<String>,
     pub connect: ConnectOptions,
-}
-
-/// The platform wanted from an image index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Wanted {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-}
-
-impl Wanted {
-    fn from_options(options: &ImportOptions) -> Result<Wanted, ImportError> {
-        let Some(text) = &options.platform else {
-            return Ok(Wanted {
-                os: "linux".into(),
-                architecture: super::assemble::oci_architecture().into(),
-                variant: None,
-            });
-        };
-        let parts: Vec<&str> = text.split('/').collect();
-        match parts.as_slice() {
-            [os, architecture, rest @ ..]
-                if rest.len() <= 1 && !os.is_empty() && !architecture.is_empty() =>
-            {
-                Ok(Wanted {
-                    os: os.to_string(),
-                    architecture: architecture.to_string(),
-                    variant: rest.first().map(|v| v.to_string()),
-                })
-            }
-            _ => Err(ImportError::Invalid {
-                source_name: format!("--platform {text}"),
-                problem: "expected OS/ARCHITECTURE[/VARIANT], e.g. linux/arm64".into(),
-            }),
-        }
-    }
-
-    fn matches(&self, platform: &oci::Platform) -> bool {
-        platform.os == self.os
-            && platform.architecture == self.architecture
-            && (self.variant.is_none() || platform.variant == self.variant)
-    }
-}
-
-impl std::fmt::Display for Wanted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(variant) = &self.variant {
-            write!(f, "/{variant}")?;
-        }
-        Ok(())
-    }
-}
-
-/// The image of `index` for `wanted`, or an error listing the platforms it has.
-fn pick_platform(index: &Index, wanted: &Wanted) -> Result<Descriptor, String> {
-    index
-        .manifests
-        .iter()
-        .find(|m| m.platform.as_ref().is_some_and(|p| wanted.matches(p)))
-        .cloned()
-        .ok_or_else(|| {
-            let platforms: Vec<String> = index
-                .manifests
-                .iter()
-                .filter_map(|m| {
-                    m.platform.as_ref().map(|p| {
-                        let mut text = format!("{}/{}", p.os, p.architecture);
-                        if let Some(v) = &p.variant {
-                            text.push('/');
-                            text.push_str(v);
-                        }
-                        text
-                    })
-                })
-                .collect();
-            format!(
-                "the image index has no {wanted} image (it has: {}); choose one with --platform",
-                platforms.join(", ")
-            )
-        })
 }
 
 /// Where an imported runtime came from.
@@ -333,7 +81,7 @@ pub enum ImportError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Remote(#[from] PushError),
+    Remote(#[from] RemoteError),
 }
 
 /// Imports `source` as runtime `name` (repository `base/<name>`, tagged `latest`); returns the
@@ -341,14 +89,20 @@ pub enum ImportError {
 pub fn import_base(
     store: &Store,
     name: &str,
-    source: &ImportSource,
+    source: &Location,
     options: &ImportOptions,
 ) -> Result<Imported, ImportError> {
-    let wanted = Wanted::from_options(options)?;
+    let wanted = match &options.platform {
+        None => WantedPlatform::host(),
+        Some(text) => WantedPlatform::parse(text).map_err(|problem| ImportError::Invalid {
+            source_name: format!("--platform {text}"),
+            problem,
+        })?,
+    };
     let target = store.repository(&runtime_repository(name))?;
     let mut pinned = None;
     let manifest = match source {
-        ImportSource::Registry(text) => {
+        Location::Registry(text) => {
             let reference =
                 RegistryReference::parse(text).map_err(|problem| ImportError::Invalid {
                     source_name: text.clone(),
@@ -361,7 +115,7 @@ pub fn import_base(
             ));
             manifest
         }
-        ImportSource::Layout { dir, tag } => {
+        Location::Layout { dir, tag } => {
             let layout = Layout::open(dir)?;
             let blobs = LayoutBlobs(&layout);
             let chosen = choose_from_index(
@@ -373,7 +127,7 @@ pub fn import_base(
             )?;
             copy_image(&blobs, &chosen, &target)?
         }
-        ImportSource::Archive { file, tag } => {
+        Location::Archive { file, tag, .. } => {
             let archive = ArchiveBlobs::open(file)?;
             if archive.has("oci-layout") && archive.has("index.json") {
                 let index: Index = archive.json("index.json")?;
@@ -385,6 +139,12 @@ pub fn import_base(
             } else {
                 return Err(archive.invalid("is neither an OCI archive (oci-layout, index.json) nor a docker-archive (manifest.json)"));
             }
+        }
+        Location::Scratch | Location::Store(_) => {
+            return Err(ImportError::Invalid {
+                source_name: source.describe(),
+                problem: "is not an image to import: expected oci:DIR[:TAG], an archive FILE[:TAG] or a registry reference".into(),
+            });
         }
     };
     target.set_tag(RUNTIME_TAG, manifest.clone())?;
@@ -406,11 +166,14 @@ pub fn import_base(
 /// the digest the reference itself resolved to.
 fn import_from_registry(
     reference: &RegistryReference,
-    wanted: &Wanted,
+    wanted: &WantedPlatform,
     options: &ImportOptions,
     target: &Layout,
 ) -> Result<(Descriptor, String), ImportError> {
-    let registry = Registry::connect(&reference.target(&options.connect)?, &options.connect)?;
+    let registry = Registry::connect(
+        &Target::for_reference(reference, &options.connect)?,
+        &options.connect,
+    )?;
     let repository = &reference.repository;
     let source_name = format!("{}/{repository}", reference.authority);
     let invalid = |problem: String| ImportError::Invalid {
@@ -424,7 +187,7 @@ fn import_from_registry(
         if oci::is_index_media_type(&fetched.media_type) {
             let index: Index = serde_json::from_slice(&fetched.bytes)
                 .map_err(|e| invalid(format!("index {}: {e}", fetched.digest)))?;
-            let chosen = pick_platform(&index, wanted).map_err(&invalid)?;
+            let chosen = wanted.pick(&index).map_err(&invalid)?;
             platform = chosen.platform.clone();
             fetched = registry.get_manifest(repository, &chosen.digest, &Quiet)?;
             continue;
@@ -598,7 +361,7 @@ fn choose_from_index(
     index: &Index,
     tag: Option<&str>,
     source: &str,
-    wanted: &Wanted,
+    wanted: &WantedPlatform,
 ) -> Result<Descriptor, ImportError> {
     let invalid = |problem: String| ImportError::Invalid {
         source_name: source.to_string(),
@@ -638,7 +401,7 @@ fn choose_from_index(
             return Ok(chosen);
         }
         let nested: Index = blobs.read_json_dyn(&chosen.digest)?;
-        chosen = pick_platform(&nested, wanted).map_err(&invalid)?;
+        chosen = wanted.pick(&nested).map_err(&invalid)?;
     }
     Err(invalid("image indexes nest too deeply".into()))
 }
@@ -796,65 +559,4 @@ fn sniff_layer_media_type(layout: &Layout, digest: &str) -> Result<&'static str,
         [0x28, 0xb5, 0x2f, 0xfd] => oci::MEDIA_LAYER_ZSTD,
         _ => oci::MEDIA_LAYER_TAR,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_references_are_told_from_paths() {
-        for registry in [
-            "docker://busybox/x",
-            "127.0.0.1:5000/runtimes/busybox:1",
-            "registry.example.com/ml/tf:2.14",
-            "localhost/x@sha256:0000000000000000000000000000000000000000000000000000000000000000",
-        ] {
-            assert!(
-                matches!(ImportSource::parse(registry), ImportSource::Registry(_)),
-                "{registry}"
-            );
-        }
-        for path in [
-            "/no/such/file.tar",
-            "base.tar:v1",
-            "./x.y/base.tar",
-            "dir/base.tar",
-        ] {
-            assert!(
-                matches!(ImportSource::parse(path), ImportSource::Archive { .. }),
-                "{path}"
-            );
-        }
-        let r = RegistryReference::parse("127.0.0.1:5000/runtimes/busybox:1").unwrap();
-        assert_eq!(
-            (r.authority.as_str(), r.repository.as_str(), r.reference()),
-            ("127.0.0.1:5000", "runtimes/busybox", "1")
-        );
-        let r = RegistryReference::parse("r.example.com/a/b").unwrap();
-        assert_eq!(r.reference(), "latest");
-        let d = format!("sha256:{}", "ab".repeat(32));
-        let r = RegistryReference::parse(&format!("r.example.com:443/a@{d}")).unwrap();
-        assert_eq!(r.reference(), d);
-        assert!(RegistryReference::parse("r.example.com/a@sha256:12").is_err());
-        assert!(RegistryReference::parse("r.example.com/A").is_err());
-        assert!(RegistryReference::parse("r.example.com/").is_err());
-        assert!(RegistryReference::parse("ftp://r.example.com/a").is_err());
-    }
-
-    #[test]
-    fn platforms() {
-        let wanted = |p: &str| {
-            Wanted::from_options(&ImportOptions {
-                platform: Some(p.into()),
-                ..Default::default()
-            })
-        };
-        assert_eq!(
-            wanted("linux/arm64/v8").unwrap().to_string(),
-            "linux/arm64/v8"
-        );
-        assert!(wanted("arm64").is_err());
-        assert!(wanted("linux/arm/v7/x").is_err());
-    }
 }

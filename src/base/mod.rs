@@ -7,22 +7,35 @@ mod import;
 mod runtimes;
 
 pub use assemble::{AssembleError, build_runtime};
-pub use import::{
-    ImportError, ImportOptions, ImportSource, Imported, Origin, RegistryReference, import_base,
-    read_origin,
-};
+pub use import::{ImportError, ImportOptions, Imported, Origin, import_base, read_origin};
 pub use runtimes::{RUNTIME_FILES, Runtime, catalogue, glob_match, runtime, runtime_for};
 
-use crate::oci::{self, Descriptor, Index, Manifest};
+use crate::oci::{self, Descriptor, Index, Location, Manifest};
 use crate::store::{Layout, Store, StoreError};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// The store repository a runtime's base image is kept in (model names never contain '/').
-pub fn runtime_repository(runtime: &str) -> String {
+fn runtime_repository(runtime: &str) -> String {
     format!("base/{runtime}")
 }
-pub const RUNTIME_TAG: &str = "latest";
+const RUNTIME_TAG: &str = "latest";
+
+/// Where runtime `name` is kept in the store, as `oci:DIR:TAG` (there or not yet).
+pub fn runtime_image(store: &Store, name: &str) -> String {
+    format!(
+        "oci:{}:{RUNTIME_TAG}",
+        store.root().join(runtime_repository(name)).display()
+    )
+}
+
+/// The manifest runtime `name` has in the store, when it is there.
+pub fn installed_runtime(store: &Store, name: &str) -> Option<Descriptor> {
+    store
+        .existing_repository(&runtime_repository(name))?
+        .resolve(Some(RUNTIME_TAG))
+        .ok()
+}
 
 const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;
 
@@ -55,32 +68,20 @@ pub enum BaseError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BaseChoice {
     Scratch,
-    Layout { dir: PathBuf, tag: Option<String> },
+    Layout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
+    /// A runtime already in the local store, by name.
+    Runtime(String),
 }
 
+/// `--base`: `scratch` or an OCI layout (`oci:DIR[:TAG]`, or a layout's folder).
 pub fn parse_base(arg: &str) -> Result<BaseChoice, BaseError> {
-    if arg == "scratch" {
-        return Ok(BaseChoice::Scratch);
-    }
-    let rest = arg
-        .strip_prefix("oci:")
-        .ok_or_else(|| BaseError::Syntax(arg.to_string()))?;
-    let (dir, tag) = split_layout_reference(rest);
-    if dir.is_empty() {
-        return Err(BaseError::Syntax(arg.to_string()));
-    }
-    Ok(BaseChoice::Layout {
-        dir: PathBuf::from(dir),
-        tag: tag.map(str::to_string),
-    })
-}
-
-/// `DIR[:TAG]`, where DIR may itself hold ':' (the tag is what follows the last ':' when it
-/// has no '/').
-pub fn split_layout_reference(text: &str) -> (&str, Option<&str>) {
-    match text.rsplit_once(':') {
-        Some((dir, tag)) if !tag.contains('/') && !tag.is_empty() => (dir, Some(tag)),
-        _ => (text, None),
+    match Location::parse(arg) {
+        Ok(Location::Scratch) => Ok(BaseChoice::Scratch),
+        Ok(Location::Layout { dir, tag }) => Ok(BaseChoice::Layout { dir, tag }),
+        _ => Err(BaseError::Syntax(arg.to_string())),
     }
 }
 
@@ -94,9 +95,16 @@ pub fn scratch() -> BaseImage {
     }
 }
 
-pub fn open(choice: &BaseChoice) -> Result<BaseImage, BaseError> {
+pub fn open(store: &Store, choice: &BaseChoice) -> Result<BaseImage, BaseError> {
     match choice {
         BaseChoice::Scratch => Ok(scratch()),
+        BaseChoice::Runtime(name) => match store.existing_repository(&runtime_repository(name)) {
+            Some(layout) => from_layout(layout, format!("runtime {name}"), Some(RUNTIME_TAG)),
+            None => Err(BaseError::Invalid {
+                reference: format!("runtime {name}"),
+                problem: "is not in the local store".into(),
+            }),
+        },
         BaseChoice::Layout { dir, tag } => {
             let reference = match tag {
                 Some(tag) => format!("oci:{}:{tag}", dir.display()),
@@ -273,7 +281,7 @@ pub fn for_model_type(
 
 /// Runtime names become a repository path component.
 pub fn check_runtime_name(name: &str) -> Result<(), BaseError> {
-    crate::store::check_repository(name)
+    crate::oci::check_repository(name)
         .ok()
         .filter(|()| !name.contains('/'))
         .ok_or_else(|| BaseError::Invalid {

@@ -3,9 +3,10 @@
 use super::output::{print_json, print_table};
 use super::push::RemoteArgs;
 use crate::base::{
-    self, ImportOptions, ImportSource, RUNTIME_TAG, build_runtime, catalogue, import_base,
-    read_origin, runtime_repository,
+    self, ImportOptions, build_runtime, catalogue, import_base, installed_runtime, read_origin,
+    runtime_image,
 };
+use crate::oci::Location;
 use crate::pipeline::{Home, source_date_epoch};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -56,10 +57,7 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
             let rows: Vec<(base::Runtime, Option<String>, Option<base::Origin>)> = catalogue()
                 .into_iter()
                 .map(|runtime| {
-                    let digest = store
-                        .existing_repository(&runtime_repository(&runtime.name))
-                        .and_then(|layout| layout.resolve(Some(RUNTIME_TAG)).ok())
-                        .map(|d| d.digest);
+                    let digest = installed_runtime(&store, &runtime.name).map(|d| d.digest);
                     // The record describes the image only while it is still the one tagged.
                     let origin = read_origin(&store, &runtime.name)
                         .filter(|o| Some(&o.digest) == digest.as_ref());
@@ -107,17 +105,17 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => {
             base::check_runtime_name(&name)?;
-            let parsed = ImportSource::parse(&source);
+            let parsed = Location::parse(&source).map_err(anyhow::Error::msg)?;
             let options = ImportOptions {
                 platform,
-                connect: if matches!(parsed, ImportSource::Registry(_)) {
+                connect: if matches!(parsed, Location::Registry(_)) {
                     remote.connect_options()?
                 } else {
                     Default::default()
                 },
             };
             let imported = import_base(&store, &name, &parsed, &options)?;
-            let repository = store.root().join(runtime_repository(&name));
+            let image = runtime_image(&store, &name);
             if json {
                 print_json(&json!({
                     "name": name,
@@ -126,7 +124,7 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
                     "platform": imported.origin.platform,
                     "source": imported.origin.source,
                     "pinned": imported.origin.pinned,
-                    "image": format!("oci:{}:{RUNTIME_TAG}", repository.display()),
+                    "image": image,
                 }));
             } else {
                 println!("runtime {name} imported from {source}");
@@ -136,7 +134,7 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
                 if let Some(platform) = &imported.origin.platform {
                     println!("  platform {platform}");
                 }
-                println!("  image   oci:{}:{RUNTIME_TAG}", repository.display());
+                println!("  image   {image}");
                 println!("  digest  {}", imported.manifest.digest);
             }
         }
@@ -160,17 +158,17 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
                     }
                 },
             )?;
-            let repository = store.root().join(runtime_repository(&name));
+            let image = runtime_image(&store, &name);
             if json {
                 print_json(
-                    &json!({"name": name, "digest": built.manifest.digest, "size": built.size, "layers": built.layers.len(), "image": format!("oci:{}:{RUNTIME_TAG}", repository.display())}),
+                    &json!({"name": name, "digest": built.manifest.digest, "size": built.size, "layers": built.layers.len(), "image": image}),
                 );
             } else {
                 println!(
                     "runtime {name} built from {} Debian packages",
                     runtime.debian.len()
                 );
-                println!("  image   oci:{}:{RUNTIME_TAG}", repository.display());
+                println!("  image   {image}");
                 println!("  digest  {}", built.manifest.digest);
             }
         }

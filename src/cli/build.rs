@@ -3,8 +3,9 @@
 
 use super::ModelArgs;
 use super::output::{print_json, step_printer};
-use crate::base::{parse_base, split_layout_reference};
+use crate::base::parse_base;
 use crate::image::archive::{write_docker_archive, write_oci_archive};
+use crate::oci::{ArchiveKind, Location};
 use crate::pipeline::{Home, build_to_layout, choose_base};
 use crate::store::Layout;
 use serde_json::json;
@@ -34,27 +35,30 @@ pub struct Args {
 
 enum Output {
     Layout { dir: PathBuf, tag: String },
-    OciArchive(PathBuf),
-    DockerArchive(PathBuf),
+    OciArchive(PathBuf, String),
+    DockerArchive(PathBuf, String),
 }
 
 fn parse_output(text: &str, default_tag: &str) -> anyhow::Result<Output> {
-    if let Some(rest) = text.strip_prefix("oci:") {
-        let (dir, tag) = split_layout_reference(rest);
-        return Ok(Output::Layout {
-            dir: dir.into(),
-            tag: tag.unwrap_or(default_tag).to_string(),
-        });
+    let tag = |tag: Option<String>| tag.unwrap_or_else(|| default_tag.to_string());
+    match Location::parse(text) {
+        Ok(Location::Layout { dir, tag: t }) if text.starts_with("oci:") => {
+            Ok(Output::Layout { dir, tag: tag(t) })
+        }
+        Ok(Location::Archive {
+            kind: ArchiveKind::Oci,
+            file,
+            tag: t,
+        }) => Ok(Output::OciArchive(file, tag(t))),
+        Ok(Location::Archive {
+            kind: ArchiveKind::Docker,
+            file,
+            tag: t,
+        }) => Ok(Output::DockerArchive(file, tag(t))),
+        _ => anyhow::bail!(
+            "--output {text}: expected oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE"
+        ),
     }
-    if let Some(file) = text.strip_prefix("oci-archive:") {
-        return Ok(Output::OciArchive(file.into()));
-    }
-    if let Some(file) = text.strip_prefix("docker-archive:") {
-        return Ok(Output::DockerArchive(file.into()));
-    }
-    anyhow::bail!(
-        "--output {text}: expected oci:DIR[:TAG], oci-archive:FILE or docker-archive:FILE"
-    )
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
@@ -75,24 +79,23 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
                 build_to_layout(&spec, &base, None, &layout, tag, &settings, None, &mut show)?;
             (built, format!("oci:{}:{tag}", dir.display()))
         }
-        Output::OciArchive(file) | Output::DockerArchive(file) => {
+        Output::OciArchive(file, tag) | Output::DockerArchive(file, tag) => {
             let scratch = tempfile::Builder::new()
                 .prefix(".mlambda-build-")
                 .tempdir_in(parent_of(file))?;
             let layout = Layout::create(scratch.path())?;
-            let built = build_to_layout(
-                &spec, &base, None, &layout, &args.tag, &settings, None, &mut show,
-            )?;
-            if let Output::DockerArchive(_) = output {
+            let built =
+                build_to_layout(&spec, &base, None, &layout, tag, &settings, None, &mut show)?;
+            if let Output::DockerArchive(..) = output {
                 write_docker_archive(
                     &layout,
                     &built.manifest,
-                    &format!("{}:{}", spec.name, args.tag),
+                    &format!("{}:{tag}", spec.name),
                     file,
                 )?;
                 (built, format!("docker-archive:{}", file.display()))
             } else {
-                write_oci_archive(&layout, &built.manifest, &args.tag, file)?;
+                write_oci_archive(&layout, &built.manifest, tag, file)?;
                 (built, format!("oci-archive:{}", file.display()))
             }
         }

@@ -6,7 +6,7 @@ use crate::catalog::Catalog;
 use crate::pipeline::Home;
 use crate::pipeline::push::{Remote, push_version};
 use crate::remote::auth::Credential;
-use crate::remote::{BlobOutcome, ConnectOptions, PushProgress, Pushed, Target, Watcher};
+use crate::remote::{BlobOutcome, ConnectOptions, Progress, Pushed, Target, Watcher};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::collections::HashMap;
@@ -184,7 +184,7 @@ impl Bars {
     }
 }
 
-impl PushProgress for Bars {
+impl Progress for Bars {
     fn blob_started(&self, digest: &str, size: u64) {
         let Some(multi) = &self.multi else { return };
         let bar = multi.add(ProgressBar::new(size));

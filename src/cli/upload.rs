@@ -5,11 +5,11 @@ use super::output::{print_json, step_printer};
 use crate::base::{BaseChoice, parse_base};
 use crate::catalog::Catalog;
 use crate::manager_client::ManagerClient;
+use crate::oci::Location;
 use crate::pipeline::push::upload_to_registry;
 use crate::pipeline::{BuildRequest, Home, upload_to_store};
 use crate::store::Store;
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -52,8 +52,12 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let base_choice: Option<BaseChoice> = args.base.as_deref().map(parse_base).transpose()?;
     let (store, remote) = match args.registry.as_deref() {
         None => (home.store()?, None),
-        Some(url) if url.starts_with("file:") => (Store::open(&file_registry(url)?)?, None),
-        Some(url) => (home.store()?, Some(args.remote.remote(url)?)),
+        Some(url) => match Location::parse(url) {
+            Ok(Location::Store(dir)) => (Store::open(&dir)?, None),
+            Err(problem) => anyhow::bail!("--registry {problem}"),
+            // The push target's own grammar says what is wrong with anything else.
+            Ok(_) => (home.store()?, Some(args.remote.remote(url)?)),
+        },
     };
     let spec = args.model.load()?;
     let mut catalog = Catalog::open(&home.catalog_path())?;
@@ -130,13 +134,6 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `file:DIR` → DIR.
-fn file_registry(url: &str) -> anyhow::Result<PathBuf> {
-    match url.strip_prefix("file:") {
-        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-        _ => anyhow::bail!("--registry {url}: expected file:DIR"),
-    }
-}
-
 /// `--host`: the manager builds; this side packs, sends and follows the log.
 fn to_manager(host: &str, args: Args) -> anyhow::Result<ExitCode> {
     if args.compression != "gzip" {

@@ -6,7 +6,7 @@
 use super::builds::Job;
 use super::unpack::{UnpackError, unpack_tar_gz};
 use super::{Failure, Manager, Shared, blocking, json_error};
-use crate::base::{BaseChoice, RUNTIME_TAG, check_runtime_name, runtime_repository};
+use crate::base::{BaseChoice, check_runtime_name, installed_runtime};
 use crate::catalog::Catalog;
 use crate::model::serving::parse_serving_str;
 use crate::model::spec::{Overrides, load_model};
@@ -366,14 +366,8 @@ fn base_of(manager: &Manager, runtime: Option<&Value>) -> Result<Option<BaseChoi
     }
     check_runtime_name(&name)
         .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("metadata.runtime: {e}")))?;
-    match manager
-        .store
-        .existing_repository(&runtime_repository(&name))
-    {
-        Some(layout) => Ok(Some(BaseChoice::Layout {
-            dir: layout.dir().to_path_buf(),
-            tag: Some(RUNTIME_TAG.to_string()),
-        })),
+    match installed_runtime(&manager.store, &name) {
+        Some(_) => Ok(Some(BaseChoice::Runtime(name))),
         None => Err(json_error(
             StatusCode::BAD_REQUEST,
             format!(

@@ -25,7 +25,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    Push(#[from] crate::remote::PushError),
+    Remote(#[from] crate::remote::RemoteError),
     #[error("SOURCE_DATE_EPOCH='{0}' is not a number of seconds since 1970")]
     SourceDateEpoch(String),
 }
@@ -50,7 +50,7 @@ pub fn choose_base(
     log: &mut dyn FnMut(Event),
 ) -> Result<(BaseImage, Option<String>), PipelineError> {
     match choice {
-        Some(choice) => Ok((base::open(choice)?, None)),
+        Some(choice) => Ok((base::open(store, choice)?, None)),
         None => {
             let created = source_date_epoch()?;
             let (base, note) = base::for_model_type(store, model_type, created, &mut |line| {

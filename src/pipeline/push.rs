@@ -6,7 +6,7 @@
 use super::{BuildRequest, Event, PipelineError, Uploaded, upload_then};
 use crate::catalog::{Catalog, Status};
 use crate::remote::{
-    ConnectOptions, PushError, PushRequest, Pushed, Registry, Target, Watcher, push_image,
+    ConnectOptions, PushRequest, Pushed, Registry, RemoteError, Target, Watcher, push_image,
 };
 use crate::store::{Layout, Store};
 
@@ -57,7 +57,7 @@ pub fn push_version(
     remote: &Remote,
     watcher: &Watcher,
 ) -> Result<Pushed, PipelineError> {
-    let not_pushable = |why: String| PipelineError::Push(PushError::Config(why));
+    let not_pushable = |why: String| PipelineError::Remote(RemoteError::Config(why));
     let record = catalog.version(name, version)?.ok_or_else(|| {
         not_pushable(format!(
             "no version {name}:{version} in the catalogue (`mlambda versions {name}` lists them)"
@@ -141,7 +141,7 @@ fn push_layout(
 fn manifest_blobs(layout: &Layout, digest: &str) -> Result<Vec<String>, PipelineError> {
     let bytes = layout.read_blob(digest, 4 << 20)?;
     let manifest: crate::oci::Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-        PushError::Protocol(format!("manifest {digest} is not an image manifest: {e}"))
+        RemoteError::Protocol(format!("manifest {digest} is not an image manifest: {e}"))
     })?;
     Ok(std::iter::once(manifest.config.digest)
         .chain(manifest.layers.into_iter().map(|l| l.digest))

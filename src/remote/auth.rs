@@ -5,7 +5,7 @@
 //! redacted and no message is built from one.
 
 use super::retry::error_chain;
-use super::{Fault, PushError};
+use super::{Fault, RemoteError};
 use base64::Engine as _;
 use reqwest::Url;
 use reqwest::blocking::Client;
@@ -48,7 +48,7 @@ pub struct Found {
 pub fn find_credential(
     authority: &str,
     flags: Option<Credential>,
-) -> Result<Option<Found>, PushError> {
+) -> Result<Option<Found>, RemoteError> {
     if let Some(credential) = flags {
         return Ok(Some(Found {
             credential,
@@ -67,7 +67,7 @@ pub fn find_credential(
             }));
         }
         (Some(_), None) | (None, Some(_)) => {
-            return Err(PushError::Config(
+            return Err(RemoteError::Config(
                 "set both MLAMBDA_REGISTRY_USERNAME and MLAMBDA_REGISTRY_PASSWORD, or neither"
                     .into(),
             ));
@@ -81,14 +81,14 @@ pub fn find_credential(
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(PushError::Config(format!(
+            return Err(RemoteError::Config(format!(
                 "{}: cannot read: {e}",
                 path.display()
             )));
         }
     };
     let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| PushError::Config(format!("{}: is not valid JSON: {e}", path.display())))?;
+        .map_err(|e| RemoteError::Config(format!("{}: is not valid JSON: {e}", path.display())))?;
     from_docker_config(&config, authority, &path.display().to_string())
 }
 
@@ -113,7 +113,7 @@ pub(crate) fn from_docker_config(
     config: &serde_json::Value,
     authority: &str,
     path: &str,
-) -> Result<Option<Found>, PushError> {
+) -> Result<Option<Found>, RemoteError> {
     let matching_key = |map: &serde_json::Value| -> Option<(String, serde_json::Value)> {
         map.as_object()?
             .iter()
@@ -148,7 +148,7 @@ pub(crate) fn from_docker_config(
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok());
         let Some((username, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-            return Err(PushError::Config(format!(
+            return Err(RemoteError::Config(format!(
                 "{path}: auths.{authority}.auth is not base64 of 'user:password'"
             )));
         };
@@ -175,7 +175,7 @@ pub(crate) fn from_docker_config(
 }
 
 /// `docker-credential-<helper> get`, the server URL on stdin, `{"Username","Secret"}` out.
-fn run_helper(helper: &str, key: &str, authority: &str) -> Result<Option<Found>, PushError> {
+fn run_helper(helper: &str, key: &str, authority: &str) -> Result<Option<Found>, RemoteError> {
     let program = format!("docker-credential-{helper}");
     let mut child = Command::new(&program)
         .arg("get")
@@ -184,7 +184,7 @@ fn run_helper(helper: &str, key: &str, authority: &str) -> Result<Option<Found>,
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            PushError::Config(format!(
+            RemoteError::Config(format!(
                 "credential helper {program} (for {authority}) cannot be started: {e}"
             ))
         })?;
@@ -193,19 +193,19 @@ fn run_helper(helper: &str, key: &str, authority: &str) -> Result<Option<Found>,
     }
     let output = child
         .wait_with_output()
-        .map_err(|e| PushError::Config(format!("credential helper {program} failed: {e}")))?;
+        .map_err(|e| RemoteError::Config(format!("credential helper {program} failed: {e}")))?;
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
         if said.contains("credentials not found") {
             return Ok(None);
         }
-        return Err(PushError::Config(format!(
+        return Err(RemoteError::Config(format!(
             "credential helper {program} failed for {authority} ({})",
             output.status
         )));
     }
     let answer: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|_| {
-        PushError::Config(format!("credential helper {program} did not answer JSON"))
+        RemoteError::Config(format!("credential helper {program} did not answer JSON"))
     })?;
     let username = answer["Username"].as_str().unwrap_or_default();
     let secret = answer["Secret"].as_str().unwrap_or_default();
@@ -390,7 +390,7 @@ impl Auth {
         scopes: &[String],
     ) -> Result<Token, Fault> {
         let mut url = Url::parse(realm).map_err(|_| {
-            Fault::Fatal(PushError::Auth(format!(
+            Fault::Fatal(RemoteError::Auth(format!(
                 "the registry's token realm '{realm}' is not a URL"
             )))
         })?;
@@ -444,12 +444,12 @@ impl Auth {
             });
         }
         if !status.is_success() {
-            return Err(Fault::Fatal(PushError::Auth(format!(
+            return Err(Fault::Fatal(RemoteError::Auth(format!(
                 "the token server {realm} answered HTTP {status}"
             ))));
         }
         let body: serde_json::Value = response.json_value().map_err(|e| {
-            Fault::Fatal(PushError::Auth(format!(
+            Fault::Fatal(RemoteError::Auth(format!(
                 "the token server {realm} did not answer JSON: {e}"
             )))
         })?;
@@ -458,7 +458,7 @@ impl Auth {
             .or_else(|| body["access_token"].as_str())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                Fault::Fatal(PushError::Auth(format!(
+                Fault::Fatal(RemoteError::Auth(format!(
                     "the token server {realm} answered without a token"
                 )))
             })?;
@@ -472,12 +472,12 @@ impl Auth {
     }
 
     /// The error for credentials the registry refused (or none when it wanted some).
-    pub fn rejected(&self, registry: &str) -> PushError {
+    pub fn rejected(&self, registry: &str) -> RemoteError {
         match self.source() {
-            Some(source) => PushError::Auth(format!(
+            Some(source) => RemoteError::Auth(format!(
                 "{registry} rejected the credentials from {source} (HTTP 401/403): check the user name and password"
             )),
-            None => PushError::Auth(format!(
+            None => RemoteError::Auth(format!(
                 "{registry} requires authentication: run `docker login`, pass --username with --password-stdin, or set MLAMBDA_REGISTRY_USERNAME and MLAMBDA_REGISTRY_PASSWORD"
             )),
         }

@@ -17,7 +17,8 @@ mod pull;
 pub mod retry;
 mod upload;
 
-use crate::oci::Manifest;
+use crate::oci::name::host_of;
+use crate::oci::{Manifest, RegistryReference};
 use crate::store::{Layout, StoreError};
 use auth::{Auth, Credential};
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -33,7 +34,7 @@ pub use pull::{FetchedManifest, MANIFEST_ACCEPT};
 pub use upload::BlobOutcome;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PushError {
+pub enum RemoteError {
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
@@ -66,7 +67,7 @@ pub enum Fault {
         message: String,
         retry_after: Option<Duration>,
     },
-    Fatal(PushError),
+    Fatal(RemoteError),
 }
 
 impl Fault {
@@ -83,7 +84,7 @@ impl Fault {
             } else {
                 "for a registry with its own CA, pass --ca-cert FILE"
             };
-            return Fault::Fatal(PushError::Transport(format!(
+            return Fault::Fatal(RemoteError::Transport(format!(
                 "{what}: TLS failed: {detail} ({hint})"
             )));
         }
@@ -93,13 +94,13 @@ impl Fault {
                 retry_after: None,
             }
         } else {
-            Fault::Fatal(PushError::Transport(format!("{what}: {detail}")))
+            Fault::Fatal(RemoteError::Transport(format!("{what}: {detail}")))
         }
     }
 }
 
-impl From<PushError> for Fault {
-    fn from(error: PushError) -> Fault {
+impl From<RemoteError> for Fault {
+    fn from(error: RemoteError) -> Fault {
         Fault::Fatal(error)
     }
 }
@@ -117,9 +118,9 @@ pub struct Target {
 
 impl Target {
     /// Parses `--registry`. Plain HTTP is refused unless `insecure` or the host is loopback.
-    pub fn parse(text: &str, insecure: bool) -> Result<Target, PushError> {
+    pub fn parse(text: &str, insecure: bool) -> Result<Target, RemoteError> {
         let bad = |why: &str| {
-            PushError::Config(format!(
+            RemoteError::Config(format!(
                 "--registry {text}: {why} (expected http://host:port[/prefix], https://host[/prefix] or file:DIR)"
             ))
         };
@@ -128,7 +129,7 @@ impl Target {
             "https" => {}
             "http" => {
                 if !insecure && !is_loopback(&url) {
-                    return Err(PushError::Config(format!(
+                    return Err(RemoteError::Config(format!(
                         "--registry {text}: plain HTTP sends images and credentials unencrypted; use https:// or pass --insecure (loopback hosts need neither)"
                     )));
                 }
@@ -150,7 +151,7 @@ impl Target {
         };
         let prefix = url.path().trim_matches('/').to_string();
         if !prefix.is_empty() {
-            crate::store::check_repository(&prefix).map_err(|why| bad(&why))?;
+            crate::oci::check_repository(&prefix).map_err(|why| bad(&why))?;
         }
         let mut base = url.clone();
         base.set_path("/");
@@ -159,6 +160,30 @@ impl Target {
             authority,
             prefix,
         })
+    }
+
+    /// The registry of an image reference: https unless the reference says otherwise, or a
+    /// loopback host or `--insecure` without `--ca-cert` (plain HTTP, as a local test
+    /// registry is).
+    pub fn for_reference(
+        reference: &RegistryReference,
+        options: &ConnectOptions,
+    ) -> Result<Target, RemoteError> {
+        let scheme = match &reference.scheme {
+            Some(scheme) => scheme.as_str(),
+            None => {
+                let loopback = crate::oci::name::is_loopback(host_of(&reference.authority));
+                if (loopback || options.insecure) && options.ca_cert.is_none() {
+                    "http"
+                } else {
+                    "https"
+                }
+            }
+        };
+        Target::parse(
+            &format!("{scheme}://{}", reference.authority),
+            options.insecure,
+        )
     }
 
     /// The repository of a model under this target's prefix.
@@ -176,13 +201,9 @@ impl Target {
     }
 }
 
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
+/// Whether the URL's host is this machine (plain HTTP needs no `--insecure` there).
+pub fn is_loopback(url: &Url) -> bool {
+    url.host_str().is_some_and(crate::oci::name::is_loopback)
 }
 
 /// How to reach and talk to a registry.
@@ -199,7 +220,7 @@ pub struct ConnectOptions {
 }
 
 /// What the watcher of a push is told (from several threads at once).
-pub trait PushProgress: Send + Sync {
+pub trait Progress: Send + Sync {
     fn blob_started(&self, _digest: &str, _size: u64) {}
     /// `sent` bytes of the blob are with the registry (may go back on a retry).
     fn blob_position(&self, _digest: &str, _sent: u64) {}
@@ -209,11 +230,11 @@ pub trait PushProgress: Send + Sync {
 }
 
 /// A push's watcher, shared with the threads that stream the blobs.
-pub type Watcher = Arc<dyn PushProgress>;
+pub type Watcher = Arc<dyn Progress>;
 
 /// A watcher that wants to know nothing.
 pub struct Quiet;
-impl PushProgress for Quiet {}
+impl Progress for Quiet {}
 
 /// A connection to one registry.
 pub struct Registry {
@@ -275,9 +296,9 @@ struct Streamer {
 }
 
 impl Streamer {
-    fn new(tls: &rustls::ClientConfig) -> Result<Streamer, PushError> {
+    fn new(tls: &rustls::ClientConfig) -> Result<Streamer, RemoteError> {
         let setup =
-            |e: &dyn std::fmt::Display| PushError::Config(format!("cannot set up HTTP: {e}"));
+            |e: &dyn std::fmt::Display| RemoteError::Config(format!("cannot set up HTTP: {e}"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -316,7 +337,7 @@ impl Streamer {
 }
 
 impl Registry {
-    pub fn connect(target: &Target, options: &ConnectOptions) -> Result<Registry, PushError> {
+    pub fn connect(target: &Target, options: &ConnectOptions) -> Result<Registry, RemoteError> {
         let found = auth::find_credential(&target.authority, options.credential.clone())?;
         let tls = tls_config(options.ca_cert.as_ref())?;
         let http = Client::builder()
@@ -327,7 +348,7 @@ impl Registry {
             .timeout(None::<Duration>)
             .tcp_keepalive(Duration::from_secs(30))
             .build()
-            .map_err(|e| PushError::Config(format!("cannot set up HTTP: {}", error_chain(&e))))?;
+            .map_err(|e| RemoteError::Config(format!("cannot set up HTTP: {}", error_chain(&e))))?;
         Ok(Registry {
             http,
             target: target.clone(),
@@ -342,11 +363,11 @@ impl Registry {
         &self.target
     }
 
-    fn url(&self, path: &str) -> Result<Url, PushError> {
+    fn url(&self, path: &str) -> Result<Url, RemoteError> {
         self.target
             .base
             .join(path)
-            .map_err(|e| PushError::Protocol(format!("bad URL path {path}: {e}")))
+            .map_err(|e| RemoteError::Protocol(format!("bad URL path {path}: {e}")))
     }
 
     /// One request, authenticated: a 401 takes the registry's challenge (a fresh bearer token
@@ -356,7 +377,7 @@ impl Registry {
         &self,
         what: &str,
         scopes: &[String],
-        build: &dyn Fn(&Client) -> Result<RequestBuilder, PushError>,
+        build: &dyn Fn(&Client) -> Result<RequestBuilder, RemoteError>,
     ) -> Result<Response, Fault> {
         self.exchange(what, scopes, |header| {
             let mut request = build(&self.http)?;
@@ -372,7 +393,7 @@ impl Registry {
         &self,
         what: &str,
         scopes: &[String],
-        build: &dyn Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, PushError>,
+        build: &dyn Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, RemoteError>,
     ) -> Result<Reply, Fault> {
         let idle = self
             .streamers
@@ -420,7 +441,7 @@ impl Registry {
                 return Err(Fault::Fatal(self.auth.rejected(&self.target.authority)));
             }
             if status == StatusCode::FORBIDDEN {
-                return Err(Fault::Fatal(PushError::Auth(format!(
+                return Err(Fault::Fatal(RemoteError::Auth(format!(
                     "{what}: {} refused access (HTTP 403){}",
                     self.target.authority,
                     self.auth
@@ -445,9 +466,9 @@ impl Registry {
     fn retrying<T>(
         &self,
         what: &str,
-        progress: &dyn PushProgress,
+        progress: &dyn Progress,
         mut operation: impl FnMut(u32) -> Result<T, Fault>,
-    ) -> Result<T, PushError> {
+    ) -> Result<T, RemoteError> {
         let attempts = self.policy.attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -459,7 +480,7 @@ impl Registry {
                     retry_after,
                 }) => {
                     if attempt >= attempts {
-                        return Err(PushError::RetriesExhausted {
+                        return Err(RemoteError::RetriesExhausted {
                             what: what.to_string(),
                             attempts,
                             last: message,
@@ -475,7 +496,7 @@ impl Registry {
     }
 
     /// `GET /v2/`: checks the registry answers the distribution API and learns its challenge.
-    pub fn ping(&self, progress: &dyn PushProgress) -> Result<(), PushError> {
+    pub fn ping(&self, progress: &dyn Progress) -> Result<(), RemoteError> {
         let url = self.url("v2/")?;
         self.retrying("connecting to the registry", progress, |_| {
             let response = self.send("GET /v2/", &[], &|http| {
@@ -485,7 +506,7 @@ impl Registry {
             if status.is_success() {
                 Ok(())
             } else {
-                Err(Fault::Fatal(PushError::Status {
+                Err(Fault::Fatal(RemoteError::Status {
                     what: "GET /v2/ (is this a registry?)".into(),
                     registry: self.target.authority.clone(),
                     status: status.as_u16(),
@@ -531,7 +552,7 @@ fn detail_of(text: &str) -> String {
 }
 
 /// rustls with the system's roots plus `--ca-cert`.
-pub(crate) fn tls_config(ca_cert: Option<&PathBuf>) -> Result<rustls::ClientConfig, PushError> {
+pub(crate) fn tls_config(ca_cert: Option<&PathBuf>) -> Result<rustls::ClientConfig, RemoteError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -539,7 +560,7 @@ pub(crate) fn tls_config(ca_cert: Option<&PathBuf>) -> Result<rustls::ClientConf
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_cert {
-        let bad = |why: String| PushError::Config(format!("--ca-cert {}: {why}", path.display()));
+        let bad = |why: String| RemoteError::Config(format!("--ca-cert {}: {why}", path.display()));
         let mut added = 0;
         for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
             let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
@@ -555,7 +576,7 @@ pub(crate) fn tls_config(ca_cert: Option<&PathBuf>) -> Result<rustls::ClientConf
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| PushError::Config(format!("TLS setup: {e}")))?
+        .map_err(|e| RemoteError::Config(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
@@ -588,12 +609,12 @@ pub fn push_image(
     request: &PushRequest,
     parallel: usize,
     progress: &Watcher,
-) -> Result<Pushed, PushError> {
+) -> Result<Pushed, RemoteError> {
     let manifest_bytes = request
         .layout
         .read_blob(request.manifest_digest, upload::MANIFEST_LIMIT)?;
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
-        PushError::Protocol(format!(
+        RemoteError::Protocol(format!(
             "manifest {} is not an image manifest: {e}",
             request.manifest_digest
         ))
@@ -607,7 +628,7 @@ pub fn push_image(
     }
     let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
     let results = Mutex::new(Vec::new());
-    let first_error: Mutex<Option<PushError>> = Mutex::new(None);
+    let first_error: Mutex<Option<RemoteError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..parallel.clamp(1, 16).min(blobs.len().max(1)) {
             scope.spawn(|| {

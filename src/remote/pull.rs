@@ -2,7 +2,7 @@
 //! served, and blobs streamed into a local layout, each verified against its digest before it
 //! is committed. Same authentication, TLS and retries as a push.
 
-use super::{Fault, PushError, PushProgress, Registry, error_detail};
+use super::{Fault, Progress, Registry, RemoteError, error_detail};
 use crate::oci;
 use crate::oci::digest::HashingReader;
 use crate::store::Layout;
@@ -34,8 +34,8 @@ impl Registry {
         &self,
         repository: &str,
         reference: &str,
-        progress: &dyn PushProgress,
-    ) -> Result<FetchedManifest, PushError> {
+        progress: &dyn Progress,
+    ) -> Result<FetchedManifest, RemoteError> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"))?;
         let scopes = vec![format!("repository:{repository}:pull")];
         let what = format!("manifest {repository}:{reference}");
@@ -56,7 +56,7 @@ impl Registry {
                 } else {
                     format!("GET {what}")
                 };
-                return Err(Fault::Fatal(PushError::Status {
+                return Err(Fault::Fatal(RemoteError::Status {
                     what,
                     registry: self.target.authority.clone(),
                     status: status.as_u16(),
@@ -82,7 +82,7 @@ impl Registry {
                     retry_after: None,
                 })?;
             if bytes.len() as u64 > super::upload::MANIFEST_LIMIT {
-                return Err(Fault::Fatal(PushError::Protocol(format!(
+                return Err(Fault::Fatal(RemoteError::Protocol(format!(
                     "{what}: larger than {} bytes",
                     super::upload::MANIFEST_LIMIT
                 ))));
@@ -94,7 +94,7 @@ impl Registry {
                 .filter(|d| d.starts_with("sha256:"))
             {
                 if expected != digest {
-                    return Err(Fault::Fatal(PushError::Protocol(format!(
+                    return Err(Fault::Fatal(RemoteError::Protocol(format!(
                         "{what}: the registry served bytes with digest {digest}, not {expected}"
                     ))));
                 }
@@ -121,10 +121,10 @@ impl Registry {
         repository: &str,
         digest: &str,
         layout: &Layout,
-        progress: &dyn PushProgress,
-    ) -> Result<u64, PushError> {
+        progress: &dyn Progress,
+    ) -> Result<u64, RemoteError> {
         if !digest.starts_with("sha256:") {
-            return Err(PushError::Protocol(format!(
+            return Err(RemoteError::Protocol(format!(
                 "blob {digest}: only sha256 digests are supported"
             )));
         }
@@ -135,7 +135,7 @@ impl Registry {
             let response = self.send(&what, &scopes, &|http| Ok(http.get(url.clone())))?;
             let status = response.status();
             if !status.is_success() {
-                return Err(Fault::Fatal(PushError::Status {
+                return Err(Fault::Fatal(RemoteError::Status {
                     what: format!("GET {what} of {repository}"),
                     registry: self.target.authority.clone(),
                     status: status.as_u16(),
@@ -143,18 +143,18 @@ impl Registry {
                 }));
             }
             let mut reader = HashingReader::new(response);
-            let mut writer = layout.blob_writer().map_err(PushError::from)?;
+            let mut writer = layout.blob_writer().map_err(RemoteError::from)?;
             io::copy(&mut reader, &mut writer).map_err(|e| Fault::Transient {
                 message: format!("{what}: {e}"),
                 retry_after: None,
             })?;
             let (actual, size) = reader.finish();
             if actual != digest {
-                return Err(Fault::Fatal(PushError::Protocol(format!(
+                return Err(Fault::Fatal(RemoteError::Protocol(format!(
                     "{what}: the registry served bytes with digest {actual}"
                 ))));
             }
-            layout.commit_blob(writer).map_err(PushError::from)?;
+            layout.commit_blob(writer).map_err(RemoteError::from)?;
             Ok(size)
         })
     }

@@ -7,7 +7,7 @@
 //! upload interrupted mid-way asks the registry where it got to (`Range`) and goes on from
 //! there. The file is streamed, never read into memory.
 
-use super::{Answer, Fault, PushError, Registry, Watcher, error_detail};
+use super::{Answer, Fault, Registry, RemoteError, Watcher, error_detail};
 use crate::oci::Descriptor;
 use crate::store::Layout;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION, RANGE};
@@ -49,7 +49,7 @@ pub(super) fn push_blob(
     blob: &Descriptor,
     sources: &[String],
     progress: &Watcher,
-) -> Result<BlobOutcome, PushError> {
+) -> Result<BlobOutcome, RemoteError> {
     let path = layout.blob_path(&blob.digest)?;
     let size = std::fs::metadata(&path)
         .map_err(|_| crate::store::StoreError::MissingBlob {
@@ -58,7 +58,7 @@ pub(super) fn push_blob(
         })?
         .len();
     if size != blob.size {
-        return Err(PushError::Protocol(format!(
+        return Err(RemoteError::Protocol(format!(
             "{}: the manifest says {} bytes, the file has {size}",
             path.display(),
             blob.size
@@ -130,7 +130,7 @@ impl BlobState<'_> {
         }
     }
 
-    fn blob_url(&self) -> Result<Url, PushError> {
+    fn blob_url(&self) -> Result<Url, RemoteError> {
         self.registry
             .url(&format!("v2/{}/blobs/{}", self.repository, self.digest))
     }
@@ -220,7 +220,7 @@ impl BlobState<'_> {
     /// One PUT with the whole file. None when the registry refuses a monolithic upload.
     fn monolithic(&mut self) -> Result<Option<BlobOutcome>, Fault> {
         let Some(session) = self.session.take() else {
-            return Err(Fault::Fatal(PushError::Protocol(
+            return Err(Fault::Fatal(RemoteError::Protocol(
                 "no upload session".into(),
             )));
         };
@@ -267,7 +267,7 @@ impl BlobState<'_> {
         let chunk = self.chunk.unwrap_or(DEFAULT_CHUNK).max(1);
         loop {
             let Some(mut session) = self.session.clone() else {
-                return Err(Fault::Fatal(PushError::Protocol(
+                return Err(Fault::Fatal(RemoteError::Protocol(
                     "no upload session".into(),
                 )));
             };
@@ -427,7 +427,7 @@ impl BlobState<'_> {
     }
 
     fn unexpected(&self, what: &str, status: StatusCode, response: impl Answer) -> Fault {
-        Fault::Fatal(PushError::Status {
+        Fault::Fatal(RemoteError::Status {
             what: format!("{what} {} to {}", short(self.digest), self.repository),
             registry: self.registry.target.authority.clone(),
             status: status.as_u16(),
@@ -445,7 +445,7 @@ pub(super) fn put_manifest(
     media_type: &str,
     digest: &str,
     progress: &Watcher,
-) -> Result<String, PushError> {
+) -> Result<String, RemoteError> {
     let url = registry.url(&format!("v2/{repository}/manifests/{tag}"))?;
     let scopes = vec![format!("repository:{repository}:pull,push")];
     let what = format!("manifest {repository}:{tag}");
@@ -459,7 +459,7 @@ pub(super) fn put_manifest(
         })?;
         let status = response.status();
         if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(Fault::Fatal(PushError::Status {
+            return Err(Fault::Fatal(RemoteError::Status {
                 what: format!("PUT {what}"),
                 registry: registry.target.authority.clone(),
                 status: status.as_u16(),
@@ -473,7 +473,7 @@ pub(super) fn put_manifest(
             .map(str::to_string)
             .unwrap_or_else(|| digest.to_string());
         if confirmed != digest {
-            return Err(Fault::Fatal(PushError::Protocol(format!(
+            return Err(Fault::Fatal(RemoteError::Protocol(format!(
                 "{what}: the registry stored the manifest as {confirmed}, not {digest}"
             ))));
         }
@@ -487,12 +487,12 @@ fn location(from: &Url, headers: &HeaderMap) -> Result<Url, Fault> {
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
-            Fault::Fatal(PushError::Protocol(
+            Fault::Fatal(RemoteError::Protocol(
                 "the registry opened an upload without a Location".into(),
             ))
         })?;
     from.join(text).map_err(|e| {
-        Fault::Fatal(PushError::Protocol(format!(
+        Fault::Fatal(RemoteError::Protocol(format!(
             "the registry's Location '{text}' is not a URL: {e}"
         )))
     })
@@ -542,9 +542,9 @@ impl FileBody {
         len: u64,
         digest: &str,
         progress: Watcher,
-    ) -> Result<FileBody, PushError> {
+    ) -> Result<FileBody, RemoteError> {
         let io = |e: std::io::Error| {
-            PushError::Store(crate::store::StoreError::Io {
+            RemoteError::Store(crate::store::StoreError::Io {
                 path: path.to_path_buf(),
                 action: "cannot read",
                 source: e,

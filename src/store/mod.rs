@@ -15,9 +15,10 @@ mod layout;
 pub mod manifests;
 pub mod uploads;
 
+pub use crate::oci::{Reference, check_repository, is_tag};
 pub use layout::{BlobWriter, Layout, StoreError};
 use layout::{Housekeeping, io_err};
-pub use manifests::{MANIFEST_LIMIT, Reference, is_tag};
+pub use manifests::MANIFEST_LIMIT;
 use std::path::{Path, PathBuf};
 pub use uploads::Uploads;
 
@@ -122,68 +123,10 @@ impl Store {
     }
 }
 
-/// The distribution spec's repository name grammar; it also keeps names out of the store's
-/// own folders and away from `..`.
-pub fn check_repository(name: &str) -> Result<(), String> {
-    if name.len() > 255 || !name.split('/').all(component_ok) {
-        return Err(format!(
-            "'{name}' is not a valid repository name: lowercase letters and digits, separated by '.', '_', '__', '-' or '/'"
-        ));
-    }
-    Ok(())
-}
-
-/// One path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn component_ok(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let mut i = 0;
-    loop {
-        let run_start = i;
-        while i < bytes.len() && alnum(bytes[i]) {
-            i += 1;
-        }
-        if i == run_start {
-            return false;
-        }
-        if i == bytes.len() {
-            return true;
-        }
-        match bytes[i] {
-            b'.' => i += 1,
-            b'_' => {
-                i += if bytes.get(i + 1) == Some(&b'_') {
-                    2
-                } else {
-                    1
-                }
-            }
-            b'-' => {
-                while bytes.get(i) == Some(&b'-') {
-                    i += 1;
-                }
-            }
-            _ => return false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-
-    #[test]
-    fn repository_names() {
-        for ok in ["model", "team/model", "a.b_c-d", "a__b", "a--b", "x1/y2/z3"] {
-            assert!(check_repository(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "", "Model", "../x", "a/../b", "_blobs", "a/", "/a", "a..b", "-a", "a b", "a._b",
-        ] {
-            assert!(check_repository(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn blobs_are_stored_once_and_linked_into_each_repository() {
