@@ -32,3 +32,53 @@ pub mod pipeline;
 pub mod remote;
 pub mod server;
 pub mod store;
+
+/// The folders use only those below them: no folder imports one that imports it back.
+#[cfg(test)]
+mod house {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    fn imports(dir: &Path, top: &str, found: &mut BTreeMap<String, BTreeSet<String>>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                imports(&path, top, found);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (_, rest) in text.match_indices("crate::").map(|(i, _)| ("", &text[i + 7..])) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != top {
+                    found.entry(top.to_string()).or_default().insert(name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn folders_import_no_cycle() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = BTreeMap::new();
+        for entry in std::fs::read_dir(&src).unwrap().flatten() {
+            if entry.path().is_dir() {
+                let top = entry.file_name().to_string_lossy().into_owned();
+                imports(&entry.path(), &top, &mut found);
+            }
+        }
+        assert!(found.len() > 10, "{found:?}");
+        for start in found.keys() {
+            let mut seen = BTreeSet::new();
+            let mut todo: Vec<&String> = found[start].iter().collect();
+            while let Some(next) = todo.pop() {
+                assert_ne!(next, start, "{start} imports itself back: {found:#?}");
+                if seen.insert(next.clone()) {
+                    todo.extend(found.get(next).into_iter().flatten());
+                }
+            }
+        }
+    }
+}

@@ -5,7 +5,7 @@ use super::debian::{DebError, deb_layer};
 use super::runtimes::{Runtime, runtime_file};
 use super::{RUNTIME_TAG, runtime_repository};
 use crate::model_image::layer::{Compression, Layer, LayerOptions, LayerTar, header};
-use crate::model_image::{BuiltImage, ImageError, write_image};
+use crate::model_image::{BuildError, BuiltImage, write_image};
 use crate::oci;
 use crate::store::{Store, StoreError};
 use serde_json::json;
@@ -30,7 +30,7 @@ pub enum AssembleError {
     #[error(transparent)]
     Layer(#[from] crate::model_image::layer::LayerError),
     #[error(transparent)]
-    Image(#[from] ImageError),
+    Image(#[from] BuildError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -10,10 +10,12 @@ pub use assemble::{AssembleError, build_runtime};
 pub use import::{ImportError, ImportOptions, Imported, Origin, import_base, read_origin};
 pub use runtimes::{RUNTIME_FILES, Runtime, catalogue, glob_match, runtime, runtime_for};
 
-use crate::oci::{self, Descriptor, Index, Location, Manifest};
+use crate::image::{self, ImageError, Source, walk};
+use crate::oci::{self, Descriptor, Location, WantedPlatform};
 use crate::store::{Layout, Store, StoreError};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The store repository a runtime's base image is kept in (model names never contain '/').
 fn runtime_repository(runtime: &str) -> String {
@@ -37,19 +39,7 @@ pub fn installed_runtime(store: &Store, name: &str) -> Option<Descriptor> {
         .ok()
 }
 
-const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;
-
-#[derive(Debug, Clone)]
-pub struct BaseImage {
-    /// How the user named it: `scratch`, `oci:/path:tag`, `runtime python-3.11`.
-    pub reference: String,
-    pub manifest_digest: Option<String>,
-    pub config: Value,
-    /// In OCI media types; the bytes are the base's own.
-    pub layers: Vec<Descriptor>,
-    /// Where the layers are read from; `None` for scratch.
-    pub layout: Option<Layout>,
-}
+pub use crate::model_image::BaseImage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
@@ -61,6 +51,11 @@ pub enum BaseError {
     Store {
         reference: String,
         source: StoreError,
+    },
+    #[error("base image {reference}: {source}")]
+    Image {
+        reference: String,
+        source: ImageError,
     },
 }
 
@@ -86,20 +81,18 @@ pub fn parse_base(arg: &str) -> Result<BaseChoice, BaseError> {
 }
 
 pub fn scratch() -> BaseImage {
-    BaseImage {
-        reference: "scratch".into(),
-        manifest_digest: None,
-        config: json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}),
-        layers: Vec::new(),
-        layout: None,
-    }
+    BaseImage::scratch()
 }
 
 pub fn open(store: &Store, choice: &BaseChoice) -> Result<BaseImage, BaseError> {
     match choice {
         BaseChoice::Scratch => Ok(scratch()),
         BaseChoice::Runtime(name) => match store.existing_repository(&runtime_repository(name)) {
-            Some(layout) => from_layout(layout, format!("runtime {name}"), Some(RUNTIME_TAG)),
+            Some(layout) => from_source(
+                Arc::new(layout),
+                format!("runtime {name}"),
+                Some(RUNTIME_TAG),
+            ),
             None => Err(BaseError::Invalid {
                 reference: format!("runtime {name}"),
                 problem: "is not in the local store".into(),
@@ -114,18 +107,19 @@ pub fn open(store: &Store, choice: &BaseChoice) -> Result<BaseImage, BaseError> 
                 reference: reference.clone(),
                 source,
             })?;
-            from_layout(layout, reference, tag.as_deref())
+            from_source(Arc::new(layout), reference, tag.as_deref())
         }
     }
 }
 
-/// Reads a base image from an OCI layout: an index is resolved to linux/amd64.
-pub fn from_layout(
-    layout: Layout,
+/// A base image from any source; an index is resolved to this machine's platform. Every
+/// layer must be there: the build reads them when it writes the image.
+pub fn from_source(
+    source: Arc<dyn Source>,
     reference: String,
     tag: Option<&str>,
 ) -> Result<BaseImage, BaseError> {
-    let store_err = |source| BaseError::Store {
+    let failed = |source| BaseError::Image {
         reference: reference.clone(),
         source,
     };
@@ -133,31 +127,9 @@ pub fn from_layout(
         reference: reference.clone(),
         problem,
     };
-    let mut descriptor = layout.resolve(tag).map_err(store_err)?;
-    let mut depth = 0;
-    while oci::is_index_media_type(&descriptor.media_type) {
-        depth += 1;
-        if depth > 4 {
-            return Err(invalid("image indexes nest too deeply".into()));
-        }
-        let bytes = layout
-            .read_blob(&descriptor.digest, MAX_JSON_BLOB)
-            .map_err(store_err)?;
-        let index: Index = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("invalid image index: {e}")))?;
-        descriptor = pick_platform(&index, "linux", "amd64")
-            .ok_or_else(|| invalid("the image index has no linux/amd64 image".into()))?;
-    }
-    let bytes = layout
-        .read_blob(&descriptor.digest, MAX_JSON_BLOB)
-        .map_err(store_err)?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid(format!("invalid image manifest {}: {e}", descriptor.digest)))?;
-    let config_bytes = layout
-        .read_blob(&manifest.config.digest, MAX_JSON_BLOB)
-        .map_err(store_err)?;
-    let config: Value = serde_json::from_slice(&config_bytes)
-        .map_err(|e| invalid(format!("invalid image config: {e}")))?;
+    let resolved = image::resolve(source.as_ref(), tag, &WantedPlatform::host()).map_err(failed)?;
+    let config = walk::read_config(source.as_ref(), &resolved.parsed).map_err(failed)?;
+    let manifest = resolved.parsed;
     let diff_ids = config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
@@ -170,11 +142,11 @@ pub fn from_layout(
     }
     let mut layers = Vec::new();
     for layer in &manifest.layers {
-        if !layout.has_blob(&layer.digest) {
+        if source.blob_size(&layer.digest).is_err() {
             return Err(invalid(format!(
                 "layer {} is missing from {}",
                 layer.digest,
-                layout.dir().display()
+                source.name()
             )));
         }
         let mut layer = layer.clone();
@@ -183,23 +155,11 @@ pub fn from_layout(
     }
     Ok(BaseImage {
         reference,
-        manifest_digest: Some(descriptor.digest),
+        manifest_digest: Some(resolved.manifest.descriptor.digest),
         config,
         layers,
-        layout: Some(layout),
+        source: Some(source),
     })
-}
-
-fn pick_platform(index: &Index, os: &str, architecture: &str) -> Option<Descriptor> {
-    index
-        .manifests
-        .iter()
-        .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == os && p.architecture == architecture)
-        })
-        .cloned()
 }
 
 /// The base for `model_type` when no `--base` is given, with a note saying what was chosen.
@@ -219,11 +179,9 @@ pub fn for_model_type(
             ),
         ));
     };
-    let repository = runtime_repository(&runtime.name);
     let in_store = |store: &Store| {
-        store
-            .existing_repository(&repository)
-            .filter(|layout| layout.resolve(Some(RUNTIME_TAG)).is_ok())
+        installed_runtime(store, &runtime.name)?;
+        store.existing_repository(&runtime_repository(&runtime.name))
     };
     let mut note = format!(
         "model-type '{model_type}' runs on runtime '{}'",
@@ -262,8 +220,8 @@ pub fn for_model_type(
     }
     match in_store(store) {
         Some(layout) => {
-            let base = from_layout(
-                layout,
+            let base = from_source(
+                Arc::new(layout),
                 format!("runtime {}", runtime.name),
                 Some(RUNTIME_TAG),
             )?;

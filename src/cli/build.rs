@@ -4,7 +4,8 @@
 use super::ModelArgs;
 use super::output::{print_json, step_printer};
 use crate::base::parse_base;
-use crate::image::archive::{write_docker_archive, write_oci_archive};
+use crate::image::archive::{ArchiveFormat, ArchiveSink};
+use crate::image::{Source, copy};
 use crate::oci::{ArchiveKind, Location};
 use crate::pipeline::{Home, build_to_layout, choose_base};
 use crate::store::Layout;
@@ -86,18 +87,14 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
             let layout = Layout::create(scratch.path())?;
             let built =
                 build_to_layout(&spec, &base, None, &layout, tag, &settings, None, &mut show)?;
-            if let Output::DockerArchive(..) = output {
-                write_docker_archive(
-                    &layout,
-                    &built.manifest,
-                    &format!("{}:{tag}", spec.name),
-                    file,
-                )?;
-                (built, format!("docker-archive:{}", file.display()))
-            } else {
-                write_oci_archive(&layout, &built.manifest, tag, file)?;
-                (built, format!("oci-archive:{}", file.display()))
-            }
+            let (format, prefix) = match output {
+                Output::DockerArchive(..) => (ArchiveFormat::Docker, "docker-archive"),
+                _ => (ArchiveFormat::Oci, "oci-archive"),
+            };
+            let manifest = Source::manifest(&layout, Some(&built.manifest.digest))?;
+            let sink = ArchiveSink::create(file, format, &spec.name)?;
+            copy(&layout, &manifest, &sink, Some(tag))?;
+            (built, format!("{prefix}:{}", file.display()))
         }
     };
     if args.json {

@@ -3,13 +3,14 @@
 
 pub mod layer;
 
-use crate::base::BaseImage;
+use crate::image::{Sink, Source};
 use crate::model::payload::Payload;
 use crate::oci::{Descriptor, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
 use crate::store::{Layout, StoreError};
 use layer::{DigestCache, Layer, LayerError, LayerOptions};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What the image says about the model (labels, annotations).
 #[derive(Debug, Clone)]
@@ -36,13 +37,42 @@ pub struct BuiltImage {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ImageError {
+pub enum BuildError {
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("base image {reference}: {problem}")]
-    Base { reference: String, problem: String },
+    #[error("base image {reference}: {source}")]
+    Base {
+        reference: String,
+        source: crate::image::ImageError,
+    },
+}
+
+/// The image a model's layers go on top of.
+#[derive(Clone)]
+pub struct BaseImage {
+    /// How the user named it: `scratch`, `oci:/path:tag`, `runtime python-3.11`.
+    pub reference: String,
+    pub manifest_digest: Option<String>,
+    pub config: Value,
+    /// In OCI media types; the bytes are the base's own.
+    pub layers: Vec<Descriptor>,
+    /// Where the layers are read from; `None` for scratch.
+    pub source: Option<Arc<dyn Source>>,
+}
+
+impl BaseImage {
+    /// No base at all: the model's layers alone, for linux/amd64.
+    pub fn scratch() -> BaseImage {
+        BaseImage {
+            reference: "scratch".into(),
+            manifest_digest: None,
+            config: json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}),
+            layers: Vec::new(),
+            source: None,
+        }
+    }
 }
 
 /// Writes every blob of the model image into `layout` and returns its manifest descriptor
@@ -56,15 +86,20 @@ pub fn build_image(
     layout: &Layout,
     cache: Option<&dyn DigestCache>,
     log: &mut dyn FnMut(String),
-) -> Result<BuiltImage, ImageError> {
+) -> Result<BuiltImage, BuildError> {
     let options = LayerOptions {
         mtime: meta.created,
         compression: meta.compression,
         ..LayerOptions::default()
     };
-    if let Some(source) = &base.layout {
+    if let Some(source) = &base.source {
         for descriptor in &base.layers {
-            layout.import_blob(source, &descriptor.digest)?;
+            Sink::put_blob(layout, descriptor, source.as_ref()).map_err(|source| {
+                BuildError::Base {
+                    reference: base.reference.clone(),
+                    source,
+                }
+            })?;
         }
         log(format!(
             "base {}: {} layers reused",
@@ -98,7 +133,7 @@ pub fn write_image(
     config: &Value,
     layers: Vec<Descriptor>,
     annotations: BTreeMap<String, String>,
-) -> Result<BuiltImage, ImageError> {
+) -> Result<BuiltImage, BuildError> {
     let config_bytes = serde_json::to_vec(config).expect("a JSON value always serialises");
     let (config_digest, config_size) = layout.put_blob(&config_bytes)?;
     let manifest = Manifest {

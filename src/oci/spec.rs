@@ -15,6 +15,8 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// A blob whose kind does not matter where it is copied (a mount between repositories).
+pub const MEDIA_BLOB: &str = "application/octet-stream";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

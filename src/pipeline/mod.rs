@@ -6,7 +6,7 @@ use crate::catalog::{BuildResult, Catalog, CatalogError, NewVersion};
 use crate::contract;
 use crate::model::spec::ModelSpec;
 use crate::model_image::layer::{Compression, DigestCache};
-use crate::model_image::{self, BuiltImage, ImageError, ImageMeta};
+use crate::model_image::{self, BuildError, BuiltImage, ImageMeta};
 use crate::store::{Layout, Store, StoreError};
 
 mod home;
@@ -19,7 +19,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Base(#[from] BaseError),
     #[error(transparent)]
-    Image(#[from] ImageError),
+    Image(#[from] BuildError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

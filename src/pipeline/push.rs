@@ -5,6 +5,8 @@
 
 use super::{BuildRequest, Event, PipelineError, Uploaded, upload_then};
 use crate::catalog::{Catalog, Status};
+use crate::image::Source;
+use crate::image::walk::parse_manifest;
 use crate::remote::{
     ConnectOptions, PushRequest, Pushed, Registry, RemoteError, Target, Watcher, push_image,
 };
@@ -108,11 +110,15 @@ fn push_layout(
     let reference = remote.target.reference(&repository, &version.to_string());
     let _ = catalog.append_log(name, version, &format!("pushing to {reference}"));
     let registry = Registry::connect(&remote.target, &remote.options)?;
-    let manifest_digests = manifest_blobs(layout, manifest_digest)?;
-    let known = catalog.blob_locations(&remote.target.authority, &manifest_digests)?;
+    let manifest = Source::manifest(layout, Some(manifest_digest)).map_err(RemoteError::from)?;
+    let parsed = parse_manifest(layout, &manifest).map_err(RemoteError::from)?;
+    let blob_digests: Vec<String> = std::iter::once(parsed.config.digest)
+        .chain(parsed.layers.into_iter().map(|l| l.digest))
+        .collect();
+    let known = catalog.blob_locations(&remote.target.authority, &blob_digests)?;
     let request = PushRequest {
-        layout,
-        manifest_digest,
+        source: layout,
+        manifest: &manifest,
         repository: &repository,
         tag: &version.to_string(),
         known_locations: &known,
@@ -135,15 +141,4 @@ fn push_layout(
         ),
     );
     Ok(pushed)
-}
-
-/// The config and layer digests of a manifest in the layout.
-fn manifest_blobs(layout: &Layout, digest: &str) -> Result<Vec<String>, PipelineError> {
-    let bytes = layout.read_blob(digest, 4 << 20)?;
-    let manifest: crate::oci::Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-        RemoteError::Protocol(format!("manifest {digest} is not an image manifest: {e}"))
-    })?;
-    Ok(std::iter::once(manifest.config.digest)
-        .chain(manifest.layers.into_iter().map(|l| l.digest))
-        .collect())
 }

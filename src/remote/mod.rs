@@ -13,25 +13,28 @@
 //! - `upload`: one blob (HEAD, mount, monolithic or chunked upload, resume) and the manifest.
 
 pub mod auth;
+mod image;
 mod pull;
 pub mod retry;
 mod upload;
 
+use crate::image::{Fetched, ImageError, Source};
+use crate::oci::RegistryReference;
 use crate::oci::name::host_of;
-use crate::oci::{Manifest, RegistryReference};
-use crate::store::{Layout, StoreError};
-use auth::{Auth, Credential};
+use auth::Auth;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use reqwest::{StatusCode, Url};
 use retry::{RetryPolicy, error_chain, is_transient_error, is_transient_status};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use crate::image::BlobOutcome;
+pub use auth::{Credential, find_credential};
+pub use image::{RemoteImage, RemotePush, quiet};
 pub use pull::{FetchedManifest, MANIFEST_ACCEPT};
-pub use upload::BlobOutcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -57,7 +60,7 @@ pub enum RemoteError {
     #[error("{0}")]
     Protocol(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Image(ImageError),
 }
 
 /// How one try of an operation failed: worth another try, or not.
@@ -581,10 +584,10 @@ pub(crate) fn tls_config(ca_cert: Option<&PathBuf>) -> Result<rustls::ClientConf
         .with_no_client_auth())
 }
 
-/// What to push: an image of a local layout, to a repository and tag of the registry.
+/// What to push: an image manifest of any source, to a repository and tag of the registry.
 pub struct PushRequest<'a> {
-    pub layout: &'a Layout,
-    pub manifest_digest: &'a str,
+    pub source: &'a dyn Source,
+    pub manifest: &'a Fetched,
     pub repository: &'a str,
     pub tag: &'a str,
     /// For each blob, repositories of the same registry that already hold it (mount sources).
@@ -603,94 +606,28 @@ pub struct Pushed {
     pub blobs: Vec<(String, BlobOutcome)>,
 }
 
-/// Pushes the image: every blob (in parallel, streamed from its file), then the manifest.
+/// Pushes the image: every blob (`parallel` at once, streamed from the source), then the
+/// manifest.
 pub fn push_image(
     registry: &Registry,
     request: &PushRequest,
     parallel: usize,
     progress: &Watcher,
 ) -> Result<Pushed, RemoteError> {
-    let manifest_bytes = request
-        .layout
-        .read_blob(request.manifest_digest, upload::MANIFEST_LIMIT)?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
-        RemoteError::Protocol(format!(
-            "manifest {} is not an image manifest: {e}",
-            request.manifest_digest
-        ))
-    })?;
     registry.ping(progress.as_ref())?;
-    let mut blobs = vec![manifest.config.clone()];
-    for layer in &manifest.layers {
-        if !blobs.iter().any(|b| b.digest == layer.digest) {
-            blobs.push(layer.clone());
-        }
-    }
-    let queue = Mutex::new(blobs.iter().collect::<VecDeque<_>>());
-    let results = Mutex::new(Vec::new());
-    let first_error: Mutex<Option<RemoteError>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..parallel.clamp(1, 16).min(blobs.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    if first_error.lock().map_or(true, |e| e.is_some()) {
-                        return;
-                    }
-                    let Some(blob) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                        return;
-                    };
-                    let sources = request
-                        .known_locations
-                        .get(&blob.digest)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default();
-                    match upload::push_blob(
-                        registry,
-                        request.layout,
-                        request.repository,
-                        blob,
-                        sources,
-                        progress,
-                    ) {
-                        Ok(outcome) => {
-                            progress.blob_finished(&blob.digest, outcome);
-                            if let Ok(mut r) = results.lock() {
-                                r.push((blob.digest.clone(), outcome));
-                            }
-                        }
-                        Err(error) => {
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(error);
-                            }
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(error) = first_error.into_inner().ok().flatten() {
-        return Err(error);
-    }
-    let digest = upload::put_manifest(
+    let sink = RemotePush {
         registry,
-        request.repository,
-        request.tag,
-        &manifest_bytes,
-        manifest
-            .media_type
-            .as_deref()
-            .unwrap_or(crate::oci::MEDIA_MANIFEST),
-        request.manifest_digest,
+        repository: request.repository,
+        known_locations: request.known_locations,
         progress,
-    )?;
-    let mut blobs_done = results.into_inner().unwrap_or_default();
-    blobs_done.sort();
+        parallel,
+    };
+    let copied = crate::image::copy(request.source, request.manifest, &sink, Some(request.tag))?;
     Ok(Pushed {
         reference: registry.target.reference(request.repository, request.tag),
         repository: request.repository.to_string(),
-        digest,
-        blobs: blobs_done,
+        digest: copied.digest,
+        blobs: copied.blobs,
     })
 }
 

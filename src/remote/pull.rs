@@ -1,13 +1,12 @@
 //! Pulling from a registry: a manifest (or index) by tag or digest, its bytes kept exactly as
-//! served, and blobs streamed into a local layout, each verified against its digest before it
-//! is committed. Same authentication, TLS and retries as a push.
+//! served, and a blob's body from any offset, left to stream (whoever reads it checks its
+//! digest). Same authentication, TLS and retries as a push.
 
 use super::{Fault, Progress, Registry, RemoteError, error_detail};
 use crate::oci;
-use crate::oci::digest::HashingReader;
-use crate::store::Layout;
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::blocking::Response;
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use std::io::{self, Read};
 use std::time::Duration;
 
@@ -114,25 +113,28 @@ impl Registry {
         })
     }
 
-    /// `GET /v2/<repository>/blobs/<digest>`, streamed into `layout` and committed only when
-    /// the bytes have that digest. Returns the size.
-    pub fn pull_blob(
+    /// `GET /v2/<repository>/blobs/<digest>` from byte `offset` on (`Range`), the body
+    /// left to stream. A registry that ignores the range sends the whole blob; its first
+    /// `offset` bytes are skipped here.
+    pub fn get_blob(
         &self,
         repository: &str,
         digest: &str,
-        layout: &Layout,
+        offset: u64,
         progress: &dyn Progress,
-    ) -> Result<u64, RemoteError> {
-        if !digest.starts_with("sha256:") {
-            return Err(RemoteError::Protocol(format!(
-                "blob {digest}: only sha256 digests are supported"
-            )));
-        }
+    ) -> Result<Response, RemoteError> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
         let scopes = vec![format!("repository:{repository}:pull")];
         let what = format!("blob {digest}");
         self.retrying(&what, progress, |_| {
-            let response = self.send(&what, &scopes, &|http| Ok(http.get(url.clone())))?;
+            let mut response = self.send(&what, &scopes, &|http| {
+                let request = http.get(url.clone());
+                Ok(if offset > 0 {
+                    request.header(RANGE, format!("bytes={offset}-"))
+                } else {
+                    request
+                })
+            })?;
             let status = response.status();
             if !status.is_success() {
                 return Err(Fault::Fatal(RemoteError::Status {
@@ -142,20 +144,47 @@ impl Registry {
                     detail: error_detail(response),
                 }));
             }
-            let mut reader = HashingReader::new(response);
-            let mut writer = layout.blob_writer().map_err(RemoteError::from)?;
-            io::copy(&mut reader, &mut writer).map_err(|e| Fault::Transient {
-                message: format!("{what}: {e}"),
-                retry_after: None,
-            })?;
-            let (actual, size) = reader.finish();
-            if actual != digest {
-                return Err(Fault::Fatal(RemoteError::Protocol(format!(
-                    "{what}: the registry served bytes with digest {actual}"
-                ))));
+            if offset > 0 && status != StatusCode::PARTIAL_CONTENT {
+                io::copy(&mut (&mut response).take(offset), &mut io::sink()).map_err(|e| {
+                    Fault::Transient {
+                        message: format!("{what}: {e}"),
+                        retry_after: None,
+                    }
+                })?;
             }
-            layout.commit_blob(writer).map_err(RemoteError::from)?;
-            Ok(size)
+            Ok(response)
+        })
+    }
+
+    /// `HEAD /v2/<repository>/blobs/<digest>`: its size, or `None` when the registry does not
+    /// have it.
+    pub fn blob_size(
+        &self,
+        repository: &str,
+        digest: &str,
+        progress: &dyn Progress,
+    ) -> Result<Option<u64>, RemoteError> {
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"))?;
+        let scopes = vec![format!("repository:{repository}:pull")];
+        let what = format!("HEAD blob {digest}");
+        self.retrying(&what, progress, |_| {
+            let response = self.send(&what, &scopes, &|http| {
+                Ok(http.head(url.clone()).timeout(Duration::from_secs(60)))
+            })?;
+            match response.status() {
+                StatusCode::NOT_FOUND => Ok(None),
+                status if status.is_success() => Ok(response
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())),
+                status => Err(Fault::Fatal(RemoteError::Status {
+                    what: format!("{what} of {repository}"),
+                    registry: self.target.authority.clone(),
+                    status: status.as_u16(),
+                    detail: error_detail(response),
+                })),
+            }
         })
     }
 }

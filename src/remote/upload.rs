@@ -8,30 +8,16 @@
 //! there. The file is streamed, never read into memory.
 
 use super::{Answer, Fault, Registry, RemoteError, Watcher, error_detail};
+use crate::image::{BlobOutcome, BlobReader, Source};
 use crate::oci::Descriptor;
-use crate::store::Layout;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
-use serde::Serialize;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::time::Duration;
 
 pub const MANIFEST_LIMIT: u64 = 4 << 20;
 /// The chunk size when the registry asks for chunks without saying how large.
 const DEFAULT_CHUNK: u64 = 16 << 20;
-
-/// How a blob got to the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BlobOutcome {
-    /// The registry had it already (HEAD answered 200).
-    Existed,
-    /// Mounted from another repository of the same registry.
-    Mounted,
-    /// Its bytes were sent.
-    Uploaded,
-}
 
 /// An upload session: where to send next, and how many bytes the registry has.
 #[derive(Debug, Clone)]
@@ -44,23 +30,18 @@ struct Session {
 
 pub(super) fn push_blob(
     registry: &Registry,
-    layout: &Layout,
+    source: &dyn Source,
     repository: &str,
     blob: &Descriptor,
     sources: &[String],
     progress: &Watcher,
 ) -> Result<BlobOutcome, RemoteError> {
-    let path = layout.blob_path(&blob.digest)?;
-    let size = std::fs::metadata(&path)
-        .map_err(|_| crate::store::StoreError::MissingBlob {
-            digest: blob.digest.clone(),
-            layout: layout.dir().to_path_buf(),
-        })?
-        .len();
+    let size = source.blob_size(&blob.digest)?;
     if size != blob.size {
         return Err(RemoteError::Protocol(format!(
-            "{}: the manifest says {} bytes, the file has {size}",
-            path.display(),
+            "{} {}: the manifest says {} bytes, the blob has {size}",
+            source.name(),
+            blob.digest,
             blob.size
         )));
     }
@@ -71,7 +52,7 @@ pub(super) fn push_blob(
         repository,
         digest: &blob.digest,
         size,
-        path: &path,
+        source,
         scopes: vec![format!("repository:{repository}:pull,push")],
         progress,
         chunk: None,
@@ -86,7 +67,7 @@ struct BlobState<'a> {
     repository: &'a str,
     digest: &'a str,
     size: u64,
-    path: &'a std::path::Path,
+    source: &'a dyn Source,
     scopes: Vec<String>,
     progress: &'a Watcher,
     /// Chunk size once the upload is chunked.
@@ -225,13 +206,13 @@ impl BlobState<'_> {
             )));
         };
         let url = with_digest(&session.location, self.digest);
-        let (path, size, digest) = (self.path.to_path_buf(), self.size, self.digest.to_string());
+        let (source, size, digest) = (self.source, self.size, self.digest.to_string());
         let progress = self.progress.clone();
         let response = self.registry.send_streamed(
             &format!("upload blob {}", short(self.digest)),
             &self.scopes,
             &|http| {
-                let body = FileBody::open(&path, 0, size, &digest, progress.clone())?;
+                let body = BlobBody::open(source, 0, size, &digest, progress.clone())?;
                 Ok(http
                     .put(url.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
@@ -295,14 +276,14 @@ impl BlobState<'_> {
             }
             let start = session.offset;
             let len = chunk.min(self.size - start);
-            let (path, digest) = (self.path.to_path_buf(), self.digest.to_string());
+            let (source, digest) = (self.source, self.digest.to_string());
             let progress = self.progress.clone();
             let url = session.location.clone();
             let result = self.registry.send_streamed(
                 &format!("upload chunk of {}", short(self.digest)),
                 &self.scopes,
                 &|http| {
-                    let body = FileBody::open(&path, start, len, &digest, progress.clone())?;
+                    let body = BlobBody::open(source, start, len, &digest, progress.clone())?;
                     Ok(http
                         .patch(url.clone())
                         .header(CONTENT_TYPE, "application/octet-stream")
@@ -527,34 +508,26 @@ fn short(digest: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-/// A range of a blob file as a request body, reporting how far it got.
-struct FileBody {
-    file: std::io::Take<File>,
+/// A range of a blob as a request body, reporting how far it got.
+struct BlobBody {
+    file: std::io::Take<BlobReader>,
     position: u64,
     digest: String,
     progress: Watcher,
 }
 
-impl FileBody {
+impl BlobBody {
     fn open(
-        path: &std::path::Path,
+        source: &dyn Source,
         start: u64,
         len: u64,
         digest: &str,
         progress: Watcher,
-    ) -> Result<FileBody, RemoteError> {
-        let io = |e: std::io::Error| {
-            RemoteError::Store(crate::store::StoreError::Io {
-                path: path.to_path_buf(),
-                action: "cannot read",
-                source: e,
-            })
-        };
-        let mut file = File::open(path).map_err(io)?;
-        file.seek(SeekFrom::Start(start)).map_err(io)?;
+    ) -> Result<BlobBody, RemoteError> {
+        let reader = source.blob(digest, start)?;
         progress.blob_position(digest, start);
-        Ok(FileBody {
-            file: file.take(len),
+        Ok(BlobBody {
+            file: reader.take(len),
             position: start,
             digest: digest.to_string(),
             progress,
@@ -565,7 +538,7 @@ impl FileBody {
 /// The pieces a blob's body is sent in (the buffers handed to the socket).
 const PIECE: usize = 1 << 20;
 
-impl FileBody {
+impl BlobBody {
     /// The body as a stream of pieces of up to `PIECE` bytes, read when the connection asks
     /// for the next (on the uploading thread: see `Streamer`). Never more than a piece or two
     /// in memory.
@@ -595,7 +568,7 @@ impl FileBody {
     }
 }
 
-impl Read for FileBody {
+impl Read for BlobBody {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.file.read(buf)?;
         self.position += n as u64;

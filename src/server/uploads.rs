@@ -9,7 +9,9 @@ use super::blobs::check_digest;
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
 use crate::http::query_value;
+use crate::image::{Sink, Source};
 use crate::oci::digest::{Algorithm, Hasher};
+use crate::oci::{Descriptor, MEDIA_BLOB};
 use crate::store::uploads::FinishError;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -157,11 +159,12 @@ async fn mount(
         let Some(source) = store.existing_repository(&from) else {
             return Ok(false);
         };
-        if !source.has_blob(&digest_owned) {
+        let Ok(size) = source.blob_size(&digest_owned) else {
             return Ok(false);
-        }
+        };
         let target = store.repository(&name_owned)?;
-        Ok(target.import_blob(&source, &digest_owned).is_ok())
+        let blob = Descriptor::new(MEDIA_BLOB, digest_owned.clone(), size);
+        Ok(Sink::put_blob(&target, &blob, &source).is_ok())
     })
     .await
 }

@@ -5,7 +5,8 @@
 
 use super::Store;
 use super::layout::{StoreError, blob_path_in, io_err};
-use super::manifests::{MANIFEST_LIMIT, manifest_facts};
+use super::manifests::manifest_facts;
+use crate::image::Source;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -109,10 +110,10 @@ fn referenced_blobs(store: &Store) -> Result<BTreeSet<String>, StoreError> {
             if !referenced.insert(digest.clone()) {
                 continue;
             }
-            let Ok(bytes) = layout.read_blob(&digest, MANIFEST_LIMIT) else {
+            let Ok(manifest) = Source::manifest(&layout, Some(&digest)) else {
                 continue;
             };
-            let Ok(facts) = manifest_facts(&bytes) else {
+            let Ok(facts) = manifest_facts(&manifest.bytes) else {
                 continue;
             };
             referenced.extend(facts.blobs);

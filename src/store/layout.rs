@@ -5,7 +5,8 @@
 //! never leaves a half-written blob or index visible. In the local store, blobs live once in a
 //! shared pool and each repository holds hard links to them.
 
-use crate::oci::digest::{HashingReader, HashingWriter, digest_of, parse_digest};
+use crate::image::pick_tagged;
+use crate::oci::digest::{HashingWriter, digest_of, parse_digest};
 use crate::oci::{ANNOTATION_REF_NAME, Descriptor, Index};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -240,33 +241,6 @@ impl Layout {
         self.commit_blob(writer)
     }
 
-    /// Brings a blob of another layout here, by hard link when both share a filesystem and by a
-    /// verified copy otherwise; base layers keep their exact bytes either way.
-    pub fn import_blob(&self, from: &Layout, digest: &str) -> Result<(), StoreError> {
-        if self.has_blob(digest) {
-            return Ok(());
-        }
-        let source = from.blob_path(digest)?;
-        if self.house.pool.is_some() && from.house.pool == self.house.pool {
-            let target = self.blob_path(digest)?;
-            if fs::hard_link(&source, &target).is_ok() || target.is_file() {
-                return Ok(());
-            }
-        }
-        let mut reader = HashingReader::new(from.open_blob(digest)?);
-        let mut writer = self.blob_writer()?;
-        io::copy(&mut reader, &mut writer).map_err(io_err(&source, "cannot copy"))?;
-        let (actual, _) = reader.finish();
-        if actual != digest {
-            return Err(StoreError::DigestMismatch {
-                what: source.display().to_string(),
-                expected: digest.into(),
-                actual,
-            });
-        }
-        self.commit_blob(writer).map(|_| ())
-    }
-
     /// Writes `bytes` as the blob `digest` (which they must match, in either algorithm).
     pub fn put_bytes(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let (algorithm, _) = parse_digest(digest).map_err(|problem| StoreError::Invalid {
@@ -388,35 +362,15 @@ impl Layout {
     /// The manifest descriptor for `tag`, or the only one when no tag is given.
     pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor, StoreError> {
         let index = self.read_index()?;
-        let found: Vec<&Descriptor> = match tag {
-            Some(tag) => index
-                .manifests
-                .iter()
-                .filter(|m| m.ref_name() == Some(tag))
-                .collect(),
-            None => index.manifests.iter().collect(),
-        };
-        match (found.as_slice(), tag) {
-            ([one], _) => Ok((*one).clone()),
-            ([], Some(tag)) => Err(StoreError::Invalid {
-                path: self.dir.clone(),
-                problem: format!(
-                    "has no image tagged '{tag}' (tags: {})",
-                    tags_of(&index).join(", ")
-                ),
-            }),
-            ([], None) => Err(StoreError::Invalid {
-                path: self.dir.clone(),
-                problem: "holds no image".into(),
-            }),
-            (_, _) => Err(StoreError::Invalid {
-                path: self.dir.clone(),
-                problem: format!(
-                    "holds several images; name one with :TAG (tags: {})",
-                    tags_of(&index).join(", ")
-                ),
-            }),
-        }
+        pick_tagged(&index, tag).map_err(|problem| StoreError::Invalid {
+            path: self.dir.clone(),
+            problem,
+        })
+    }
+
+    /// The store's shared blob pool, for a layout of the store.
+    pub(super) fn pool(&self) -> Option<&Path> {
+        self.house.pool.as_deref()
     }
 
     pub(crate) fn lock(&self) -> Result<File, StoreError> {
@@ -433,14 +387,6 @@ impl Layout {
             .map_err(io_err(&self.house.lock, "cannot lock"))?;
         Ok(file)
     }
-}
-
-fn tags_of(index: &Index) -> Vec<String> {
-    index
-        .manifests
-        .iter()
-        .filter_map(|m| m.ref_name().map(str::to_string))
-        .collect()
 }
 
 pub struct BlobWriter {

@@ -11,6 +11,7 @@
 //! Names starting with '_' can never be repositories (the distribution spec forbids them).
 
 pub mod gc;
+mod image;
 mod layout;
 pub mod manifests;
 pub mod uploads;
