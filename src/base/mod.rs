@@ -1,5 +1,8 @@
 //! Where the image's lower layers come from: scratch, a local OCI layout, or the runtime the
-//! catalogue in `base-images/` names for the model-type.
+//! catalogue in `base-images/` names for the model-type. Runtimes live in the store as
+//! `base/<name>:latest`, known only here: others ask [`installed_runtime`] and
+//! [`runtime_image`]. A runtime gets there built from Debian packages (`assemble`) or imported
+//! from any image source (`import`).
 
 mod assemble;
 mod debian;

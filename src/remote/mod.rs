@@ -1,16 +1,18 @@
-//! Pushing an image from a local OCI layout to any registry over the distribution HTTP API.
+//! A registry over the distribution HTTP API: a repository read as an image source (pull) and
+//! written as an image sink (push), from or to any other source or sink of `crate::image`.
 //!
 //! Written on `reqwest` (blocking, rustls; blob bodies by its async client: see `Streamer`)
 //! rather than `oci-client`: its high-level push holds every layer in memory, does not HEAD
 //! before uploading, treats a 202 answer to a mount as an error, and has no retries and no
-//! docker config. Here blobs stream from their files, what the registry has is skipped, base
+//! docker config. Here blobs stream from their source, what the registry has is skipped, base
 //! layers are mounted from a repository they were pushed to before, transient faults are retried
 //! with backoff, and credentials come from the places docker looks.
 //!
 //! - `auth`: credentials, the challenge, bearer tokens per scope.
 //! - `retry`: backoff, `Retry-After`, what is transient.
-//! - `pull`: manifests and blobs fetched for `mlambda base import` from a registry.
+//! - `pull`: a manifest by tag or digest, a blob's body from any offset, a blob's size.
 //! - `upload`: one blob (HEAD, mount, monolithic or chunked upload, resume) and the manifest.
+//! - `image`: `RemoteImage` (a source) and `RemotePush` (a sink) over the two.
 
 pub mod auth;
 mod image;

@@ -9,6 +9,9 @@
 //! ROOT/<repository>/           a standard OCI image layout whose blobs link into the pool
 //! ```
 //! Names starting with '_' can never be repositories (the distribution spec forbids them).
+//!
+//! A repository's layout is an image source and sink (`image.rs`), so base imports, pushes,
+//! pulls and archives read and write it as they do any other place.
 
 pub mod gc;
 mod image;
