@@ -259,19 +259,7 @@ impl Source for ArchiveSource {
                 ),
             ));
         }
-        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
-        let mut fetched = Descriptor::new(
-            declared.as_deref().unwrap_or(&descriptor.media_type),
-            descriptor.digest,
-            bytes.len() as u64,
-        );
-        fetched.platform = descriptor.platform;
-        Ok(Fetched {
-            descriptor: fetched,
-            bytes,
-        })
+        Ok(Fetched::listed(descriptor, bytes))
     }
 
     fn blob(&self, digest: &str, offset: u64) -> Result<BlobReader, ImageError> {

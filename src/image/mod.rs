@@ -29,6 +29,24 @@ pub struct Fetched {
     pub bytes: Vec<u8>,
 }
 
+impl Fetched {
+    /// A manifest read from where an index entry pointed: its media type is the one the
+    /// document declares (older tools wrote wrong ones in their index), else the entry's; the
+    /// entry's platform is kept, its annotations (a tag) are not.
+    pub fn listed(entry: Descriptor, bytes: Vec<u8>) -> Fetched {
+        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
+        let mut descriptor = Descriptor::new(
+            declared.as_deref().unwrap_or(&entry.media_type),
+            entry.digest,
+            bytes.len() as u64,
+        );
+        descriptor.platform = entry.platform;
+        Fetched { descriptor, bytes }
+    }
+}
+
 /// Where an image can be read from.
 pub trait Source: Send + Sync {
     /// How messages name it: a folder, an archive, `host/repository`.

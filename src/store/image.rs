@@ -31,17 +31,7 @@ impl Source for Layout {
                 (entry, bytes)
             }
         };
-        // The document's own media type over the index entry's, which older tools got wrong.
-        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
-        let mut descriptor = Descriptor::new(
-            declared.as_deref().unwrap_or(&entry.media_type),
-            entry.digest,
-            bytes.len() as u64,
-        );
-        descriptor.platform = entry.platform;
-        Ok(Fetched { descriptor, bytes })
+        Ok(Fetched::listed(entry, bytes))
     }
 
     fn blob(&self, digest: &str, offset: u64) -> Result<BlobReader, ImageError> {
