@@ -1,15 +1,16 @@
-//! The catalogue of models and versions (SQLite, WAL): version numbers handed out atomically,
-//! build status, and the record of what each build produced.
+//! The catalogue of models and versions: version numbers handed out atomically, build
+//! status, and the record of what each build produced. The [`Catalog`] trait is what the
+//! pipeline, the manager and the commands use; `sqlite.rs` is the engine behind it today.
 
 mod liveness;
+mod sqlite;
 
-use crate::model_image::layer::{CacheKey, CachedLayer, DigestCache};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+pub use sqlite::SqliteCatalog;
+
+use crate::model_image::layer::DigestCache;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -109,574 +110,64 @@ pub struct ModelSummary {
     pub updated: String,
 }
 
-pub struct Catalog {
-    conn: Connection,
-    path: String,
-}
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS versions (
-    model TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    model_type TEXT NOT NULL,
-    status TEXT NOT NULL,
-    contract BLOB NOT NULL,
-    contract_text TEXT NOT NULL,
-    contract_source TEXT NOT NULL,
-    base_image TEXT,
-    base_digest TEXT,
-    image TEXT,
-    manifest_digest TEXT,
-    config_digest TEXT,
-    size INTEGER,
-    created TEXT NOT NULL,
-    finished TEXT,
-    error TEXT,
-    log TEXT NOT NULL DEFAULT '',
-    owner TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (model, version)
-);
-";
-
-impl Catalog {
-    /// Opens (creating when missing) the catalogue, and marks builds whose process died `Failed`.
-    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
-        let display = path.display().to_string();
-        let sql = |source| CatalogError::Sql {
-            path: display.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
-        migrate(&conn).map_err(sql)?;
-        let catalog = Catalog {
-            conn,
-            path: display,
-        };
-        catalog.fail_dead_builds()?;
-        Ok(catalog)
-    }
-
-    fn sql(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
-        move |source| CatalogError::Sql {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
+/// Where the versions are recorded. SQLite is the engine today ([`open`]); a shared engine
+/// for several build hosts implements the same trait.
+pub trait Catalog: DigestCache + Send {
     /// Takes the next version number of `model` and records it `Pending`, in one transaction,
     /// so concurrent builds of one model never share a number.
-    pub fn start_version(&mut self, new: &NewVersion) -> Result<u32, CatalogError> {
-        let path = self.path.clone();
-        let sql = move |source| CatalogError::Sql {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&sql)?;
-        let version: u32 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?1",
-                [&new.model],
-                |r| r.get(0),
-            )
-            .map_err(&sql)?;
-        tx.execute(
-            "INSERT INTO versions (model, version, model_type, status, contract, contract_text, contract_source, created, owner)
-             VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?6, ?7, ?8)",
-            params![
-                new.model,
-                version,
-                new.model_type,
-                new.contract,
-                new.contract_text,
-                new.contract_source,
-                now(),
-                liveness::current_owner()
-            ],
-        )
-        .map_err(&sql)?;
-        tx.commit().map_err(&sql)?;
-        Ok(version)
-    }
+    fn start_version(&mut self, new: &NewVersion) -> Result<u32, CatalogError>;
 
-    pub fn set_running(&self, model: &str, version: u32) -> Result<(), CatalogError> {
-        self.set_status(model, version, Status::Running)
-    }
+    fn set_running(&self, model: &str, version: u32) -> Result<(), CatalogError>;
 
-    fn set_status(&self, model: &str, version: u32, status: Status) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "UPDATE versions SET status = ?3 WHERE model = ?1 AND version = ?2",
-                params![model, version, status.as_str()],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
+    fn append_log(&self, model: &str, version: u32, line: &str) -> Result<(), CatalogError>;
 
-    pub fn append_log(&self, model: &str, version: u32, line: &str) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "UPDATE versions SET log = log || ?3 || char(10) WHERE model = ?1 AND version = ?2",
-                params![model, version, line],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
-
-    pub fn finish(
-        &self,
-        model: &str,
-        version: u32,
-        result: &BuildResult,
-    ) -> Result<(), CatalogError> {
-        self.record_build(model, version, result)?;
-        self.set_status(model, version, Status::Finished)
-    }
+    fn finish(&self, model: &str, version: u32, result: &BuildResult) -> Result<(), CatalogError>;
 
     /// What the build produced, status unchanged (a push is still to come).
-    pub fn record_build(
+    fn record_build(
         &self,
         model: &str,
         version: u32,
         result: &BuildResult,
-    ) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "UPDATE versions SET base_image = ?3, base_digest = ?4, image = ?5,
-                 manifest_digest = ?6, config_digest = ?7, size = ?8, finished = ?9
-                 WHERE model = ?1 AND version = ?2",
-                params![
-                    model,
-                    version,
-                    result.base_image,
-                    result.base_digest,
-                    result.image,
-                    result.manifest_digest,
-                    result.config_digest,
-                    result.size as i64,
-                    now()
-                ],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
+    ) -> Result<(), CatalogError>;
 
     /// A push confirmed by the registry: the version is `Finished` (also one whose earlier
     /// push failed) and its image is the remote reference.
-    pub fn record_push(
+    fn record_push(
         &self,
         model: &str,
         version: u32,
         remote_image: &str,
         pushed_digest: &str,
-    ) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "UPDATE versions SET status = 'Finished', remote_image = ?3, pushed_digest = ?4,
-                 error = NULL, finished = ?5 WHERE model = ?1 AND version = ?2",
-                params![model, version, remote_image, pushed_digest, now()],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
+    ) -> Result<(), CatalogError>;
 
     /// For each of `digests`, the repositories of `registry` it was pushed to (newest first):
     /// the sources of cross-repository mounts.
-    pub fn blob_locations(
+    fn blob_locations(
         &self,
         registry: &str,
         digests: &[String],
-    ) -> Result<HashMap<String, Vec<String>>, CatalogError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT repository FROM blob_locations WHERE registry = ?1 AND digest = ?2
-                 ORDER BY pushed DESC LIMIT 5",
-            )
-            .map_err(self.sql())?;
-        let mut out = HashMap::new();
-        for digest in digests {
-            let repos: Vec<String> = statement
-                .query_map(params![registry, digest], |r| r.get(0))
-                .map_err(self.sql())?
-                .collect::<Result<_, _>>()
-                .map_err(self.sql())?;
-            if !repos.is_empty() {
-                out.insert(digest.clone(), repos);
-            }
-        }
-        Ok(out)
-    }
+    ) -> Result<HashMap<String, Vec<String>>, CatalogError>;
 
     /// Remembers that `registry`'s `repository` holds `digests`.
-    pub fn add_blob_locations(
+    fn add_blob_locations(
         &self,
         registry: &str,
         repository: &str,
         digests: &[String],
-    ) -> Result<(), CatalogError> {
-        let now = now();
-        for digest in digests {
-            self.conn
-                .execute(
-                    "INSERT INTO blob_locations (registry, digest, repository, pushed) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (registry, digest, repository) DO UPDATE SET pushed = excluded.pushed",
-                    params![registry, digest, repository, now],
-                )
-                .map_err(self.sql())?;
-        }
-        Ok(())
-    }
+    ) -> Result<(), CatalogError>;
 
-    pub fn fail(&self, model: &str, version: u32, error: &str) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "UPDATE versions SET status = 'Failed', error = ?3, finished = ?4 WHERE model = ?1 AND version = ?2",
-                params![model, version, error, now()],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
+    fn fail(&self, model: &str, version: u32, error: &str) -> Result<(), CatalogError>;
 
-    pub fn models(&self) -> Result<Vec<ModelSummary>, CatalogError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT v.model, c.n, v.version, v.status, v.model_type, v.created
-                 FROM versions v JOIN (SELECT model, COUNT(*) AS n, MAX(version) AS latest FROM versions GROUP BY model) c
-                 ON v.model = c.model AND v.version = c.latest ORDER BY v.model",
-            )
-            .map_err(self.sql())?;
-        let rows = statement
-            .query_map([], |r| {
-                Ok(ModelSummary {
-                    name: r.get(0)?,
-                    versions: r.get(1)?,
-                    latest_version: r.get(2)?,
-                    latest_status: Status::parse(&r.get::<_, String>(3)?),
-                    model_type: r.get(4)?,
-                    updated: r.get(5)?,
-                })
-            })
-            .map_err(self.sql())?;
-        rows.collect::<Result<_, _>>().map_err(self.sql())
-    }
+    fn models(&self) -> Result<Vec<ModelSummary>, CatalogError>;
 
-    pub fn versions(&self, model: &str) -> Result<Vec<VersionRecord>, CatalogError> {
-        let mut statement = self
-            .conn
-            .prepare(&format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 ORDER BY version"
-            ))
-            .map_err(self.sql())?;
-        let rows = statement
-            .query_map([model], version_from_row)
-            .map_err(self.sql())?;
-        rows.collect::<Result<_, _>>().map_err(self.sql())
-    }
+    fn versions(&self, model: &str) -> Result<Vec<VersionRecord>, CatalogError>;
 
-    pub fn version(
-        &self,
-        model: &str,
-        version: u32,
-    ) -> Result<Option<VersionRecord>, CatalogError> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {VERSION_COLUMNS} FROM versions WHERE model = ?1 AND version = ?2"
-                ),
-                params![model, version],
-                version_from_row,
-            )
-            .optional()
-            .map_err(self.sql())
-    }
-
-    /// A build that is `Pending` or `Running` but whose process is gone will never finish.
-    fn fail_dead_builds(&self) -> Result<(), CatalogError> {
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT model, version, owner FROM versions WHERE status IN ('Pending', 'Running')",
-            )
-            .map_err(self.sql())?;
-        let open: Vec<(String, u32, String)> = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(self.sql())?
-            .collect::<Result<_, _>>()
-            .map_err(self.sql())?;
-        for (model, version, owner) in open {
-            if let Some(reason) = liveness::dead_owner_reason(&owner) {
-                self.conn
-                    .execute(
-                        "UPDATE versions SET status = 'Failed', error = ?3, finished = ?4
-                         WHERE model = ?1 AND version = ?2 AND status IN ('Pending', 'Running')",
-                        params![model, version, reason, now()],
-                    )
-                    .map_err(self.sql())?;
-            }
-        }
-        Ok(())
-    }
+    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, CatalogError>;
 }
 
-/// The digest cache key's columns, in the order both of its statements name them.
-fn cache_key_columns(key: &CacheKey) -> [Value; 10] {
-    [
-        Value::from(key.source.clone()),
-        Value::from(key.rel.clone()),
-        Value::from(key.executable),
-        Value::from(key.build_mtime as i64),
-        Value::from(key.format),
-        Value::from(key.size as i64),
-        Value::from(key.mtime_ns),
-        Value::from(key.ctime_ns),
-        Value::from(key.inode as i64),
-        Value::from(key.dev as i64),
-    ]
-}
-
-const VERSION_COLUMNS: &str = "model, version, model_type, status, contract, contract_text, contract_source,
-    base_image, base_digest, COALESCE(remote_image, image), manifest_digest, config_digest, size, created, finished,
-    error, log, image, pushed_digest";
-
-/// Columns and tables added after the first release, added to older catalogues on open.
-/// Idempotent: a column is added only when `PRAGMA table_info` does not list it.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('versions')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for (column, kind) in [("remote_image", "TEXT"), ("pushed_digest", "TEXT")] {
-        if !columns.iter().any(|c| c == column) {
-            // A concurrent opener may have added it first.
-            match conn.execute_batch(&format!("ALTER TABLE versions ADD COLUMN {column} {kind}")) {
-                Err(e) if e.to_string().contains("duplicate column") => {}
-                other => other?,
-            }
-        }
-    }
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS blob_locations (
-            registry TEXT NOT NULL,
-            digest TEXT NOT NULL,
-            repository TEXT NOT NULL,
-            pushed TEXT NOT NULL,
-            PRIMARY KEY (registry, digest, repository)
-        );
-        CREATE TABLE IF NOT EXISTS digest_cache (
-            source TEXT NOT NULL,
-            rel TEXT NOT NULL,
-            executable INTEGER NOT NULL,
-            build_mtime INTEGER NOT NULL,
-            format INTEGER NOT NULL,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            ctime_ns INTEGER NOT NULL,
-            inode INTEGER NOT NULL,
-            dev INTEGER NOT NULL,
-            digest TEXT NOT NULL,
-            diff_id TEXT NOT NULL,
-            blob_size INTEGER NOT NULL,
-            recorded TEXT NOT NULL,
-            PRIMARY KEY (source, rel, executable, build_mtime, format)
-        );",
-    )
-}
-
-/// The layers of big files, one row per file and layer inputs: a file that changes replaces
-/// its row, so the table grows with the files seen, not with their edits.
-impl DigestCache for Catalog {
-    fn lookup(&self, key: &CacheKey) -> Option<CachedLayer> {
-        self.conn
-            .query_row(
-                "SELECT digest, diff_id, blob_size FROM digest_cache
-                 WHERE source = ?1 AND rel = ?2 AND executable = ?3 AND build_mtime = ?4
-                   AND format = ?5 AND size = ?6 AND mtime_ns = ?7 AND ctime_ns = ?8
-                   AND inode = ?9 AND dev = ?10",
-                rusqlite::params_from_iter(cache_key_columns(key)),
-                |r| {
-                    Ok(CachedLayer {
-                        digest: r.get(0)?,
-                        diff_id: r.get(1)?,
-                        size: r.get::<_, i64>(2)? as u64,
-                    })
-                },
-            )
-            .ok()
-    }
-
-    fn record(&self, key: &CacheKey, layer: &CachedLayer) {
-        let _ = self.conn.execute(
-            "INSERT OR REPLACE INTO digest_cache (source, rel, executable, build_mtime, format,
-                size, mtime_ns, ctime_ns, inode, dev, digest, diff_id, blob_size, recorded)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            rusqlite::params_from_iter(cache_key_columns(key).into_iter().chain([
-                Value::from(layer.digest.clone()),
-                Value::from(layer.diff_id.clone()),
-                Value::from(layer.size as i64),
-                Value::from(now()),
-            ])),
-        );
-    }
-}
-
-fn version_from_row(r: &Row) -> rusqlite::Result<VersionRecord> {
-    Ok(VersionRecord {
-        name: r.get(0)?,
-        version: r.get(1)?,
-        model_type: r.get(2)?,
-        status: Status::parse(&r.get::<_, String>(3)?),
-        contract: r.get(4)?,
-        contract_text: r.get(5)?,
-        contract_source: r.get(6)?,
-        base_image: r.get(7)?,
-        base_digest: r.get(8)?,
-        image: r.get(9)?,
-        digest: r.get(10)?,
-        config_digest: r.get(11)?,
-        size: r.get::<_, Option<i64>>(12)?.map(|s| s as u64),
-        created: r.get(13)?,
-        finished: r.get(14)?,
-        error: r.get(15)?,
-        log: r.get(16)?,
-        local_image: r.get(17)?,
-        pushed_digest: r.get(18)?,
-    })
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    crate::oci::rfc3339(secs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new_version(model: &str) -> NewVersion {
-        NewVersion {
-            model: model.into(),
-            model_type: "python:3.6".into(),
-            ..NewVersion::default()
-        }
-    }
-
-    #[test]
-    fn versions_count_per_model_and_finish() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut catalog = Catalog::open(&dir.path().join("catalog.db")).unwrap();
-        assert_eq!(catalog.start_version(&new_version("a")).unwrap(), 1);
-        assert_eq!(catalog.start_version(&new_version("a")).unwrap(), 2);
-        assert_eq!(catalog.start_version(&new_version("b")).unwrap(), 1);
-        catalog.set_running("a", 1).unwrap();
-        catalog.append_log("a", 1, "step one").unwrap();
-        catalog
-            .finish(
-                "a",
-                1,
-                &BuildResult {
-                    manifest_digest: "sha256:x".into(),
-                    ..BuildResult::default()
-                },
-            )
-            .unwrap();
-        catalog.fail("a", 2, "boom").unwrap();
-        let versions = catalog.versions("a").unwrap();
-        assert_eq!(versions[0].status, Status::Finished);
-        assert_eq!(versions[0].log, "step one\n");
-        assert_eq!(versions[1].status, Status::Failed);
-        assert_eq!(versions[1].error.as_deref(), Some("boom"));
-        let models = catalog.models().unwrap();
-        assert_eq!(models.len(), 2);
-        assert_eq!(models[0].versions, 2);
-    }
-
-    #[test]
-    fn pushes_and_blob_locations_are_recorded_and_old_catalogues_migrate() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.db");
-        {
-            // A catalogue from before pushes: no remote columns.
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-        }
-        let mut catalog = Catalog::open(&path).unwrap();
-        drop(Catalog::open(&path).unwrap());
-        catalog.start_version(&new_version("a")).unwrap();
-        let build = BuildResult {
-            image: "oci:/s/a:1".into(),
-            manifest_digest: "sha256:m".into(),
-            ..BuildResult::default()
-        };
-        catalog.record_build("a", 1, &build).unwrap();
-        catalog.fail("a", 1, "push failed").unwrap();
-        let record = catalog.version("a", 1).unwrap().unwrap();
-        assert_eq!(record.status, Status::Failed);
-        assert_eq!(record.image.as_deref(), Some("oci:/s/a:1"));
-        catalog
-            .record_push("a", 1, "r.example.com/a:1", "sha256:m")
-            .unwrap();
-        let record = catalog.version("a", 1).unwrap().unwrap();
-        assert_eq!(record.status, Status::Finished);
-        assert_eq!(record.error, None);
-        assert_eq!(record.image.as_deref(), Some("r.example.com/a:1"));
-        assert_eq!(record.local_image.as_deref(), Some("oci:/s/a:1"));
-        assert_eq!(record.pushed_digest.as_deref(), Some("sha256:m"));
-
-        let digests = vec!["sha256:l".to_string(), "sha256:z".to_string()];
-        catalog
-            .add_blob_locations("r:1", "t/a", &digests[..1])
-            .unwrap();
-        catalog
-            .add_blob_locations("r:1", "t/a", &digests[..1])
-            .unwrap();
-        let found = catalog.blob_locations("r:1", &digests).unwrap();
-        assert_eq!(found.get("sha256:l"), Some(&vec!["t/a".to_string()]));
-        assert!(!found.contains_key("sha256:z"));
-        assert!(
-            catalog
-                .blob_locations("other", &digests)
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn a_dead_owner_fails_its_build_on_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.db");
-        let mut catalog = Catalog::open(&path).unwrap();
-        catalog.start_version(&new_version("a")).unwrap();
-        catalog
-            .conn
-            .execute(
-                "UPDATE versions SET status = 'Running', owner = ?1",
-                [liveness::owner_for_dead_process()],
-            )
-            .unwrap();
-        drop(catalog);
-        let catalog = Catalog::open(&path).unwrap();
-        let record = catalog.version("a", 1).unwrap().unwrap();
-        assert_eq!(record.status, Status::Failed);
-        assert!(
-            record
-                .error
-                .unwrap()
-                .contains("ended before the build finished")
-        );
-    }
+/// Opens (creating when missing) the catalogue at `path` (SQLite), and marks builds whose
+/// process died `Failed`.
+pub fn open(path: &Path) -> Result<Box<dyn Catalog>, CatalogError> {
+    Ok(Box::new(SqliteCatalog::open(path)?))
 }

@@ -2,7 +2,6 @@
 //! also the registry options and progress bars that `upload --registry http(s)://…` shares.
 
 use super::output::print_json;
-use crate::catalog::Catalog;
 use crate::pipeline::Home;
 use crate::pipeline::push::{Remote, push_version};
 use crate::remote::auth::Credential;
@@ -103,10 +102,10 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         )
     })?;
     let remote = args.remote.remote(&args.registry)?;
-    let catalog = Catalog::open(&home.catalog_path())?;
+    let catalog = crate::catalog::open(&home.catalog_path())?;
     let store = home.store()?;
     let watcher = progress_watcher();
-    let result = push_version(&catalog, &store, name, version, &remote, &watcher);
+    let result = push_version(catalog.as_ref(), &store, name, version, &remote, &watcher);
     drop(watcher);
     match result {
         Ok(pushed) => {

@@ -3,7 +3,6 @@
 use super::ModelArgs;
 use super::output::{print_json, step_printer};
 use crate::base::{BaseChoice, parse_base};
-use crate::catalog::Catalog;
 use crate::manager_client::ManagerClient;
 use crate::oci::Location;
 use crate::pipeline::push::upload_to_registry;
@@ -60,7 +59,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     let spec = args.model.load()?;
-    let mut catalog = Catalog::open(&home.catalog_path())?;
+    let mut catalog = crate::catalog::open(&home.catalog_path())?;
     let mut show = step_printer();
     let settings = super::build_settings(&args.compression);
     let request = BuildRequest {
@@ -69,10 +68,17 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         settings: &settings,
     };
     let result = match &remote {
-        None => upload_to_store(&mut catalog, &store, &request, &mut show),
+        None => upload_to_store(catalog.as_mut(), &store, &request, &mut show),
         Some(remote) => {
             let watcher = super::push::progress_watcher();
-            upload_to_registry(&mut catalog, &store, &request, remote, &mut show, &watcher)
+            upload_to_registry(
+                catalog.as_mut(),
+                &store,
+                &request,
+                remote,
+                &mut show,
+                &watcher,
+            )
         }
     };
     match result {

@@ -136,7 +136,7 @@ pub async fn logs(
 
 /// Where a client's log stream stands.
 struct Follow {
-    catalog: Option<Catalog>,
+    catalog: Option<Box<dyn Catalog>>,
     name: String,
     version: u32,
     sent_lines: usize,
@@ -232,8 +232,8 @@ pub(crate) fn host_of(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn open(path: &std::path::Path) -> Result<Catalog, Failure> {
-    Catalog::open(path).map_err(internal)
+fn open(path: &std::path::Path) -> Result<Box<dyn Catalog>, Failure> {
+    crate::catalog::open(path).map_err(internal)
 }
 
 fn internal(error: impl std::fmt::Display) -> Failure {

@@ -3,7 +3,6 @@
 //! once, first come first served.
 
 use crate::base::BaseChoice;
-use crate::catalog::Catalog;
 use crate::model::spec::ModelSpec;
 use crate::pipeline::{self, BuildRequest, BuildSettings, Home};
 use crate::store::Store;
@@ -82,7 +81,7 @@ impl Builds {
         if unfinished.is_empty() {
             return;
         }
-        let Ok(catalog) = Catalog::open(catalog_path) else {
+        let Ok(catalog) = crate::catalog::open(catalog_path) else {
             return; // the next start finds them by their dead owner
         };
         for (name, version) in unfinished {
@@ -109,7 +108,7 @@ fn run(catalog_path: &std::path::Path, store: &Store, job: Job) -> Result<(), St
         slot,
     } = job;
     let result = (|| {
-        let catalog = Catalog::open(catalog_path).map_err(|e| e.to_string())?;
+        let catalog = crate::catalog::open(catalog_path).map_err(|e| e.to_string())?;
         let settings = BuildSettings::default();
         let request = BuildRequest {
             spec: &spec,
@@ -117,7 +116,7 @@ fn run(catalog_path: &std::path::Path, store: &Store, job: Job) -> Result<(), St
             settings: &settings,
         };
         let built = pipeline::build_version(
-            &catalog,
+            catalog.as_ref(),
             store,
             &request,
             version,

@@ -62,7 +62,7 @@ pub async fn serve(
     let home = Home::new(config.home.clone());
     let store = home.store()?;
     // Opening the catalogue marks the builds of a server that died `Failed`.
-    let catalog = crate::catalog::Catalog::open(&home.catalog_path())
+    let catalog = crate::catalog::open(&home.catalog_path())
         .map_err(|e| ServeError::Config(e.to_string()))?;
     drop(catalog);
     let uploads = upload::clean_upload_area(&home)?;

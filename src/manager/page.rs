@@ -3,7 +3,7 @@
 
 use super::api::{find_version, host_of};
 use super::{Shared, blocking, json_error};
-use crate::catalog::{Catalog, Status, VersionRecord};
+use crate::catalog::{Status, VersionRecord};
 use crate::contract::{self, Field, FieldKind, Shape};
 use crate::contract::{dtype_name, profile_name};
 use axum::extract::{Path, State};
@@ -19,7 +19,7 @@ th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto;max-heigh
 pub async fn models(State(manager): State<Shared>) -> Response {
     let path = manager.home.catalog_path();
     let models = blocking(move || {
-        Catalog::open(&path)
+        crate::catalog::open(&path)
             .and_then(|c| c.models())
             .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))
     })
@@ -54,7 +54,7 @@ pub async fn model(State(manager): State<Shared>, Path(name): Path<String>) -> R
     let path = manager.home.catalog_path();
     let lookup = name.clone();
     let versions = blocking(move || {
-        Catalog::open(&path)
+        crate::catalog::open(&path)
             .and_then(|c| c.versions(&lookup))
             .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))
     })

@@ -7,7 +7,6 @@ use super::builds::Job;
 use super::unpack::{UnpackError, unpack_tar_gz};
 use super::{Failure, Manager, Shared, blocking, json_error};
 use crate::base::{BaseChoice, check_runtime_name, installed_runtime};
-use crate::catalog::Catalog;
 use crate::model::serving::parse_serving_str;
 use crate::model::spec::{Overrides, load_model};
 use crate::pipeline::{Home, new_version};
@@ -250,9 +249,9 @@ async fn accept(
     let catalog_path = manager.home.catalog_path();
     let for_version = spec.clone();
     let version = blocking(move || {
-        let mut catalog = Catalog::open(&catalog_path)
+        let mut catalog = crate::catalog::open(&catalog_path)
             .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        new_version(&mut catalog, &for_version)
+        new_version(catalog.as_mut(), &for_version)
             .map_err(|e| json_error(StatusCode::INTERNAL_SERVER_ERROR, e))
     })
     .await?;

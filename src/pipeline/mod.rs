@@ -140,13 +140,13 @@ pub struct Uploaded {
 }
 
 /// Runs after the local build and before the version is `Finished`: a push to a registry.
-pub type AfterBuild<'a> = dyn FnMut(&Catalog, u32, &Uploaded) -> Result<Option<crate::remote::Pushed>, PipelineError>
+pub type AfterBuild<'a> = dyn FnMut(&dyn Catalog, u32, &Uploaded) -> Result<Option<crate::remote::Pushed>, PipelineError>
     + 'a;
 
 /// `mlambda upload` into a file-backed store: takes a version, builds, tags, records. A
 /// failure after the version is taken is recorded `Failed` with its error.
 pub fn upload_to_store(
-    catalog: &mut Catalog,
+    catalog: &mut dyn Catalog,
     store: &Store,
     request: &BuildRequest,
     log: &mut dyn FnMut(Event),
@@ -156,7 +156,7 @@ pub fn upload_to_store(
 
 /// `upload_to_store`, then `after_build` (a push); its failure fails the version.
 pub fn upload_then(
-    catalog: &mut Catalog,
+    catalog: &mut dyn Catalog,
     store: &Store,
     request: &BuildRequest,
     log: &mut dyn FnMut(Event),
@@ -168,7 +168,7 @@ pub fn upload_then(
 }
 
 /// Takes the model's next version number and records it `Pending`.
-pub fn new_version(catalog: &mut Catalog, spec: &ModelSpec) -> Result<u32, CatalogError> {
+pub fn new_version(catalog: &mut dyn Catalog, spec: &ModelSpec) -> Result<u32, CatalogError> {
     catalog.start_version(&NewVersion {
         model: spec.name.clone(),
         model_type: spec.model_type.clone(),
@@ -181,7 +181,7 @@ pub fn new_version(catalog: &mut Catalog, spec: &ModelSpec) -> Result<u32, Catal
 /// Builds a version taken by [`new_version`] (`Running`, then `Finished`), every step in its
 /// log; any failure is recorded `Failed` with its error.
 pub fn build_version(
-    catalog: &Catalog,
+    catalog: &dyn Catalog,
     store: &Store,
     request: &BuildRequest,
     version: u32,

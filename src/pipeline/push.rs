@@ -20,7 +20,7 @@ pub struct Remote {
 
 /// `mlambda upload --registry http(s)://…`.
 pub fn upload_to_registry(
-    catalog: &mut Catalog,
+    catalog: &mut dyn Catalog,
     store: &Store,
     request: &BuildRequest,
     remote: &Remote,
@@ -52,7 +52,7 @@ pub fn upload_to_registry(
 /// `mlambda push NAME:VERSION`: a version built earlier (here, or on an air-gapped host whose
 /// store was carried over) pushed from the local store.
 pub fn push_version(
-    catalog: &Catalog,
+    catalog: &dyn Catalog,
     store: &Store,
     name: &str,
     version: u32,
@@ -98,7 +98,7 @@ pub fn push_version(
 /// Pushes one tagged image of a local layout, with mount sources from the catalogue, and
 /// remembers where its blobs now are.
 fn push_layout(
-    catalog: &Catalog,
+    catalog: &dyn Catalog,
     layout: &Layout,
     name: &str,
     version: u32,
