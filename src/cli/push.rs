@@ -4,7 +4,7 @@
 use super::output::print_json;
 use crate::pipeline::Home;
 use crate::pipeline::push::{Remote, push_version};
-use crate::remote::auth::Credential;
+use crate::remote::Credential;
 use crate::remote::{BlobOutcome, ConnectOptions, Progress, Pushed, Target, Watcher};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;

@@ -4,8 +4,8 @@
 mod pack;
 
 use crate::model::spec::ModelSpec;
-use crate::remote::auth::{Credential, find_credential};
 use crate::remote::{ConnectOptions, is_loopback, tls_config};
+use crate::remote::{Credential, find_credential};
 use pack::{PackError, archive_entries, pack};
 use reqwest::blocking::{Client, RequestBuilder, multipart};
 use serde_json::Value;

@@ -14,10 +14,10 @@
 //! - `upload`: one blob (HEAD, mount, monolithic or chunked upload, resume) and the manifest.
 //! - `image`: `RemoteImage` (a source) and `RemotePush` (a sink) over the two.
 
-pub mod auth;
+mod auth;
 mod image;
 mod pull;
-pub mod retry;
+mod retry;
 mod upload;
 
 use crate::image::{Fetched, ImageError, Source};
@@ -27,7 +27,7 @@ use auth::Auth;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use reqwest::{StatusCode, Url};
-use retry::{RetryPolicy, error_chain, is_transient_error, is_transient_status};
+use retry::{error_chain, is_transient_error, is_transient_status};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ pub use crate::image::BlobOutcome;
 pub use auth::{Credential, find_credential};
 pub use image::{RemoteImage, RemotePush, quiet};
 pub use pull::{FetchedManifest, MANIFEST_ACCEPT};
+pub use retry::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
