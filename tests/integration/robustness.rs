@@ -1,7 +1,7 @@
 //! What must hold when things go wrong or happen at once: concurrent uploads, a killed
 //! upload, a failing build, big files.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::{Command, Stdio};

@@ -2,9 +2,8 @@
 //! (`../shared/fixtures`), compared field by field with what the frameworks' own tools report
 //! (`EXPECTED.json`); and against truncated, corrupted and hostile versions of those files.
 
-mod common;
-#[path = "common/mutate.rs"]
-mod mutate;
+use crate::common;
+use crate::common::mutate;
 
 use common::shared_fixtures as fixtures;
 use mlambda::contract::{DataType, Dim, Field, FieldKind, Shape, parse_dtype};

@@ -3,7 +3,7 @@
 //! a server killed during a build, the build log's event stream, credentials, and every kind
 //! of hostile archive refused with nothing left behind.
 
-mod common;
+use crate::common;
 
 use common::manager::*;
 use common::registry::skopeo_raw_manifest;

@@ -1,5 +1,4 @@
 //! Deterministic mutation of binary inputs for the bounded fuzz runs inside `cargo test`.
-//! Include with `#[path = "common/mutate.rs"] mod mutate;`.
 #![allow(dead_code)]
 
 use mlambda::infer::{InferError, Inferred};

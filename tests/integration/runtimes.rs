@@ -1,7 +1,7 @@
 //! The shipped runtimes: built from Debian packages without running any package script, then
 //! used as the base of model images that really run (chroot, as root, as in CI).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

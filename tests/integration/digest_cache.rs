@@ -2,7 +2,7 @@
 //! writes them again, and any change to a file (even one that restores size and mtime) or a
 //! new copy of it is built again.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeSet;

@@ -3,7 +3,7 @@
 //! content discovery, content management), with real clients (skopeo, umoci), auth, TLS,
 //! many concurrent pushers, and garbage collection.
 
-mod common;
+use crate::common;
 
 use common::*;
 use mlambda::oci::digest::sha256_of;

@@ -2,7 +2,7 @@
 //! multi-platform index pushed by skopeo resolved to the platform asked for, the model image
 //! built on the exact layers the registry holds, nothing downloaded twice, and the errors.
 
-mod common;
+use crate::common;
 
 use common::proxy::Proxy;
 use common::registry::{Distribution, RegistryOptions, skopeo_raw_manifest};

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod manager;
+pub mod mutate;
 pub mod proxy;
 pub mod registry;
 

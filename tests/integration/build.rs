@@ -1,6 +1,6 @@
 //! `mlambda build`: reproducible images written to layouts and archives, on any base.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

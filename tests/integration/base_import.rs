@@ -1,6 +1,6 @@
 //! `mlambda base import` from every local source kind, and the errors for bad sources.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `podman pull` — the container engine users run the images with — from both of mlambda's
 //! servers: `mlambda registry serve` and the manager's `/v2/`.
 
-mod common;
+use crate::common;
 
 use common::manager::ManagerServer;
 use common::*;

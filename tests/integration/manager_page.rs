@@ -3,7 +3,7 @@
 //! leaves screenshots behind; with JavaScript on, a running build's log and status follow the
 //! build live, and the same page without JavaScript already reads as it is.
 
-mod common;
+use crate::common;
 use common::manager::*;
 use common::*;
 

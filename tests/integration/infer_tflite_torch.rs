@@ -4,10 +4,9 @@
 //! `EXPECTED.json`) and `tests/fixtures` (written by `scripts/fixtures/*.py`). Then truncated,
 //! mutated and hostile versions of them: an error naming the file, never a panic.
 
-#[path = "common/mutate.rs"]
-mod mutate;
+use crate::common::mutate;
 
-mod common;
+use crate::common;
 use common::lines;
 
 use common::{own_fixture as own, shared_fixtures as shared};

@@ -1,7 +1,7 @@
 //! `mlambda upload` end to end: versions in the catalogue, images in the local store that
 //! skopeo and umoci read with no server, and the exact bytes inside.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

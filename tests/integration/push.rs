@@ -2,7 +2,7 @@
 //! distribution registry: what skopeo reads back, what is (not) sent again, base layers
 //! mounted, faults survived, and every kind of authentication.
 
-mod common;
+use crate::common;
 
 use common::proxy::{Proxy, mount_digest, put_digest};
 use common::registry::{Distribution, RegistryOptions, skopeo_raw_manifest};

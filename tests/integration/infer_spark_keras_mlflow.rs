@@ -3,7 +3,7 @@
 //! frameworks through `scripts/fixtures/make.sh`) with their exact contracts; renamed,
 //! edited, truncated and hostile versions of them.
 
-mod common;
+use crate::common;
 
 use common::{own_fixture as own, shared_fixtures};
 use mlambda::contract::{DataType, Field, FieldKind, Signature};

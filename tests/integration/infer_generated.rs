@@ -4,7 +4,7 @@
 //! contracts are what `saved_model_cli show --all` and `onnx.load` reported for them. Then the
 //! SavedModel end to end: `mlambda upload` with no serving.yaml, and the image's bytes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use mlambda::infer::{Inferred, infer};

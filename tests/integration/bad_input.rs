@@ -1,7 +1,7 @@
 //! Bad model folders: every one fails with a non-zero exit and a message that names the file,
 //! the line and column, and the key; nothing is recorded and nothing is written to the store.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;
