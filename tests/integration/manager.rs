@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use common::http::client;
 use common::manager::*;
 use common::registry::skopeo_raw_manifest;
 use common::*;
@@ -273,7 +274,7 @@ fn sigterm_stops_the_server_promptly_and_marks_the_unfinished_build_failed() {
     ));
     wait_for_status(&server, "slow_model", 1, &["Running"], BUILD);
     // A client following the log must not keep the server from stopping.
-    let stream = http()
+    let stream = client()
         .get(server.url("/api/v2/model/version/slow_model/1/logs"))
         .send()
         .unwrap();
@@ -308,7 +309,7 @@ fn events(
     path: &str,
     last_event_id: Option<&str>,
 ) -> Vec<(String, String, String)> {
-    let mut request = http().get(server.url(path));
+    let mut request = client().get(server.url(path));
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id);
     }
@@ -377,7 +378,7 @@ fn the_build_log_streams_as_events_that_resume_after_the_last_id() {
     );
     assert!(by_query.iter().all(|e| e.0 == "status"), "{by_query:?}");
 
-    let missing = http()
+    let missing = client()
         .get(server.url("/api/v2/model/version/example_tokenizer_model/9/logs"))
         .send()
         .unwrap();
@@ -400,13 +401,13 @@ fn htpasswd_protects_the_api_the_page_and_the_registry() {
         &["--htpasswd", file.to_str().unwrap()],
     );
     for path in ["/", "/api/v2/model", "/v2/", "/openapi.yaml"] {
-        let response = http().get(server.url(path)).send().unwrap();
+        let response = client().get(server.url(path)).send().unwrap();
         assert_eq!(response.status(), 401, "{path}");
         assert!(
             response.headers().contains_key("www-authenticate"),
             "{path}"
         );
-        let response = http()
+        let response = client()
             .get(server.url(path))
             .basic_auth("alice", Some("s3cret"))
             .send()
@@ -541,7 +542,7 @@ fn post_upload(
             "payload",
             reqwest::blocking::multipart::Part::bytes(payload).file_name("model.tar.gz"),
         );
-    let response = http()
+    let response = client()
         .post(server.url("/api/v2/model/upload"))
         .multipart(form)
         .send()
@@ -768,7 +769,7 @@ fn broken_uploads_say_what_is_wrong_and_record_nothing() {
     );
 
     let form = reqwest::blocking::multipart::Form::new().text("metadata", "{}");
-    let response = http()
+    let response = client()
         .post(server.url("/api/v2/model/upload"))
         .multipart(form)
         .send()

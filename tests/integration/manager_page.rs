@@ -4,6 +4,7 @@
 //! build live, and the same page without JavaScript already reads as it is.
 
 use crate::common;
+use common::http::client;
 use common::manager::*;
 use common::*;
 
@@ -364,7 +365,7 @@ fn headless_chromium_finds_models_versions_statuses_and_the_contract() {
 
 /// A page fetched as a browser without JavaScript gets it: the server's HTML.
 fn html(server: &ManagerServer, path: &str) -> String {
-    let response = http().get(server.url(path)).send().unwrap();
+    let response = client().get(server.url(path)).send().unwrap();
     assert!(
         response.status().is_success(),
         "GET {path}: {}",
@@ -476,7 +477,7 @@ fn with_javascript_a_running_builds_log_and_status_follow_the_build() {
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or_else(|| panic!("no data-lines on the log: {before}"));
     assert_eq!(stated, lines_before, "{before}");
-    let events = http()
+    let events = common::http::client()
         .get(server.url(&format!(
             "/api/v2/model/version/{name}/1/logs?last-event-id={stated}"
         )))

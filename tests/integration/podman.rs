@@ -6,8 +6,7 @@ use crate::common;
 use common::manager::ManagerServer;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// podman with a private store (vfs: no overlay mounts needed), as RECIPE.md runs it.
 fn podman(podman: &Path, work: &Path) -> Command {
@@ -41,24 +40,13 @@ fn podman_pulls_from_registry_serve_and_from_the_managers_registry() {
     ));
     let digest = uploaded["digest"].as_str().unwrap().to_string();
 
-    let port = common::registry::free_port();
-    let mut registry = mlambda(&home)
-        .args(["registry", "serve", "--addr", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry serve did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let registry = common::registry::registry_serve(&home.join("registry"), &[]);
     let pulled = pull_digest(
         &tool,
         &work.path().join("podman1"),
-        &format!("127.0.0.1:{port}/example_tokenizer_model:1"),
+        &format!("{}/example_tokenizer_model:1", registry.host()),
     );
-    let _ = registry.kill();
-    let _ = registry.wait();
+    drop(registry);
     assert_eq!(pulled, digest);
 
     // The manager serves the same store at /v2/.

@@ -33,27 +33,6 @@ fn upload_to(home: &Path, registry: &str, extra: &[&str]) -> Command {
 }
 
 /// The layer digests of an image in the local store.
-fn layers_of(home: &Path, repository: &str, tag: &str) -> Vec<String> {
-    let dir = home.join("registry").join(repository);
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let manifest = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap();
-    let digest = manifest["digest"].as_str().unwrap();
-    let blob = dir.join("blobs/sha256").join(&digest["sha256:".len()..]);
-    let manifest: Value = serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn record(home: &Path, reference: &str) -> Value {
     json_of(&run_ok(mlambda(home).args(["show", reference, "--json"])))
 }
@@ -119,7 +98,7 @@ fn a_push_over_plain_http_is_what_skopeo_reads_and_an_unchanged_model_sends_no_p
     )));
     assert_eq!(second["version"], 2);
     assert_eq!(second["pushed_digest"], second["digest"]);
-    let layers = layers_of(home.path(), MODEL, "2");
+    let layers = layout_layers(&home.path().join("registry").join(MODEL), "2");
     assert!(!layers.is_empty());
     let log = proxy.take_log();
     let uploaded: Vec<String> = log.iter().filter_map(put_digest).collect();
@@ -193,7 +172,7 @@ fn a_second_model_on_the_same_base_mounts_every_base_layer() {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
     assert!(!base_layers.is_empty());
-    let second_layers = layers_of(home.path(), "second", "1");
+    let second_layers = layout_layers(&home.path().join("registry/second"), "1");
     let mounted: BTreeSet<String> = log
         .iter()
         .filter(|l| l.status == 201 && l.target.contains("/team/second/"))

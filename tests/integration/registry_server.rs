@@ -5,122 +5,18 @@
 
 use crate::common;
 
+use common::http::{Served as Server, client, error_code, header, json};
+use common::registry::registry_serve;
 use common::*;
 use mlambda::oci::digest::sha256_of;
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::Response;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
-
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    /// `mlambda registry serve --root ROOT --addr 127.0.0.1:<free>` plus `extra`, once `/v2/`
-    /// answers (or, over TLS, the port accepts).
-    fn start(root: &Path, extra: &[&str]) -> Server {
-        let tls = extra.contains(&"--tls-cert");
-        for attempt in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = root.with_extension(format!("serve-{port}.log"));
-            let child = Command::new(mlambda_bin())
-                .args(["registry", "serve", "--root"])
-                .arg(root)
-                .args(["--addr", &format!("127.0.0.1:{port}")])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("mlambda starts");
-            let mut server = Server { child, port, log };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break;
-                }
-                let up = if tls {
-                    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                } else {
-                    client()
-                        .get(server.url("/v2/"))
-                        .send()
-                        .is_ok_and(|r| r.status() != StatusCode::NOT_FOUND)
-                };
-                if up {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            eprintln!(
-                "attempt {attempt}: the server did not come up: {}",
-                server.log_text()
-            );
-        }
-        panic!("the registry server never came up");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> Client {
-    // reqwest is built without a default TLS provider (mlambda picks ring itself); these
-    // requests are plain HTTP, but building a client still needs one installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn header(response: &Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
-/// The first error code of a spec error body.
-fn code(response: Response) -> String {
-    let body = json(response);
-    body["errors"][0]["code"].as_str().unwrap().to_string()
-}
-
-fn json(response: Response) -> serde_json::Value {
-    let bytes = response.bytes().unwrap();
-    serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-}
 
 trait JsonBody {
     fn json_body(self) -> serde_json::Value;
@@ -134,11 +30,10 @@ impl JsonBody for Response {
 
 fn push_blob(s: &Server, repo: &str, bytes: &[u8]) -> String {
     let digest = sha256_of(bytes);
-    let r = client()
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-        .body(bytes.to_vec())
-        .send()
-        .unwrap();
+    let r = s.post(
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        bytes.to_vec(),
+    );
     assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().unwrap());
     digest
 }
@@ -189,9 +84,9 @@ fn small_image(s: &Server, repo: &str, tag: &str, layer: &[u8]) -> Vec<u8> {
 #[test]
 fn base_endpoint_and_invalid_names_digests_and_references() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("root"), &[]);
+    let s = registry_serve(&dir.path().join("root"), &[]);
     let c = client();
-    let r = c.get(s.url("/v2/")).send().unwrap();
+    let r = s.get("/v2/");
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         header(&r, "Docker-Distribution-API-Version"),
@@ -225,37 +120,40 @@ fn base_endpoint_and_invalid_names_digests_and_references() {
             "BLOB_UPLOAD_UNKNOWN",
         ),
     ] {
-        let r = c.get(s.url(path)).send().unwrap();
+        let r = s.get(path);
         assert_eq!(r.status().as_u16(), status, "{path}");
-        assert_eq!(code(r), expected, "{path}");
+        assert_eq!(error_code(r), expected, "{path}");
     }
     // Existing repository, unknown content.
     small_image(&s, "a", "1", b"layer");
-    let r = c.get(s.url("/v2/a/manifests/2")).send().unwrap();
+    let r = s.get("/v2/a/manifests/2");
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (404, "MANIFEST_UNKNOWN".into())
     );
     let r = c
         .get(s.url(&format!("/v2/a/blobs/{}", sha256_of(b"nope"))))
         .send()
         .unwrap();
-    assert_eq!((r.status().as_u16(), code(r)), (404, "BLOB_UNKNOWN".into()));
+    assert_eq!(
+        (r.status().as_u16(), error_code(r)),
+        (404, "BLOB_UNKNOWN".into())
+    );
     let r = c
         .delete(s.url(&format!("/v2/a/manifests/{}", sha256_of(b"nope"))))
         .send()
         .unwrap();
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (404, "MANIFEST_UNKNOWN".into())
     );
     // Upload ids belong to their repository.
     let r = c.post(s.url("/v2/a/blobs/uploads/")).send().unwrap();
     let location = header(&r, "Location");
     let other = location.replace("/v2/a/", "/v2/b/");
-    let r = c.get(s.url(&other)).send().unwrap();
+    let r = s.get(&other);
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (404, "BLOB_UPLOAD_UNKNOWN".into())
     );
     // Nothing outside the store was touched, and the server logs one line per request.
@@ -268,24 +166,18 @@ fn base_endpoint_and_invalid_names_digests_and_references() {
 fn push_and_pull_blobs_monolithic_chunked_ranged_and_sha512() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
+    let s = registry_serve(&root, &[]);
     let c = client();
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let digest = sha256_of(&data);
 
     // Monolithic POST ?digest=.
     assert_eq!(push_blob(&s, "team/blobs", &data), digest);
-    let r = c
-        .head(s.url(&format!("/v2/team/blobs/blobs/{digest}")))
-        .send()
-        .unwrap();
+    let r = s.head(&format!("/v2/team/blobs/blobs/{digest}"));
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "Content-Length"), data.len().to_string());
     assert_eq!(header(&r, "Docker-Content-Digest"), digest);
-    let r = c
-        .get(s.url(&format!("/v2/team/blobs/blobs/{digest}")))
-        .send()
-        .unwrap();
+    let r = s.get(&format!("/v2/team/blobs/blobs/{digest}"));
     assert_eq!(r.bytes().unwrap().as_ref(), &data[..]);
     // Range.
     let r = c
@@ -314,13 +206,12 @@ fn push_and_pull_blobs_monolithic_chunked_ranged_and_sha512() {
 
     // Monolithic with the wrong digest: refused, nothing stored.
     let wrong = sha256_of(b"something else");
-    let r = c
-        .post(s.url(&format!("/v2/team/blobs/blobs/uploads/?digest={wrong}")))
-        .body(data.clone())
-        .send()
-        .unwrap();
+    let r = s.post(
+        &format!("/v2/team/blobs/blobs/uploads/?digest={wrong}"),
+        data.clone(),
+    );
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "DIGEST_INVALID".into())
     );
     assert!(!root.join("_blobs/blobs/sha256").join(&wrong[7..]).exists());
@@ -364,7 +255,7 @@ fn push_and_pull_blobs_monolithic_chunked_ranged_and_sha512() {
     let r = patch(&location, 40_000, 70_000);
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     location = header(&r, "Location");
-    let r = c.get(s.url(&location)).send().unwrap();
+    let r = s.get(&location);
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "Range"), "0-69999");
     let r = c
@@ -379,9 +270,9 @@ fn push_and_pull_blobs_monolithic_chunked_ranged_and_sha512() {
         header(&r, "Location"),
         format!("/v2/chunky/blobs/{chunked_digest}")
     );
-    let r = c.get(s.url(&header(&r, "Location"))).send().unwrap();
+    let r = s.get(&header(&r, "Location"));
     assert_eq!(r.bytes().unwrap().as_ref(), &chunked[..]);
-    let r = c.get(s.url(&location)).send().unwrap();
+    let r = s.get(&location);
     assert_eq!(
         r.status(),
         StatusCode::NOT_FOUND,
@@ -391,17 +282,9 @@ fn push_and_pull_blobs_monolithic_chunked_ranged_and_sha512() {
     // Streamed PATCH without Content-Range, then PUT without a body.
     let r = c.post(s.url("/v2/chunky/blobs/uploads/")).send().unwrap();
     let location = header(&r, "Location");
-    let r = c
-        .patch(s.url(&location))
-        .body(b"hello ".to_vec())
-        .send()
-        .unwrap();
+    let r = s.patch(&location, b"hello ".to_vec());
     let location = header(&r, "Location");
-    let r = c
-        .patch(s.url(&location))
-        .body(b"world".to_vec())
-        .send()
-        .unwrap();
+    let r = s.patch(&location, b"world".to_vec());
     let location = header(&r, "Location");
     let hello = sha256_of(b"hello world");
     let r = c
@@ -412,69 +295,51 @@ fn push_and_pull_blobs_monolithic_chunked_ranged_and_sha512() {
     // PUT without a digest, or a wrong one.
     let r = c.post(s.url("/v2/chunky/blobs/uploads/")).send().unwrap();
     let location = header(&r, "Location");
-    let r = c
-        .put(s.url(&location))
-        .body(b"abc".to_vec())
-        .send()
-        .unwrap();
+    let r = s.put(&location, b"abc".to_vec());
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "DIGEST_INVALID".into())
     );
-    let r = c
-        .put(s.url(&format!("{location}?digest={hello}")))
-        .body(b"abc".to_vec())
-        .send()
-        .unwrap();
+    let r = s.put(&format!("{location}?digest={hello}"), b"abc".to_vec());
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "DIGEST_INVALID".into())
     );
     // Cancel.
     let r = c.post(s.url("/v2/chunky/blobs/uploads/")).send().unwrap();
     let location = header(&r, "Location");
-    let r = c.delete(s.url(&location)).send().unwrap();
+    let r = s.delete(&location);
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = c.get(s.url(&location)).send().unwrap();
+    let r = s.get(&location);
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (404, "BLOB_UPLOAD_UNKNOWN".into())
     );
-    let r = c.delete(s.url(&location)).send().unwrap();
+    let r = s.delete(&location);
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // sha512, stored under blobs/sha512 of the layout.
     let d512 = mlambda::oci::digest::digest_of(mlambda::oci::digest::Algorithm::Sha512, &data);
-    let r = c
-        .post(s.url(&format!("/v2/chunky/blobs/uploads/?digest={d512}")))
-        .body(data.clone())
-        .send()
-        .unwrap();
+    let r = s.post(
+        &format!("/v2/chunky/blobs/uploads/?digest={d512}"),
+        data.clone(),
+    );
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c
-        .get(s.url(&format!("/v2/chunky/blobs/{d512}")))
-        .send()
-        .unwrap();
+    let r = s.get(&format!("/v2/chunky/blobs/{d512}"));
     assert_eq!(header(&r, "Docker-Content-Digest"), d512);
     assert_eq!(r.bytes().unwrap().as_ref(), &data[..]);
     assert!(root.join("chunky/blobs/sha512").join(&d512[7..]).is_file());
 
     // Blob delete removes the repository's link; the pool keeps its copy for gc.
-    let r = c
-        .delete(s.url(&format!("/v2/chunky/blobs/{hello}")))
-        .send()
-        .unwrap();
+    let r = s.delete(&format!("/v2/chunky/blobs/{hello}"));
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c
-        .head(s.url(&format!("/v2/chunky/blobs/{hello}")))
-        .send()
-        .unwrap();
+    let r = s.head(&format!("/v2/chunky/blobs/{hello}"));
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c
-        .delete(s.url(&format!("/v2/chunky/blobs/{hello}")))
-        .send()
-        .unwrap();
-    assert_eq!((r.status().as_u16(), code(r)), (404, "BLOB_UNKNOWN".into()));
+    let r = s.delete(&format!("/v2/chunky/blobs/{hello}"));
+    assert_eq!(
+        (r.status().as_u16(), error_code(r)),
+        (404, "BLOB_UNKNOWN".into())
+    );
     assert!(root.join("_blobs/blobs/sha256").join(&hello[7..]).is_file());
     // No upload is left behind.
     assert_eq!(std::fs::read_dir(root.join("_uploads")).unwrap().count(), 0);
@@ -486,7 +351,7 @@ fn an_upload_survives_a_restart_of_the_server() {
     let root = dir.path().join("root");
     let c = client();
     let location = {
-        let s = Server::start(&root, &[]);
+        let s = registry_serve(&root, &[]);
         let r = c.post(s.url("/v2/r/blobs/uploads/")).send().unwrap();
         let r = c
             .patch(s.url(&header(&r, "Location")))
@@ -496,8 +361,8 @@ fn an_upload_survives_a_restart_of_the_server() {
             .unwrap();
         header(&r, "Location")
     };
-    let s = Server::start(&root, &[]);
-    let r = c.get(s.url(&location)).send().unwrap();
+    let s = registry_serve(&root, &[]);
+    let r = s.get(&location);
     assert_eq!(header(&r, "Range"), "0-4");
     let digest = sha256_of(b"first,second");
     let r = c
@@ -513,23 +378,17 @@ fn an_upload_survives_a_restart_of_the_server() {
 fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
+    let s = registry_serve(&root, &[]);
     let c = client();
     let manifest = small_image(&s, "m", "v1", b"layer one");
     let digest = sha256_of(&manifest);
     for reference in ["v1", digest.as_str()] {
-        let r = c
-            .get(s.url(&format!("/v2/m/manifests/{reference}")))
-            .send()
-            .unwrap();
+        let r = s.get(&format!("/v2/m/manifests/{reference}"));
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(&r, "Content-Type"), MANIFEST);
         assert_eq!(header(&r, "Docker-Content-Digest"), digest);
         assert_eq!(r.bytes().unwrap().as_ref(), &manifest[..]);
-        let r = c
-            .head(s.url(&format!("/v2/m/manifests/{reference}")))
-            .send()
-            .unwrap();
+        let r = s.head(&format!("/v2/m/manifests/{reference}"));
         assert_eq!(header(&r, "Content-Length"), manifest.len().to_string());
         assert_eq!(header(&r, "Docker-Content-Digest"), digest);
     }
@@ -542,7 +401,7 @@ fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "Location"), format!("/v2/m/manifests/{digest}"));
-    let tags: serde_json::Value = c.get(s.url("/v2/m/tags/list")).send().unwrap().json_body();
+    let tags: serde_json::Value = s.get("/v2/m/tags/list").json_body();
     assert_eq!(
         tags,
         serde_json::json!({"name": "m", "tags": ["a", "b", "v1"]})
@@ -551,17 +410,17 @@ fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
     let missing = image(&sha256_of(b"{}"), &[(&sha256_of(b"absent"), 6)], None, None);
     let r = put_manifest(&s, "m", "x", MANIFEST, &missing);
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "MANIFEST_BLOB_UNKNOWN".into())
     );
     let r = put_manifest(&s, "m", "x", MANIFEST, b"{not json");
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "MANIFEST_INVALID".into())
     );
     let r = put_manifest(&s, "m", &sha256_of(b"other"), MANIFEST, &manifest);
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "DIGEST_INVALID".into())
     );
     let r = c
@@ -585,7 +444,7 @@ fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
     };
     let r = put_manifest(&s, "m", "big", MANIFEST, &big(4 << 20));
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c.get(s.url("/v2/m/manifests/big")).send().unwrap();
+    let r = s.get("/v2/m/manifests/big");
     assert_eq!(r.bytes().unwrap().len(), 4 << 20);
     let r = put_manifest(&s, "m", "bigger", MANIFEST, &big((4 << 20) + 1));
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -593,7 +452,7 @@ fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
     // An index whose children are pushed by digest: they stay in index.json, untagged.
     let child = small_image(&s, "m", "child-tmp", b"child layer");
     let child_digest = sha256_of(&child);
-    c.delete(s.url("/v2/m/manifests/child-tmp")).send().unwrap();
+    s.delete("/v2/m/manifests/child-tmp");
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": INDEX,
         "manifests": [{"mediaType": MANIFEST, "digest": child_digest, "size": child.len(),
@@ -602,7 +461,7 @@ fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
     .unwrap();
     let r = put_manifest(&s, "m", "multi", INDEX, &index);
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c.get(s.url("/v2/m/manifests/multi")).send().unwrap();
+    let r = s.get("/v2/m/manifests/multi");
     assert_eq!(header(&r, "Content-Type"), INDEX);
     let on_disk: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("m/index.json")).unwrap()).unwrap();
@@ -619,33 +478,21 @@ fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
     .unwrap();
     let r = put_manifest(&s, "m", "broken", INDEX, &missing_child);
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "MANIFEST_BLOB_UNKNOWN".into())
     );
 
     // Delete by tag leaves the manifest reachable by digest; by digest removes it.
-    let r = c.delete(s.url("/v2/m/manifests/a")).send().unwrap();
+    let r = s.delete("/v2/m/manifests/a");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    assert_eq!(
-        c.get(s.url("/v2/m/manifests/a")).send().unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        c.get(s.url("/v2/m/manifests/b")).send().unwrap().status(),
-        StatusCode::OK
-    );
-    let r = c
-        .delete(s.url(&format!("/v2/m/manifests/{digest}")))
-        .send()
-        .unwrap();
+    assert_eq!(s.get("/v2/m/manifests/a").status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.get("/v2/m/manifests/b").status(), StatusCode::OK);
+    let r = s.delete(&format!("/v2/m/manifests/{digest}"));
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     for reference in ["b", "v1", digest.as_str()] {
-        let r = c
-            .get(s.url(&format!("/v2/m/manifests/{reference}")))
-            .send()
-            .unwrap();
+        let r = s.get(&format!("/v2/m/manifests/{reference}"));
         assert_eq!(
-            (r.status().as_u16(), code(r)),
+            (r.status().as_u16(), error_code(r)),
             (404, "MANIFEST_UNKNOWN".into())
         );
     }
@@ -655,8 +502,7 @@ fn manifests_by_tag_and_digest_exact_bytes_limits_index_and_delete() {
 #[test]
 fn tags_and_catalog_paginate_with_link() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("root"), &[]);
-    let c = client();
+    let s = registry_serve(&dir.path().join("root"), &[]);
     let manifest = small_image(&s, "p/q", "t0", b"x");
     let digest = sha256_of(&manifest);
     for tag in ["t1", "t2", "t3", "t4"] {
@@ -667,7 +513,7 @@ fn tags_and_catalog_paginate_with_link() {
     let mut seen = Vec::new();
     let mut next = "/v2/p/q/tags/list?n=2".to_string();
     loop {
-        let r = c.get(s.url(&next)).send().unwrap();
+        let r = s.get(&next);
         assert_eq!(r.status(), StatusCode::OK);
         let link = header(&r, "Link");
         let body: serde_json::Value = r.json_body();
@@ -682,33 +528,25 @@ fn tags_and_catalog_paginate_with_link() {
         next = link[1..link.find('>').unwrap()].to_string();
     }
     assert_eq!(seen, ["t0", "t1", "t2", "t3", "t4"]);
-    let body: serde_json::Value = c
-        .get(s.url("/v2/p/q/tags/list?last=t2"))
-        .send()
-        .unwrap()
-        .json_body();
+    let body: serde_json::Value = s.get("/v2/p/q/tags/list?last=t2").json_body();
     assert_eq!(body["tags"], serde_json::json!(["t3", "t4"]));
-    let body: serde_json::Value = c
-        .get(s.url("/v2/p/q/tags/list?n=0"))
-        .send()
-        .unwrap()
-        .json_body();
+    let body: serde_json::Value = s.get("/v2/p/q/tags/list?n=0").json_body();
     assert_eq!(body["tags"], serde_json::json!([]));
 
     small_image(&s, "a", "1", b"y");
     small_image(&s, "z/last", "1", b"z");
-    let r = c.get(s.url("/v2/_catalog")).send().unwrap();
+    let r = s.get("/v2/_catalog");
     let body: serde_json::Value = r.json_body();
     assert_eq!(
         body["repositories"],
         serde_json::json!(["a", "p/q", "z/last"])
     );
-    let r = c.get(s.url("/v2/_catalog?n=1")).send().unwrap();
+    let r = s.get("/v2/_catalog?n=1");
     assert_eq!(
         header(&r, "Link"),
         "</v2/_catalog?n=1&last=a>; rel=\"next\""
     );
-    let r = c.get(s.url("/v2/_catalog?n=1&last=a")).send().unwrap();
+    let r = s.get("/v2/_catalog?n=1&last=a");
     let body: serde_json::Value = r.json_body();
     assert_eq!(body["repositories"], serde_json::json!(["p/q"]));
 }
@@ -716,7 +554,7 @@ fn tags_and_catalog_paginate_with_link() {
 #[test]
 fn referrers_with_artifact_type_filter() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("root"), &[]);
+    let s = registry_serve(&dir.path().join("root"), &[]);
     let c = client();
     let subject = small_image(&s, "r", "1", b"subject layer");
     let subject_digest = sha256_of(&subject);
@@ -733,10 +571,7 @@ fn referrers_with_artifact_type_filter() {
         assert_eq!(header(&r, "OCI-Subject"), subject_digest);
         pushed.push(digest);
     }
-    let r = c
-        .get(s.url(&format!("/v2/r/referrers/{subject_digest}")))
-        .send()
-        .unwrap();
+    let r = s.get(&format!("/v2/r/referrers/{subject_digest}"));
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "Content-Type"), INDEX);
     assert_eq!(header(&r, "OCI-Filters-Applied"), "");
@@ -752,12 +587,9 @@ fn referrers_with_artifact_type_filter() {
     for digest in &pushed {
         assert!(listed.contains(&digest.as_str()));
     }
-    let r = c
-        .get(s.url(&format!(
-            "/v2/r/referrers/{subject_digest}?artifactType=application/vnd.example.sig"
-        )))
-        .send()
-        .unwrap();
+    let r = s.get(&format!(
+        "/v2/r/referrers/{subject_digest}?artifactType=application/vnd.example.sig"
+    ));
     assert_eq!(header(&r, "OCI-Filters-Applied"), "artifactType");
     let body: serde_json::Value = r.json_body();
     let manifests = body["manifests"].as_array().unwrap();
@@ -781,7 +613,7 @@ fn referrers_with_artifact_type_filter() {
 #[test]
 fn impossible_tags_are_not_found_but_refused_as_push_targets() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("root"), &[]);
+    let s = registry_serve(&dir.path().join("root"), &[]);
     let c = client();
     small_image(&s, "a", "1", b"layer");
     // No manifest can have a name that is no tag: looking one up is a 404, as the
@@ -790,14 +622,14 @@ fn impossible_tags_are_not_found_but_refused_as_push_targets() {
         let url = s.url(&format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME"));
         let r = c.get(&url).send().unwrap();
         assert_eq!(
-            (r.status().as_u16(), code(r)),
+            (r.status().as_u16(), error_code(r)),
             (404, "MANIFEST_UNKNOWN".into())
         );
         let r = c.head(&url).send().unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let r = c.delete(&url).send().unwrap();
         assert_eq!(
-            (r.status().as_u16(), code(r)),
+            (r.status().as_u16(), error_code(r)),
             (404, "MANIFEST_UNKNOWN".into())
         );
     }
@@ -806,12 +638,9 @@ fn impossible_tags_are_not_found_but_refused_as_push_targets() {
     let r = put_manifest(&s, "a", ".bad", MANIFEST, &manifest);
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // A malformed digest stays a client error.
-    let r = c
-        .get(s.url("/v2/a/manifests/sha256:totallywrong"))
-        .send()
-        .unwrap();
+    let r = s.get("/v2/a/manifests/sha256:totallywrong");
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "DIGEST_INVALID".into())
     );
 }
@@ -820,13 +649,12 @@ fn impossible_tags_are_not_found_but_refused_as_push_targets() {
 fn a_refused_manifest_push_leaves_no_repository() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
-    let c = client();
+    let s = registry_serve(&root, &[]);
     let missing = sha256_of(b"never pushed");
     let manifest = image(&missing, &[], None, None);
     let r = put_manifest(&s, "ghost", "1", MANIFEST, &manifest);
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "MANIFEST_BLOB_UNKNOWN".into())
     );
     let index = serde_json::to_vec(&serde_json::json!({
@@ -837,19 +665,22 @@ fn a_refused_manifest_push_leaves_no_repository() {
     .unwrap();
     let r = put_manifest(&s, "ghost", "2", INDEX, &index);
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "MANIFEST_BLOB_UNKNOWN".into())
     );
     assert!(!root.join("ghost").exists());
-    let r = c.get(s.url("/v2/ghost/tags/list")).send().unwrap();
-    assert_eq!((r.status().as_u16(), code(r)), (404, "NAME_UNKNOWN".into()));
+    let r = s.get("/v2/ghost/tags/list");
+    assert_eq!(
+        (r.status().as_u16(), error_code(r)),
+        (404, "NAME_UNKNOWN".into())
+    );
 }
 
 #[test]
 fn referrers_of_a_repository_that_does_not_exist_are_an_empty_index() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
+    let s = registry_serve(&root, &[]);
     let r = client()
         .get(s.url(&format!("/v2/nothere/referrers/{}", sha256_of(b"x"))))
         .send()
@@ -866,7 +697,7 @@ fn referrers_of_a_repository_that_does_not_exist_are_an_empty_index() {
 #[test]
 fn tag_parameters_are_answered_with_oci_tag_and_keep_a_sha512_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("root"), &[]);
+    let s = registry_serve(&dir.path().join("root"), &[]);
     let c = client();
     let config = push_blob(&s, "tp", b"{}");
     let layer = push_blob(&s, "tp", b"a layer");
@@ -908,7 +739,7 @@ fn tag_parameters_are_answered_with_oci_tag_and_keep_a_sha512_digest() {
 #[test]
 fn non_distributable_layers_need_not_be_pushed() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("root"), &[]);
+    let s = registry_serve(&dir.path().join("root"), &[]);
     let config = push_blob(&s, "nd", b"{}");
     let local = push_blob(&s, "nd", b"a normal layer");
     let foreign = sha256_of(b"a layer that lives elsewhere");
@@ -941,7 +772,7 @@ fn non_distributable_layers_need_not_be_pushed() {
         &manifest("application/vnd.oci.image.layer.v1.tar+gzip"),
     );
     assert_eq!(
-        (r.status().as_u16(), code(r)),
+        (r.status().as_u16(), error_code(r)),
         (400, "MANIFEST_BLOB_UNKNOWN".into())
     );
 }
@@ -950,7 +781,7 @@ fn non_distributable_layers_need_not_be_pushed() {
 fn mount_without_from_links_a_blob_another_repository_holds() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
+    let s = registry_serve(&root, &[]);
     let c = client();
     let digest = push_blob(&s, "base/python", b"shared base layer");
     let r = c
@@ -963,18 +794,12 @@ fn mount_without_from_links_a_blob_another_repository_holds() {
         format!("/v2/models/y/blobs/{digest}")
     );
     assert_eq!(header(&r, "Docker-Content-Digest"), digest);
-    let r = c
-        .get(s.url(&format!("/v2/models/y/blobs/{digest}")))
-        .send()
-        .unwrap();
+    let r = s.get(&format!("/v2/models/y/blobs/{digest}"));
     assert_eq!(r.bytes().unwrap().as_ref(), b"shared base layer");
     // A blob deleted from the only repository that held it is not brought back from the
     // pool, and an unknown one is not invented: both fall back to an upload session.
     let gone = push_blob(&s, "lonely", b"deleted content");
-    let r = c
-        .delete(s.url(&format!("/v2/lonely/blobs/{gone}")))
-        .send()
-        .unwrap();
+    let r = s.delete(&format!("/v2/lonely/blobs/{gone}"));
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     for absent in [gone, sha256_of(b"never pushed")] {
         let r = c
@@ -983,10 +808,7 @@ fn mount_without_from_links_a_blob_another_repository_holds() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED, "{absent}");
         assert!(header(&r, "Location").starts_with("/v2/models/z/blobs/uploads/"));
-        let r = c
-            .head(s.url(&format!("/v2/models/z/blobs/{absent}")))
-            .send()
-            .unwrap();
+        let r = s.head(&format!("/v2/models/z/blobs/{absent}"));
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{absent}");
     }
 }
@@ -995,7 +817,7 @@ fn mount_without_from_links_a_blob_another_repository_holds() {
 fn cross_repository_mount_201_or_fallback_202() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
+    let s = registry_serve(&root, &[]);
     let c = client();
     let digest = push_blob(&s, "base/python", b"base layer");
     let r = c
@@ -1010,10 +832,7 @@ fn cross_repository_mount_201_or_fallback_202() {
         format!("/v2/models/x/blobs/{digest}")
     );
     assert_eq!(header(&r, "Docker-Content-Digest"), digest);
-    let r = c
-        .get(s.url(&format!("/v2/models/x/blobs/{digest}")))
-        .send()
-        .unwrap();
+    let r = s.get(&format!("/v2/models/x/blobs/{digest}"));
     assert_eq!(r.bytes().unwrap().as_ref(), b"base layer");
     {
         use std::os::unix::fs::MetadataExt;
@@ -1033,11 +852,7 @@ fn cross_repository_mount_201_or_fallback_202() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         let location = header(&r, "Location");
-        let r = c
-            .put(s.url(&format!("{location}?digest={absent}")))
-            .body(b"absent".to_vec())
-            .send()
-            .unwrap();
+        let r = s.put(&format!("{location}?digest={absent}"), b"absent".to_vec());
         assert_eq!(
             r.status(),
             StatusCode::CREATED,
@@ -1061,12 +876,12 @@ fn basic_auth_with_htpasswd_and_anonymous_read() {
         return;
     };
     let file = file.to_str().unwrap();
-    let s = Server::start(&dir.path().join("root"), &["--htpasswd", file]);
+    let s = registry_serve(&dir.path().join("root"), &["--htpasswd", file]);
     let c = client();
-    let r = c.get(s.url("/v2/")).send().unwrap();
+    let r = s.get("/v2/");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(header(&r, "WWW-Authenticate"), "Basic realm=\"mlambda\"");
-    assert_eq!(code(r), "UNAUTHORIZED");
+    assert_eq!(error_code(r), "UNAUTHORIZED");
     let r = c
         .get(s.url("/v2/"))
         .basic_auth("user", Some("wrong"))
@@ -1094,7 +909,7 @@ fn basic_auth_with_htpasswd_and_anonymous_read() {
     assert_eq!(r.status(), StatusCode::CREATED);
     drop(s);
 
-    let s = Server::start(
+    let s = registry_serve(
         &dir.path().join("root"),
         &["--htpasswd", file, "--anonymous-read"],
     );
@@ -1142,7 +957,7 @@ fn skopeo_reads_what_mlambda_upload_stored_through_the_server() {
             .arg(example_dir()),
     ));
     let digest = uploaded["digest"].as_str().unwrap().to_string();
-    let s = Server::start(&home.join("registry"), &[]);
+    let s = registry_serve(&home.join("registry"), &[]);
     let image = format!("docker://{}/example_tokenizer_model:1", s.host());
     let out = run_ok(Command::new(&skopeo).args(["inspect", "--tls-verify=false", &image]));
     let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -1170,7 +985,7 @@ fn skopeo_reads_what_mlambda_upload_stored_through_the_server() {
 fn mlambda_pushes_to_its_own_server_and_skopeo_reads_the_recorded_digest() {
     let Some(skopeo) = tool("skopeo") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("served"), &[]);
+    let server = registry_serve(&dir.path().join("served"), &[]);
     // The building host has its own home: the image travels over HTTP, not through the folder.
     let home = dir.path().join("builder");
     let registry = format!("http://{}/team", server.host());
@@ -1237,7 +1052,7 @@ fn skopeo_push_lands_in_a_layout_that_umoci_and_skopeo_read_without_the_server()
     let dir = tempfile::tempdir().unwrap();
     let layout = built_layout(dir.path());
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
+    let s = registry_serve(&root, &[]);
     run_ok(Command::new(&skopeo).args([
         "copy",
         "--preserve-digests",
@@ -1250,10 +1065,7 @@ fn skopeo_push_lands_in_a_layout_that_umoci_and_skopeo_read_without_the_server()
         "--raw",
         &format!("oci:{}:1", layout.display()),
     ]));
-    let r = client()
-        .get(s.url("/v2/team/other/manifests/1"))
-        .send()
-        .unwrap();
+    let r = s.get("/v2/team/other/manifests/1");
     assert_eq!(r.bytes().unwrap().as_ref(), &source.stdout[..]);
     drop(s);
     // The storage folder, copied elsewhere, is read with no server.
@@ -1305,7 +1117,7 @@ fn tls_with_a_self_signed_certificate_and_skopeo_cert_dir() {
         "subjectAltName=IP:127.0.0.1,DNS:localhost",
     ]));
     let layout = built_layout(dir.path());
-    let s = Server::start(
+    let s = registry_serve(
         &dir.path().join("root"),
         &[
             "--tls-cert",
@@ -1345,7 +1157,7 @@ fn tls_with_a_self_signed_certificate_and_skopeo_cert_dir() {
 fn eight_concurrent_pushers_then_every_blob_pulled_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
+    let s = registry_serve(&root, &[]);
     let url = s.url("");
     let pushers: Vec<_> = (0..8u32)
         .map(|p| {
@@ -1419,19 +1231,12 @@ fn eight_concurrent_pushers_then_every_blob_pulled_and_verified() {
         })
         .collect();
     let results: Vec<_> = pushers.into_iter().map(|h| h.join().unwrap()).collect();
-    let c = client();
     let mut blobs = 0;
     for (repo, tag, manifest_digest, pushed) in &results {
-        let r = c
-            .get(s.url(&format!("/v2/{repo}/manifests/{tag}")))
-            .send()
-            .unwrap();
+        let r = s.get(&format!("/v2/{repo}/manifests/{tag}"));
         assert_eq!(header(&r, "Docker-Content-Digest"), *manifest_digest);
         for (_, digest, size) in pushed {
-            let r = c
-                .get(s.url(&format!("/v2/{repo}/blobs/{digest}")))
-                .send()
-                .unwrap();
+            let r = s.get(&format!("/v2/{repo}/blobs/{digest}"));
             assert_eq!(r.status(), StatusCode::OK);
             let bytes = r.bytes().unwrap();
             assert_eq!(bytes.len(), *size);
@@ -1439,10 +1244,7 @@ fn eight_concurrent_pushers_then_every_blob_pulled_and_verified() {
             blobs += 1;
         }
         // The shared tag points at one of the pushed manifests, whole.
-        let r = c
-            .get(s.url(&format!("/v2/{repo}/manifests/shared")))
-            .send()
-            .unwrap();
+        let r = s.get(&format!("/v2/{repo}/manifests/shared"));
         let bytes = r.bytes().unwrap();
         assert!(results.iter().any(|(_, _, d, _)| *d == sha256_of(&bytes)));
     }
@@ -1463,14 +1265,10 @@ fn eight_concurrent_pushers_then_every_blob_pulled_and_verified() {
 fn gc_frees_unreferenced_pool_blobs_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let s = Server::start(&root, &[]);
-    let c = client();
+    let s = registry_serve(&root, &[]);
     let manifest = small_image(&s, "g", "1", b"kept layer");
     let orphan = push_blob(&s, "g", b"orphan blob");
-    let r = c
-        .delete(s.url(&format!("/v2/g/blobs/{orphan}")))
-        .send()
-        .unwrap();
+    let r = s.delete(&format!("/v2/g/blobs/{orphan}"));
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let pooled = root.join("_blobs/blobs/sha256").join(&orphan[7..]);
     assert!(pooled.is_file());
@@ -1496,7 +1294,7 @@ fn gc_frees_unreferenced_pool_blobs_after_the_grace_period() {
     assert_eq!(report["blobs"][0]["digest"], orphan.as_str());
     assert!(!pooled.exists());
     // What the image uses is still all there.
-    let r = c.get(s.url("/v2/g/manifests/1")).send().unwrap();
+    let r = s.get("/v2/g/manifests/1");
     assert_eq!(r.bytes().unwrap().as_ref(), &manifest[..]);
     let text = run_ok(
         Command::new(mlambda_bin())

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use common::http::free_port;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -75,8 +76,8 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
         .find(|r| r["name"] == "python-3.11")
         .unwrap();
     assert_eq!(python["in_store"], true);
-    let model_layers = manifest_layers(&home.path().join("registry/example_tokenizer_model"), "1");
-    let base_layers = manifest_layers(&home.path().join("registry/base/python-3.11"), "latest");
+    let model_layers = layout_layers(&home.path().join("registry/example_tokenizer_model"), "1");
+    let base_layers = layout_layers(&home.path().join("registry/base/python-3.11"), "latest");
     assert_eq!(model_layers[..base_layers.len()], base_layers[..]);
     assert_eq!(model_layers.len(), base_layers.len() + 2);
 
@@ -211,40 +212,6 @@ fn a_shell_model_runs_on_the_busybox_runtime() {
             .unwrap()
             .len() as usize
     );
-}
-
-fn manifest_layers(layout: &Path, tag: &str) -> Vec<String> {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let entry = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap()
-        .clone();
-    let blob = layout.join("blobs/sha256").join(
-        entry["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:"),
-    );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A minimal HTTP/1.1 POST on loopback, retried while the server starts.

@@ -1,66 +1,45 @@
 //! `mlambda serve` as the tests run it: the real binary in a private home, on a free port of
 //! 127.0.0.1, up once its API answers.
 
+use super::http::{Ready, Served, client};
 use super::{mlambda, mlambda_bin};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `mlambda serve` on its port (everything of [`Served`]), and its home.
 pub struct ManagerServer {
-    pub child: Child,
-    pub port: u16,
+    served: Served,
     pub home: PathBuf,
-    log: PathBuf,
+}
+
+impl std::ops::Deref for ManagerServer {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl std::ops::DerefMut for ManagerServer {
+    fn deref_mut(&mut self) -> &mut Served {
+        &mut self.served
+    }
 }
 
 impl ManagerServer {
     /// `mlambda serve --addr 127.0.0.1:<free>` in `home`, plus `extra`.
     pub fn start(home: &Path, extra: &[&str]) -> ManagerServer {
-        for attempt in 0..5 {
-            let port = super::registry::free_port();
-            let log = home.with_extension(format!("serve-{port}.log"));
-            let child = mlambda(home)
+        let served = Served::start(home, Ready::Listening, |port| {
+            let mut command = mlambda(home);
+            command
                 .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("mlambda starts");
-            let mut server = ManagerServer {
-                child,
-                port,
-                home: home.to_path_buf(),
-                log,
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            eprintln!(
-                "attempt {attempt}: the manager did not come up: {}",
-                server.log_text()
-            );
-            let _ = server.child.kill();
+                .args(extra);
+            command
+        });
+        ManagerServer {
+            served,
+            home: home.to_path_buf(),
         }
-        panic!("the manager never came up");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// `mlambda upload DIR --host 127.0.0.1 --port P` plus `extra`, in a home of its own so
@@ -76,35 +55,11 @@ impl ManagerServer {
             .args(extra);
         command
     }
-
-    /// SIGKILL, as a crash or an OOM kill would stop it.
-    pub fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ManagerServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A blocking HTTP client for the tests' own requests.
-pub fn http() -> reqwest::blocking::Client {
-    // reqwest is built without a default TLS provider (mlambda picks ring itself).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
 }
 
 /// GET a JSON document of the API.
 pub fn get_json(server: &ManagerServer, path: &str) -> serde_json::Value {
-    let response = http().get(server.url(path)).send().unwrap();
+    let response = client().get(server.url(path)).send().unwrap();
     let status = response.status();
     let text = response.text().unwrap();
     assert!(status.is_success(), "GET {path}: {status} {text}");

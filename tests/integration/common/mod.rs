@@ -2,6 +2,7 @@
 //! finding third-party tools, and an independent reader of the contract's wire format.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod manager;
 pub mod mutate;
 pub mod proxy;
@@ -314,4 +315,32 @@ pub fn line(field: &mlambda::contract::Field) -> String {
 
 pub fn lines(fields: &[mlambda::contract::Field]) -> Vec<String> {
     fields.iter().map(line).collect()
+}
+
+/// The layer digests of the image tagged `tag` in an OCI layout, read as any layout reader
+/// would (not through mlambda).
+pub fn layout_layers(layout: &Path, tag: &str) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    let blob = layout.join("blobs/sha256").join(
+        entry["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
 }

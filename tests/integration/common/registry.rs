@@ -1,8 +1,10 @@
-//! The CNCF distribution registry (`docker-registry`) started by a test on a free loopback
-//! port, with optional htpasswd auth and TLS, and killed when dropped.
+//! The registries the tests run: `mlambda registry serve`, and the CNCF distribution registry
+//! (`docker-registry`) on a free loopback port with optional htpasswd auth and TLS; both
+//! killed when dropped.
 
+use super::http::{Ready, Served};
 use super::{run_ok, self_signed_cert, tool};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,12 +117,25 @@ impl Drop for Distribution {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+pub use super::http::free_port;
+
+/// `mlambda registry serve --root ROOT --addr 127.0.0.1:<free>` plus `extra`, once `/v2/`
+/// answers (or, over TLS, the port accepts).
+pub fn registry_serve(root: &Path, extra: &[&str]) -> Served {
+    let ready = if extra.contains(&"--tls-cert") {
+        Ready::Listening
+    } else {
+        Ready::Registry
+    };
+    Served::start(root, ready, |port| {
+        let mut command = Command::new(super::mlambda_bin());
+        command
+            .args(["registry", "serve", "--root"])
+            .arg(root)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(extra);
+        command
+    })
 }
 
 /// `skopeo inspect --raw` of a reference on a registry: the exact manifest bytes.
