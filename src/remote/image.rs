@@ -1,26 +1,13 @@
 //! A repository of a registry as an image source (what `base import` pulls) and as a sink
 //! (what a push writes): the same walks as for a layout or an archive, over HTTP.
 
-use super::{Registry, RemoteError, Watcher, upload};
+use super::{Registry, Watcher, upload};
 use crate::image::{BlobOutcome, BlobReader, Fetched, ImageError, Sink, Source};
 use crate::oci::Descriptor;
 use reqwest::blocking::Response;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::Arc;
-
-impl From<ImageError> for RemoteError {
-    /// A registry's own error comes back as it was; any other is the image's.
-    fn from(error: ImageError) -> RemoteError {
-        match error {
-            ImageError::Place(boxed) => match boxed.downcast::<RemoteError>() {
-                Ok(remote) => *remote,
-                Err(other) => RemoteError::Image(ImageError::Place(other)),
-            },
-            other => RemoteError::Image(other),
-        }
-    }
-}
 
 /// One repository of a registry, read.
 pub struct RemoteImage {
