@@ -407,6 +407,14 @@ fn htpasswd_protects_the_api_the_page_and_the_registry() {
             response.headers().contains_key("www-authenticate"),
             "{path}"
         );
+        // Each server answers in its own envelope: the registry's `errors` at /v2/, the
+        // manager's `error` everywhere else.
+        let body = common::http::json(response);
+        if path == "/v2/" {
+            assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{body}");
+        } else {
+            assert!(body["error"].is_string(), "{path}: {body}");
+        }
         let response = client()
             .get(server.url(path))
             .basic_auth("alice", Some("s3cret"))
