@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::http::client;
+use common::http::{client, json};
 use common::manager::*;
 use common::registry::skopeo_raw_manifest;
 use common::*;
@@ -383,7 +383,7 @@ fn the_build_log_streams_as_events_that_resume_after_the_last_id() {
         .send()
         .unwrap();
     assert_eq!(missing.status(), 404);
-    let body: serde_json::Value = serde_json::from_str(&missing.text().unwrap()).unwrap();
+    let body = json(missing);
     assert!(body["error"].as_str().unwrap().contains("no version 9"));
 }
 
@@ -409,7 +409,7 @@ fn htpasswd_protects_the_api_the_page_and_the_registry() {
         );
         // Each server answers in its own envelope: the registry's `errors` at /v2/, the
         // manager's `error` everywhere else.
-        let body = common::http::json(response);
+        let body = json(response);
         if path == "/v2/" {
             assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{body}");
         } else {
@@ -556,9 +556,7 @@ fn post_upload(
         .send()
         .unwrap();
     let status = response.status().as_u16();
-    let text = response.text().unwrap();
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, body)
+    (status, json(response))
 }
 
 fn assert_nothing_left(server: &ManagerServer, outside: &Path) {
@@ -783,7 +781,7 @@ fn broken_uploads_say_what_is_wrong_and_record_nothing() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 400);
-    let body: serde_json::Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+    let body = json(response);
     assert!(
         body["error"]
             .as_str()
