@@ -201,7 +201,7 @@ pub fn parse_serving_str(path: &Path, text: &str) -> Result<ServingFile, Serving
     }
 }
 
-/// The older form (Hydrosphere 1.x, seed 003): `contract.prototxt` or `contract.protobin` in the
+/// The older form (Hydrosphere 1.x): `contract.prototxt` or `contract.protobin` in the
 /// model folder. `Ok(None)` when there is neither. The model name in the file is dropped: the
 /// caller decides the name.
 pub fn read_contract_file(dir: &Path) -> Result<Option<(Vec<Signature>, PathBuf)>, ServingError> {

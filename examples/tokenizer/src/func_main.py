@@ -1,4 +1,4 @@
-"""The seeds' example tokenizer: splits each input text into lowercase word tokens.
+"""Hydrosphere's example tokenizer: splits each input text into lowercase word tokens.
 
 The signature `tokenize` of serving.yaml names this function; the runtime calls it with the
 request's fields and returns what it gives back.
