@@ -153,6 +153,56 @@ fn blob_gets(proxy: &Proxy) -> Vec<String> {
         .collect()
 }
 
+/// A connection cut in the middle of a blob's download: the import goes on from the byte it
+/// got to (`Range`), and what it stores is the image, byte for byte.
+#[test]
+fn a_download_cut_midway_resumes_from_where_it_stopped() {
+    let Some(host) = host_arch() else { return };
+    let Some(registry) = Distribution::start(RegistryOptions::default()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    if push_multi(&registry, dir.path(), None).is_none() {
+        return;
+    }
+    let proxy = Proxy::start(registry.port);
+    proxy.set(|s| s.cut_downloads = 2);
+    let home = tempfile::tempdir().unwrap();
+    let imported = import(
+        home.path(),
+        &format!("127.0.0.1:{}/runtimes/multi:1", proxy.port),
+        &[],
+    );
+    assert_eq!(imported["platform"], format!("linux/{host}"), "{imported}");
+    let log = proxy.take_log();
+    assert_eq!(proxy.state.lock().unwrap().cuts_done, 2, "{log:?}");
+    let resumed: Vec<_> = log
+        .iter()
+        .filter(|e| e.method == "GET" && e.target.contains("/blobs/"))
+        .filter(|e| {
+            e.range
+                .as_deref()
+                .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-")
+        })
+        .collect();
+    assert_eq!(
+        resumed.len(),
+        2,
+        "each cut blob asked again from its offset: {log:?}"
+    );
+    // Every blob of the stored image has its digest (skopeo reads the layout, umoci unpacks it).
+    assert!(imported_env(home.path()).contains(&json!(format!("ARCH={host}"))));
+    let layout = home.path().join("registry/base/busybox/blobs/sha256");
+    for entry in std::fs::read_dir(&layout).unwrap() {
+        let entry = entry.unwrap();
+        let bytes = std::fs::read(entry.path()).unwrap();
+        assert_eq!(
+            sha256_hex(&bytes),
+            format!("sha256:{}", entry.file_name().to_string_lossy())
+        );
+    }
+}
+
 #[test]
 fn a_multi_platform_index_is_resolved_and_the_model_builds_on_its_layers() {
     let Some(host) = host_arch() else { return };

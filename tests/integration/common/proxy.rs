@@ -1,5 +1,6 @@
 //! A tiny threaded HTTP/1.1 proxy in front of a registry: it logs and counts every request,
-//! and injects faults (503s, a 429 with `Retry-After`, connections cut mid-blob), chunk-size
+//! and injects faults (503s, a 429 with `Retry-After`, connections cut mid-blob on the way up
+//! or down), chunk-size
 //! demands (`OCI-Chunk-Min-Length`), and a bearer-token flow with tokens that expire.
 
 use std::collections::HashMap;
@@ -14,6 +15,8 @@ pub struct Logged {
     /// Path and query as sent.
     pub target: String,
     pub status: u16,
+    /// The request's `Range` header, if any.
+    pub range: Option<String>,
 }
 
 #[derive(Default)]
@@ -25,6 +28,8 @@ pub struct ProxyState {
     pub too_many_once: bool,
     /// Cut the connection halfway through the body of this many blob PUT/PATCH requests.
     pub cut_uploads: usize,
+    /// Cut the connection halfway through the answer to this many blob GETs.
+    pub cut_downloads: usize,
     /// Add `OCI-Chunk-Min-Length` to upload sessions.
     pub chunk_min: Option<u64>,
     /// Bearer auth: the token endpoint wants these basic credentials; a token serves
@@ -134,6 +139,7 @@ fn handle(
             method: method.clone(),
             target: target.clone(),
             status,
+            range: header("range"),
         })
     };
 
@@ -275,6 +281,18 @@ fn handle(
     out.push_str("Connection: close\r\n\r\n");
     log(status);
     conn.write_all(out.as_bytes())?;
+    let is_download = method == "GET" && path.contains("/blobs/sha256:") && status == 200;
+    if is_download && rest.len() > 1 {
+        let mut s = state.lock().unwrap();
+        if s.cut_downloads > 0 {
+            s.cut_downloads -= 1;
+            s.cuts_done += 1;
+            drop(s);
+            conn.write_all(&rest[..rest.len() / 2])?;
+            conn.flush()?;
+            return conn.shutdown(Shutdown::Both);
+        }
+    }
     conn.write_all(rest)?;
     conn.flush()
 }
