@@ -47,10 +47,8 @@ mod house {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            for (_, rest) in text
-                .match_indices("crate::")
-                .map(|(i, _)| ("", &text[i + 7..]))
-            {
+            for (at, _) in text.match_indices("crate::") {
+                let rest = &text[at + "crate::".len()..];
                 let name: String = rest
                     .chars()
                     .take_while(|c| c.is_ascii_lowercase() || *c == '_')

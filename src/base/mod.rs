@@ -83,13 +83,9 @@ pub fn parse_base(arg: &str) -> Result<BaseChoice, BaseError> {
     }
 }
 
-pub fn scratch() -> BaseImage {
-    BaseImage::scratch()
-}
-
 pub fn open(store: &Store, choice: &BaseChoice) -> Result<BaseImage, BaseError> {
     match choice {
-        BaseChoice::Scratch => Ok(scratch()),
+        BaseChoice::Scratch => Ok(BaseImage::scratch()),
         BaseChoice::Runtime(name) => match store.existing_repository(&runtime_repository(name)) {
             Some(layout) => from_source(
                 Arc::new(layout),
@@ -176,7 +172,7 @@ pub fn for_model_type(
 ) -> Result<(BaseImage, String), BaseError> {
     let Some(runtime) = runtime_for(model_type) else {
         return Ok((
-            scratch(),
+            BaseImage::scratch(),
             format!(
                 "no runtime in base-images/ serves model-type '{model_type}'; building on scratch (choose one with --base)"
             ),
@@ -196,7 +192,7 @@ pub fn for_model_type(
     if in_store(store).is_none() {
         if runtime.debian.is_empty() {
             return Ok((
-                scratch(),
+                BaseImage::scratch(),
                 format!(
                     "model-type '{model_type}' is served by runtime '{}', which is not in the local store; building on scratch (bring it with `mlambda base import {} SOURCE`, or choose one with --base)",
                     runtime.name, runtime.name
@@ -209,7 +205,7 @@ pub fn for_model_type(
         ));
         if let Err(error) = build_runtime(store, &runtime, None, created, log) {
             return Ok((
-                scratch(),
+                BaseImage::scratch(),
                 format!(
                     "model-type '{model_type}' is served by runtime '{}', which could not be built ({error}); building on scratch (run `mlambda base build {}` or choose one with --base)",
                     runtime.name, runtime.name
@@ -231,7 +227,7 @@ pub fn for_model_type(
             Ok((base, note))
         }
         None => Ok((
-            scratch(),
+            BaseImage::scratch(),
             format!(
                 "runtime '{}' vanished from the store; building on scratch",
                 runtime.name

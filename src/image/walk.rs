@@ -107,7 +107,7 @@ pub fn read_config(source: &dyn Source, manifest: &Manifest) -> Result<Value, Im
 }
 
 /// A small blob (a config) read whole, its digest checked.
-pub fn read_small_blob(source: &dyn Source, blob: &Descriptor) -> Result<Vec<u8>, ImageError> {
+fn read_small_blob(source: &dyn Source, blob: &Descriptor) -> Result<Vec<u8>, ImageError> {
     if blob.size > JSON_LIMIT {
         return Err(ImageError::invalid(
             source.name(),
@@ -115,13 +115,10 @@ pub fn read_small_blob(source: &dyn Source, blob: &Descriptor) -> Result<Vec<u8>
         ));
     }
     let mut bytes = Vec::new();
-    verified(source.blob(&blob.digest, 0)?, &blob.digest, blob.size)
-        .and_then(|mut reader| reader.read_to_end(&mut bytes).map_err(io_to_image(source)))?;
+    verified(source.blob(&blob.digest, 0)?, &blob.digest, blob.size)?
+        .read_to_end(&mut bytes)
+        .map_err(|e| copy_error(source, &blob.digest, e))?;
     Ok(bytes)
-}
-
-fn io_to_image(source: &dyn Source) -> impl FnOnce(io::Error) -> ImageError + '_ {
-    move |e| ImageError::io(source.name())(e)
 }
 
 /// `reader` checked as it is read: at its end, its bytes must have `digest` and number
