@@ -28,6 +28,7 @@ pub mod manager_client;
 pub mod model;
 pub mod model_image;
 pub mod oci;
+pub mod packages;
 pub mod pipeline;
 pub mod remote;
 pub mod server;

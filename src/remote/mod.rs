@@ -36,7 +36,7 @@ pub use auth::{Credential, find_credential};
 pub use error::RemoteError;
 pub use image::{RemoteImage, RemotePush, quiet};
 pub use pull::{FetchedManifest, MANIFEST_ACCEPT};
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, error_chain, is_transient_error, is_transient_status, retry_after};
 pub use target::{ConnectOptions, Target, is_loopback};
 pub use transport::{Registry, tls_config};
 

@@ -24,3 +24,4 @@ mod robustness;
 mod runtimes;
 mod serving_yaml;
 mod upload;
+mod wheels;
