@@ -7,6 +7,7 @@ use super::{RUNTIME_TAG, runtime_repository};
 use crate::model_image::layer::{Compression, Layer, LayerOptions, LayerTar, header};
 use crate::model_image::{BuildError, BuiltImage, write_image};
 use crate::oci;
+use crate::packages::target::{LABEL_GLIBC, LABEL_PYTHON, LABEL_SCHEME};
 use crate::store::{Store, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -33,22 +34,35 @@ pub enum AssembleError {
     Image(#[from] BuildError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Packages(#[from] crate::packages::PackagesError),
+    #[error("runtime '{0}' declares wheels but no `python` and `glibc` to install them for")]
+    NoPython(String),
 }
 
-/// Builds `runtime` from the .deb files in `debs` (or fetched with `apt-get download` when
-/// `None`) and tags it in the store.
+/// How a runtime is assembled: where its .deb files and wheels come from, and when it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Assembly<'a> {
+    /// A folder with the .deb files; `None`: fetched with `apt-get download`.
+    pub debs: Option<&'a Path>,
+    pub created: u64,
+    pub packages: &'a crate::packages::Settings,
+    pub wheel_cache: &'a Path,
+}
+
+/// Builds `runtime` from its .deb files and wheels, and tags it in the store.
 pub fn build_runtime(
     store: &Store,
     runtime: &Runtime,
-    debs: Option<&Path>,
-    created: u64,
+    assembly: &Assembly,
     log: &mut dyn FnMut(String),
 ) -> Result<BuiltImage, AssembleError> {
+    let created = assembly.created;
     if runtime.debian.is_empty() {
         return Err(AssembleError::ImportOnly(runtime.name.clone()));
     }
     let fetched;
-    let debs_dir = match debs {
+    let debs_dir = match assembly.debs {
         Some(dir) => dir.to_path_buf(),
         None => {
             fetched = tempfile::Builder::new()
@@ -84,6 +98,10 @@ pub fn build_runtime(
         );
         layers.push(layer);
     }
+    if let Some(lock) = &runtime.wheels {
+        let wheels = runtime_wheels(runtime, lock, &layout, &layers, assembly, &options, log)?;
+        layers.extend(wheels);
+    }
     layers.push(runtime_layer(runtime, &layout, &options)?);
 
     let created_text = oci::rfc3339(created);
@@ -97,6 +115,17 @@ pub fn build_runtime(
     }
     if let Some(dir) = &runtime.workdir {
         runtime_config.insert("WorkingDir".into(), json!(dir));
+    }
+    let mut labels = serde_json::Map::new();
+    if let Some(python) = &runtime.python {
+        labels.insert(LABEL_PYTHON.into(), json!(python));
+        labels.insert(LABEL_SCHEME.into(), json!("debian"));
+    }
+    if let Some(glibc) = &runtime.glibc {
+        labels.insert(LABEL_GLIBC.into(), json!(glibc));
+    }
+    if !labels.is_empty() {
+        runtime_config.insert("Labels".into(), serde_json::Value::Object(labels));
     }
     let config = json!({
         "created": created_text,
@@ -138,6 +167,54 @@ pub fn build_runtime(
         layers.len()
     ));
     Ok(built)
+}
+
+/// The runtime's Python packages, installed from its lock onto its Debian packages (whose
+/// libraries the extension modules may need).
+fn runtime_wheels(
+    runtime: &Runtime,
+    lock: &str,
+    layout: &crate::store::Layout,
+    debian: &[Layer],
+    assembly: &Assembly,
+    options: &LayerOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<Vec<Layer>, AssembleError> {
+    let (Some(python), Some(glibc)) = (&runtime.python, runtime.glibc_version()) else {
+        return Err(AssembleError::NoPython(runtime.name.clone()));
+    };
+    let target = crate::packages::target::PythonTarget::for_platform(
+        python,
+        crate::oci::host_architecture(),
+        glibc,
+    )
+    .map_err(|_| AssembleError::NoPython(runtime.name.clone()))?;
+    let origin = format!("the wheels of runtime {}", runtime.name);
+    let prepared = crate::packages::prepare_lock(
+        lock,
+        &origin,
+        target,
+        assembly.packages,
+        assembly.wheel_cache,
+        log,
+    )?;
+    let so_far = crate::model_image::BaseImage {
+        reference: format!("runtime {} (its Debian packages)", runtime.name),
+        manifest_digest: None,
+        config: json!({}),
+        layers: debian.iter().map(|l| l.descriptor.clone()).collect(),
+        source: Some(std::sync::Arc::new(layout.clone())),
+    };
+    let room = crate::packages::MAX_LAYERS.saturating_sub(debian.len() + 1);
+    Ok(crate::packages::install(
+        &prepared,
+        &so_far,
+        layout,
+        options,
+        room,
+        assembly.wheel_cache,
+        log,
+    )?)
 }
 
 /// The runtime's own files, links and folders, after its packages.

@@ -9,7 +9,7 @@ mod debian;
 mod import;
 mod runtimes;
 
-pub use assemble::{AssembleError, build_runtime};
+pub use assemble::{AssembleError, Assembly, build_runtime};
 pub use import::{ImportError, ImportOptions, Imported, Origin, import_base, read_origin};
 pub use runtimes::{RUNTIME_FILES, Runtime, catalogue, glob_match, runtime, runtime_for};
 
@@ -167,7 +167,7 @@ pub fn from_source(
 pub fn for_model_type(
     store: &Store,
     model_type: &str,
-    created: u64,
+    assembly: &Assembly,
     log: &mut dyn FnMut(String),
 ) -> Result<(BaseImage, String), BaseError> {
     let Some(runtime) = runtime_for(model_type) else {
@@ -203,7 +203,7 @@ pub fn for_model_type(
             "runtime '{}' is not in the local store yet: building it from Debian packages",
             runtime.name
         ));
-        if let Err(error) = build_runtime(store, &runtime, None, created, log) {
+        if let Err(error) = build_runtime(store, &runtime, assembly, log) {
             return Ok((
                 BaseImage::scratch(),
                 format!(

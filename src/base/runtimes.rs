@@ -32,6 +32,20 @@ pub struct Runtime {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub workdir: Option<String>,
+    /// The Python it has (`3.11`), which model packages are installed for.
+    pub python: Option<String>,
+    /// The glibc it has (`2.36`): the newest manylinux wheel it runs.
+    pub glibc: Option<String>,
+    /// The Python packages it has: a PEP 751 lock, pinned with hashes (the text of the
+    /// base-images/ file its `wheels` key names), installed one layer per distribution.
+    pub wheels: Option<String>,
+}
+
+impl Runtime {
+    pub fn glibc_version(&self) -> Option<(u32, u32)> {
+        let (major, minor) = self.glibc.as_deref()?.split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    }
 }
 
 pub fn catalogue() -> Vec<Runtime> {
@@ -73,6 +87,11 @@ pub fn catalogue() -> Vec<Runtime> {
                 entrypoint: list("entrypoint"),
                 cmd: list("cmd"),
                 workdir: spec["workdir"].as_str().map(str::to_string),
+                python: Some(text(&spec["python"])).filter(|t| !t.is_empty()),
+                glibc: Some(text(&spec["glibc"])).filter(|t| !t.is_empty()),
+                wheels: spec["wheels"]
+                    .as_str()
+                    .map(|file| runtime_file(file).unwrap_or_default().to_string()),
             }
         })
         .collect()
@@ -129,6 +148,12 @@ mod tests {
                 .any(|r| r.name == "busybox" && r.debian == ["busybox-static"])
         );
         for runtime in &runtimes {
+            assert_ne!(
+                runtime.wheels.as_deref(),
+                Some(""),
+                "{} names a lock that is not compiled in",
+                runtime.name
+            );
             for (_, source) in &runtime.files {
                 assert!(
                     runtime_file(source).is_some(),

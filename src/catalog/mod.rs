@@ -69,6 +69,8 @@ pub struct BuildResult {
     pub manifest_digest: String,
     pub config_digest: String,
     pub size: u64,
+    /// The lock of the Python packages installed (a `pylock.toml`), when there were any.
+    pub packages: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +100,9 @@ pub struct VersionRecord {
     pub error: Option<String>,
     #[serde(skip)]
     pub log: String,
+    /// The lock of the Python packages installed (a `pylock.toml`).
+    #[serde(skip)]
+    pub packages: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +169,10 @@ pub trait Catalog: DigestCache + Send {
     fn versions(&self, model: &str) -> Result<Vec<VersionRecord>, CatalogError>;
 
     fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, CatalogError>;
+
+    /// The package locks of the model's finished versions, newest first: a build whose
+    /// requirements did not change reuses one instead of resolving again.
+    fn package_locks(&self, model: &str) -> Result<Vec<String>, CatalogError>;
 }
 
 /// Opens (creating when missing) the catalogue at `path` (SQLite), and marks builds whose

@@ -180,7 +180,7 @@ impl Catalog for SqliteCatalog {
         self.conn
             .execute(
                 "UPDATE versions SET base_image = ?3, base_digest = ?4, image = ?5,
-                 manifest_digest = ?6, config_digest = ?7, size = ?8, finished = ?9
+                 manifest_digest = ?6, config_digest = ?7, size = ?8, finished = ?9, packages = ?10
                  WHERE model = ?1 AND version = ?2",
                 params![
                     model,
@@ -191,7 +191,8 @@ impl Catalog for SqliteCatalog {
                     result.manifest_digest,
                     result.config_digest,
                     result.size as i64,
-                    now()
+                    now(),
+                    result.packages
                 ],
             )
             .map_err(self.sql())?;
@@ -312,6 +313,23 @@ impl Catalog for SqliteCatalog {
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
+    fn package_locks(&self, model: &str) -> Result<Vec<String>, CatalogError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT packages FROM versions
+                 WHERE model = ?1 AND status = 'Finished' AND packages IS NOT NULL
+                 ORDER BY version DESC LIMIT 16",
+            )
+            .map_err(self.sql())?;
+        let locks = statement
+            .query_map(params![model], |r| r.get(0))
+            .map_err(self.sql())?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(self.sql())?;
+        Ok(locks)
+    }
+
     fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, CatalogError> {
         self.conn
             .query_row(
@@ -344,7 +362,7 @@ fn cache_key_columns(key: &CacheKey) -> [Value; 10] {
 
 const VERSION_COLUMNS: &str = "model, version, model_type, status, contract, contract_text, contract_source,
     base_image, base_digest, COALESCE(remote_image, image), manifest_digest, config_digest, size, created, finished,
-    error, log, image, pushed_digest";
+    error, log, image, pushed_digest, packages";
 
 /// Columns and tables added after the first release, added to older catalogues on open.
 /// Idempotent: a column is added only when `PRAGMA table_info` does not list it.
@@ -353,7 +371,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         .prepare("SELECT name FROM pragma_table_info('versions')")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for (column, kind) in [("remote_image", "TEXT"), ("pushed_digest", "TEXT")] {
+    for (column, kind) in [
+        ("remote_image", "TEXT"),
+        ("pushed_digest", "TEXT"),
+        ("packages", "TEXT"),
+    ] {
         if !columns.iter().any(|c| c == column) {
             // A concurrent opener may have added it first.
             match conn.execute_batch(&format!("ALTER TABLE versions ADD COLUMN {column} {kind}")) {
@@ -448,6 +470,7 @@ fn version_from_row(r: &Row) -> rusqlite::Result<VersionRecord> {
         log: r.get(16)?,
         local_image: r.get(17)?,
         pushed_digest: r.get(18)?,
+        packages: r.get(19)?,
     })
 }
 

@@ -45,6 +45,9 @@ pub enum Command {
         /// A folder with the .deb files [default: fetched with apt-get download]
         #[arg(long, value_name = "DIR")]
         debs: Option<PathBuf>,
+        /// Where its wheels come from (a runtime with a `wheels` lock)
+        #[command(flatten)]
+        packages: super::PackageArgs,
         #[arg(long)]
         json: bool,
     },
@@ -138,7 +141,12 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
                 println!("  digest  {}", imported.manifest.digest);
             }
         }
-        Command::Build { name, debs, json } => {
+        Command::Build {
+            name,
+            debs,
+            packages,
+            json,
+        } => {
             let runtime = base::runtime(&name).ok_or_else(|| {
                 let known: Vec<String> = catalogue().into_iter().map(|r| r.name).collect();
                 anyhow::anyhow!(
@@ -147,17 +155,17 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
                 )
             })?;
             let show = std::io::stderr().is_terminal();
-            let built = build_runtime(
-                &store,
-                &runtime,
-                debs.as_deref(),
-                source_date_epoch()?,
-                &mut |line| {
-                    if show {
-                        eprintln!("  {line}");
-                    }
-                },
-            )?;
+            let assembly = base::Assembly {
+                debs: debs.as_deref(),
+                created: source_date_epoch()?,
+                packages: &packages.settings(),
+                wheel_cache: &home.wheel_cache(),
+            };
+            let built = build_runtime(&store, &runtime, &assembly, &mut |line| {
+                if show {
+                    eprintln!("  {line}");
+                }
+            })?;
             let image = runtime_image(&store, &name);
             if json {
                 print_json(

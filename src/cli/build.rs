@@ -29,6 +29,8 @@ pub struct Args {
     /// How small files and the contract are compressed (files of 64 MiB or more never are)
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression: String,
+    #[command(flatten)]
+    packages: super::PackageArgs,
     /// Print one JSON document for scripts
     #[arg(long)]
     json: bool,
@@ -67,17 +69,33 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let base_choice = args.base.as_deref().map(parse_base).transpose()?;
     let spec = args.model.load()?;
     let store = home.store()?;
-    let settings = super::build_settings(&args.compression);
+    let settings = super::build_settings(home, &args.compression, &args.packages);
     let mut show = step_printer();
-    let (base, note) = choose_base(&store, base_choice.as_ref(), &spec.model_type, &mut show)?;
+    let (base, note) = choose_base(
+        &store,
+        base_choice.as_ref(),
+        &spec.model_type,
+        &settings,
+        &mut show,
+    )?;
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
+    let packages = crate::pipeline::prepare_packages(&spec, &base, &settings, &[], &mut show)?;
     let (built, written_to) = match &output {
         Output::Layout { dir, tag } => {
             let layout = Layout::create(dir)?;
-            let built =
-                build_to_layout(&spec, &base, None, &layout, tag, &settings, None, &mut show)?;
+            let built = build_to_layout(
+                &spec,
+                &base,
+                packages.as_ref(),
+                None,
+                &layout,
+                tag,
+                &settings,
+                None,
+                &mut show,
+            )?;
             (built, format!("oci:{}:{tag}", dir.display()))
         }
         Output::OciArchive(file, tag) | Output::DockerArchive(file, tag) => {
@@ -85,8 +103,17 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
                 .prefix(".mlambda-build-")
                 .tempdir_in(parent_of(file))?;
             let layout = Layout::create(scratch.path())?;
-            let built =
-                build_to_layout(&spec, &base, None, &layout, tag, &settings, None, &mut show)?;
+            let built = build_to_layout(
+                &spec,
+                &base,
+                packages.as_ref(),
+                None,
+                &layout,
+                tag,
+                &settings,
+                None,
+                &mut show,
+            )?;
             let (format, prefix) = match output {
                 Output::DockerArchive(..) => (ArchiveFormat::Docker, "docker-archive"),
                 _ => (ArchiveFormat::Oci, "oci-archive"),

@@ -4,6 +4,7 @@ mod base;
 mod build;
 mod contract;
 mod output;
+mod packages;
 mod push;
 mod registry;
 mod serve;
@@ -47,6 +48,9 @@ enum Command {
     /// Runtime base images: list, import, build
     #[command(subcommand)]
     Base(base::Command),
+    /// Python packages: fetch a model's wheels into a wheelhouse for an air-gapped host
+    #[command(subcommand)]
+    Packages(packages::Command),
     /// The file-backed registry: serve it over HTTP, collect its garbage
     Registry(registry::Args),
     /// The manager: an upload API that builds in a queue, a Models page, and the registry at /v2/
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Versions(args) => versions::versions(&home, args),
         Command::Show(args) => versions::show(&home, args),
         Command::Base(command) => base::run(&home, command),
+        Command::Packages(command) => packages::run(&home, command),
         Command::Registry(args) => registry::run(&home, args),
         Command::Serve(args) => serve::run(&home, args),
     };
@@ -110,12 +115,45 @@ impl ModelArgs {
     }
 }
 
-fn build_settings(compression: &str) -> crate::pipeline::BuildSettings {
+/// Where a model's Python packages come from, shared by upload, build and `packages fetch`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PackageArgs {
+    /// A folder of wheels searched before any index (pip's --find-links), e.g. one filled by
+    /// `mlambda packages fetch`
+    #[arg(long, value_name = "DIR")]
+    wheelhouse: Option<PathBuf>,
+    /// Nothing from the network: wheels from the wheelhouse and the cache only
+    #[arg(long)]
+    offline: bool,
+    /// The package index (simple API) [default: PIP_INDEX_URL, UV_INDEX_URL, else PyPI]
+    #[arg(long, value_name = "URL")]
+    index_url: Option<String>,
+}
+
+impl PackageArgs {
+    fn settings(&self) -> crate::packages::Settings {
+        crate::packages::Settings {
+            wheelhouse: self.wheelhouse.clone(),
+            offline: self.offline,
+            index_url: self.index_url.clone(),
+        }
+    }
+}
+
+fn build_settings(
+    home: &crate::pipeline::Home,
+    compression: &str,
+    packages: &PackageArgs,
+) -> crate::pipeline::BuildSettings {
     let compression = match compression {
         "zstd" => crate::model_image::layer::Compression::Zstd,
         _ => crate::model_image::layer::Compression::Gzip,
     };
-    crate::pipeline::BuildSettings { compression }
+    crate::pipeline::BuildSettings {
+        compression,
+        packages: packages.settings(),
+        ..crate::pipeline::BuildSettings::new(home)
+    }
 }
 
 /// `30s` → (30, "s"): the leading digits and what follows them; `example` is for the message.

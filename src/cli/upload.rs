@@ -38,6 +38,8 @@ pub struct Args {
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression: String,
     #[command(flatten)]
+    packages: super::PackageArgs,
+    #[command(flatten)]
     remote: super::push::RemoteArgs,
     /// Print one JSON document for scripts
     #[arg(long)]
@@ -61,7 +63,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let spec = args.model.load()?;
     let mut catalog = crate::catalog::open(&home.catalog_path())?;
     let mut show = step_printer();
-    let settings = super::build_settings(&args.compression);
+    let settings = super::build_settings(home, &args.compression, &args.packages);
     let request = BuildRequest {
         spec: &spec,
         base: base_choice.as_ref(),

@@ -136,6 +136,14 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
         let mut value = version_json(&record);
         value["contract"] = contract.as_ref().map_or(Value::Null, contract::to_json);
         value["log"] = json!(record.log);
+        if let Some(lock) = &record.packages {
+            let packages = crate::packages::lock::recorded_packages(lock).unwrap_or_default();
+            value["packages"] = packages
+                .iter()
+                .map(|p| json!({"name": p.name, "version": p.version, "wheel": p.filename, "sha256": p.sha256}))
+                .collect();
+            value["lock"] = json!(lock);
+        }
         print_json(&value);
     } else {
         println!("{}:{}", record.name, record.version);
@@ -156,6 +164,19 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(contract) = &contract {
             println!("{}", contract::to_yaml(contract).trim_end());
+        }
+        if let Some(lock) = &record.packages {
+            let packages = crate::packages::lock::recorded_packages(lock).unwrap_or_default();
+            println!(
+                "python packages ({}, locked in /model/pylock.toml):",
+                packages.len()
+            );
+            for package in &packages {
+                println!(
+                    "  {:<24} {:<12} {}  sha256:{}",
+                    package.name, package.version, package.filename, package.sha256
+                );
+            }
         }
         if !record.log.is_empty() {
             println!("build log:");

@@ -55,6 +55,7 @@ impl Builds {
     pub fn submit(&self, home: &Home, store: &Store, job: Job) {
         let builders = self.builders.clone();
         let catalog_path = home.catalog_path();
+        let settings = BuildSettings::new(home);
         let store = store.clone();
         let key = (job.spec.name.clone(), job.version);
         lock(&self.unfinished).insert(key.clone());
@@ -65,7 +66,8 @@ impl Builds {
             };
             let name = format!("{}:{}", job.spec.name, job.version);
             let outcome =
-                tokio::task::spawn_blocking(move || run(&catalog_path, &store, job)).await;
+                tokio::task::spawn_blocking(move || run(&catalog_path, &store, &settings, job))
+                    .await;
             lock(&unfinished).remove(&key);
             match outcome {
                 Ok(Ok(())) => tracing::info!("build {name} Finished"),
@@ -99,7 +101,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run(catalog_path: &std::path::Path, store: &Store, job: Job) -> Result<(), String> {
+fn run(
+    catalog_path: &std::path::Path,
+    store: &Store,
+    settings: &BuildSettings,
+    job: Job,
+) -> Result<(), String> {
     let Job {
         spec,
         base,
@@ -109,11 +116,10 @@ fn run(catalog_path: &std::path::Path, store: &Store, job: Job) -> Result<(), St
     } = job;
     let result = (|| {
         let catalog = crate::catalog::open(catalog_path).map_err(|e| e.to_string())?;
-        let settings = BuildSettings::default();
         let request = BuildRequest {
             spec: &spec,
             base: base.as_ref(),
-            settings: &settings,
+            settings,
         };
         let built = pipeline::build_version(
             catalog.as_ref(),

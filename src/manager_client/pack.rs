@@ -6,6 +6,7 @@
 use crate::model::payload::{CONTRACT_FILES, EntryKind};
 use crate::model::spec::ModelSpec;
 use crate::model_image::layer::BIG_FILE_THRESHOLD;
+use crate::packages::resolve::PACKAGE_FILES;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use std::io::{self, Write};
 use std::path::Path;
@@ -26,14 +27,15 @@ pub struct ArchiveEntry {
 }
 
 /// What the server needs to build as this machine would: the payload and the files that
-/// describe the model (serving.yaml, contract files), at their paths in the folder.
+/// describe the model (serving.yaml, contract files, requirements), at their paths in the folder.
 pub fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, PackError> {
     let root = std::fs::canonicalize(&spec.dir).map_err(|e| PackError {
         path: spec.dir.display().to_string(),
         message: e.to_string(),
     })?;
     let mut entries = Vec::new();
-    for name in CONTRACT_FILES {
+    let described_by = CONTRACT_FILES.iter().chain(PACKAGE_FILES);
+    for name in described_by.clone() {
         let source = root.join(name);
         if let Ok(meta) = std::fs::metadata(&source)
             && meta.is_file()
@@ -65,7 +67,7 @@ pub fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, PackError>
             });
         };
         let path = relative.to_string_lossy().into_owned();
-        if path.is_empty() || CONTRACT_FILES.contains(&path.as_str()) {
+        if path.is_empty() || described_by.clone().any(|name| *name == path) {
             continue;
         }
         entries.push(ArchiveEntry {

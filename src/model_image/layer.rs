@@ -19,6 +19,8 @@ pub const BIG_FILE_THRESHOLD: u64 = 64 * 1024 * 1024;
 pub const MODEL_DIR: &str = "model";
 pub const FILES_DIR: &str = "model/files";
 pub const CONTRACT_PATH: &str = "model/contract.protobin";
+/// The lock of the Python packages in the image (PEP 751), beside the contract.
+pub const LOCK_PATH: &str = "model/pylock.toml";
 
 #[derive(Debug, Clone)]
 pub struct LayerOptions {
@@ -275,24 +277,41 @@ fn run_layer_jobs(
     })
 }
 
-/// The contract alone, so that changing it re-uploads nothing else.
+/// The contract (and the package lock, when there is one) alone, so that changing it
+/// re-uploads nothing else.
 pub fn write_contract_layer(
     contract: &[u8],
+    lock: Option<&str>,
     layout: &Layout,
     options: &LayerOptions,
 ) -> Result<Layer, LayerError> {
-    let comment = "model contract".to_string();
+    let comment = match lock {
+        None => "model contract".to_string(),
+        Some(_) => "model contract and package lock".to_string(),
+    };
     let mut tar = LayerTar::start(layout, options.compression)?;
-    let mut header = header(
-        tar::EntryType::Regular,
-        0o644,
-        contract.len() as u64,
-        options,
-    );
-    tar.builder
-        .append_data(&mut header, CONTRACT_PATH, contract)
-        .map_err(write_error(&comment))?;
+    let files = [
+        (CONTRACT_PATH, Some(contract)),
+        (LOCK_PATH, lock.map(str::as_bytes)),
+    ];
+    for (path, bytes) in files {
+        let Some(bytes) = bytes else { continue };
+        let mut header = header(tar::EntryType::Regular, 0o644, bytes.len() as u64, options);
+        tar.builder
+            .append_data(&mut header, path, bytes)
+            .map_err(write_error(&comment))?;
+    }
     tar.finish(layout, comment)
+}
+
+/// How many layers [`write_payload_layers`] writes for `payload`: the small files' one and
+/// one per big file.
+pub fn payload_layer_count(payload: &Payload, options: &LayerOptions) -> usize {
+    1 + payload
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::File { size, .. } if size >= options.big_file_threshold))
+        .count()
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -75,12 +75,22 @@ impl BaseImage {
     }
 }
 
+/// What the model brings to its image.
+pub struct ModelParts<'a> {
+    pub payload: &'a Payload,
+    /// `contract.protobin`'s bytes.
+    pub contract: &'a [u8],
+    /// Layers already in the layout that go between the base and the payload (the Python
+    /// packages), and the lock that says what they hold.
+    pub packages: &'a [Layer],
+    pub lock: Option<&'a str>,
+}
+
 /// Writes every blob of the model image into `layout` and returns its manifest descriptor
 /// (not yet tagged). `log` hears one line per step. With a `cache`, big files unchanged since
 /// an earlier build into the same store are neither read nor written again.
 pub fn build_image(
-    payload: &Payload,
-    contract: &[u8],
+    parts: &ModelParts,
     base: &BaseImage,
     meta: &ImageMeta,
     layout: &Layout,
@@ -107,8 +117,13 @@ pub fn build_image(
             base.layers.len()
         ));
     }
-    let mut layers = layer::write_payload_layers(payload, layout, &options, cache)?;
-    layers.push(layer::write_contract_layer(contract, layout, &options)?);
+    let mut layers = layer::write_payload_layers(parts.payload, layout, &options, cache)?;
+    layers.push(layer::write_contract_layer(
+        parts.contract,
+        parts.lock,
+        layout,
+        &options,
+    )?);
     for layer in &layers {
         log(format!(
             "layer {} ({} bytes): {}",
@@ -116,6 +131,7 @@ pub fn build_image(
         ));
     }
 
+    layers.splice(0..0, parts.packages.iter().cloned());
     let config = model_config(&base.config, &layers, meta);
     let mut all_layers = base.layers.clone();
     all_layers.extend(layers.iter().map(|l| l.descriptor.clone()));

@@ -136,16 +136,11 @@ pub fn prepare(
     earlier: &[String],
     log: &mut dyn FnMut(String),
 ) -> Result<Option<Prepared>, PackagesError> {
-    let asked = [resolve::PYLOCK, resolve::REQUIREMENTS]
-        .into_iter()
-        .map(|f| folder.join(f))
-        .find(|p| p.is_file());
-    let Some(asked) = asked else {
+    let Some(asked) = requested(folder) else {
         return Ok(None);
     };
     let target = match PythonTarget::of_base(&base.config) {
         Some(target) => target,
-        None if asks_for_nothing(&asked) => return Ok(None),
         None => {
             return Err(PackagesError::NoPython {
                 file: asked.display().to_string(),
@@ -199,16 +194,21 @@ pub fn prepare_lock(
     })
 }
 
-/// A requirements file with only comments asks for nothing, whatever the base.
-fn asks_for_nothing(file: &Path) -> bool {
+/// The file of `folder` that asks for packages: its `pylock.toml`, else a `requirements.txt`
+/// with requirements (one with only comments asks for nothing, whatever the base).
+pub fn requested(folder: &Path) -> Option<PathBuf> {
+    let pylock = folder.join(resolve::PYLOCK);
+    if pylock.is_file() {
+        return Some(pylock);
+    }
+    let file = folder.join(resolve::REQUIREMENTS);
+    let text = std::fs::read_to_string(&file).ok()?;
     let any_python = PythonTarget::for_platform("3.11", "amd64", (2, 36)).expect("a valid target");
-    std::fs::read_to_string(file).is_ok_and(|text| {
-        file.ends_with(resolve::REQUIREMENTS)
-            && matches!(
-                requirements::read_requirements(&text, "", &any_python),
-                Ok((requirements::Requirements::Empty, _))
-            )
-    })
+    let empty = matches!(
+        requirements::read_requirements(&text, "", &any_python),
+        Ok((requirements::Requirements::Empty, _))
+    );
+    (!empty).then_some(file)
 }
 
 /// The most layers an image should have: registries and engines handle more, but old

@@ -31,4 +31,8 @@ impl Home {
     pub fn store(&self) -> Result<Store, StoreError> {
         Store::open(&self.dir.join("registry"))
     }
+    /// Wheels by sha256, and the package layers built from them.
+    pub fn wheel_cache(&self) -> PathBuf {
+        self.dir.join("wheels")
+    }
 }

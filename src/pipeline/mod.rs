@@ -6,8 +6,11 @@ use crate::catalog::{BuildResult, Catalog, CatalogError, NewVersion};
 use crate::contract;
 use crate::model::spec::ModelSpec;
 use crate::model_image::layer::{Compression, DigestCache};
-use crate::model_image::{self, BuildError, BuiltImage, ImageMeta};
+use crate::model_image::layer::{LayerOptions, payload_layer_count};
+use crate::model_image::{self, BuildError, BuiltImage, ImageMeta, ModelParts};
+use crate::packages::{self, Prepared};
 use crate::store::{Layout, Store, StoreError};
+use std::path::PathBuf;
 
 mod home;
 pub mod push;
@@ -26,6 +29,8 @@ pub enum PipelineError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
+    #[error(transparent)]
+    Packages(#[from] crate::packages::PackagesError),
     #[error("SOURCE_DATE_EPOCH='{0}' is not a number of seconds since 1970")]
     SourceDateEpoch(String),
 }
@@ -47,13 +52,19 @@ pub fn choose_base(
     store: &Store,
     choice: Option<&BaseChoice>,
     model_type: &str,
+    settings: &BuildSettings,
     log: &mut dyn FnMut(Event),
 ) -> Result<(BaseImage, Option<String>), PipelineError> {
     match choice {
         Some(choice) => Ok((base::open(store, choice)?, None)),
         None => {
-            let created = source_date_epoch()?;
-            let (base, note) = base::for_model_type(store, model_type, created, &mut |line| {
+            let assembly = base::Assembly {
+                debs: None,
+                created: source_date_epoch()?,
+                packages: &settings.packages,
+                wheel_cache: &settings.wheel_cache,
+            };
+            let (base, note) = base::for_model_type(store, model_type, &assembly, &mut |line| {
                 log(Event::Step(line))
             })?;
             Ok((base, Some(note)))
@@ -70,9 +81,24 @@ pub struct BuildRequest<'a> {
 }
 
 /// How to build, beyond what the model folder says.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BuildSettings {
     pub compression: Compression,
+    /// Where Python packages come from (wheelhouse, offline, index).
+    pub packages: packages::Settings,
+    /// The wheel cache (and the package layers remembered), under the home.
+    pub wheel_cache: PathBuf,
+}
+
+impl BuildSettings {
+    /// The defaults, with the home's wheel cache.
+    pub fn new(home: &Home) -> BuildSettings {
+        BuildSettings {
+            compression: Compression::default(),
+            packages: packages::Settings::default(),
+            wheel_cache: home.wheel_cache(),
+        }
+    }
 }
 
 /// What a build tells its watcher: steps (for the log and a terminal), and notes the user must
@@ -91,12 +117,42 @@ impl Event {
     }
 }
 
-/// Builds the model image into `layout` and tags it; `cache` (the catalogue, for the local
-/// store) remembers the layers of big files.
+/// The model's Python packages, locked and fetched for `base`'s interpreter (`None` when it
+/// asks for none). `earlier`: the locks of earlier versions, newest first. On scratch, asked
+/// for by name, there is nothing to install them for: a note says so.
+pub fn prepare_packages(
+    spec: &ModelSpec,
+    base: &BaseImage,
+    settings: &BuildSettings,
+    earlier: &[String],
+    log: &mut dyn FnMut(Event),
+) -> Result<Option<Prepared>, PipelineError> {
+    if base.source.is_none()
+        && let Some(file) = packages::requested(&spec.dir)
+    {
+        log(Event::Note(format!(
+            "{} is not installed: the base is scratch, which has no Python (leave --base out for the model-type's runtime)",
+            file.display()
+        )));
+        return Ok(None);
+    }
+    Ok(packages::prepare(
+        &spec.dir,
+        base,
+        &settings.packages,
+        &settings.wheel_cache,
+        earlier,
+        &mut |line| log(Event::Step(line)),
+    )?)
+}
+
+/// Builds the model image (its `packages`, when it has some) into `layout` and tags it;
+/// `cache` (the catalogue, for the local store) remembers the layers of big files.
 #[allow(clippy::too_many_arguments)]
 pub fn build_to_layout(
     spec: &ModelSpec,
     base: &BaseImage,
+    packages: Option<&Prepared>,
     version: Option<u32>,
     layout: &Layout,
     tag: &str,
@@ -104,7 +160,7 @@ pub fn build_to_layout(
     cache: Option<&dyn DigestCache>,
     log: &mut dyn FnMut(Event),
 ) -> Result<BuiltImage, PipelineError> {
-    let meta = ImageMeta {
+    let mut meta = ImageMeta {
         name: spec.name.clone(),
         version: version.map(|v| v.to_string()),
         model_type: spec.model_type.clone(),
@@ -113,16 +169,46 @@ pub fn build_to_layout(
         created: source_date_epoch()?,
         compression: settings.compression,
     };
+    let options = LayerOptions {
+        mtime: meta.created,
+        compression: settings.compression,
+        ..LayerOptions::default()
+    };
+    let package_layers = match packages {
+        None => Vec::new(),
+        Some(prepared) => {
+            let others = base.layers.len() + payload_layer_count(&spec.payload, &options) + 1;
+            let room = packages::MAX_LAYERS.saturating_sub(others);
+            meta.metadata.insert(
+                "io.mlambda.python.packages".into(),
+                prepared
+                    .wheels
+                    .iter()
+                    .map(|(w, _)| format!("{}=={}", w.name, w.version))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            packages::install(
+                prepared,
+                base,
+                layout,
+                &options,
+                room,
+                &settings.wheel_cache,
+                &mut |line| log(Event::Step(line)),
+            )?
+        }
+    };
     let contract_bytes = contract::to_protobin(&spec.contract);
-    let built = model_image::build_image(
-        &spec.payload,
-        &contract_bytes,
-        base,
-        &meta,
-        layout,
-        cache,
-        &mut |line| log(Event::Step(line)),
-    )?;
+    let parts = ModelParts {
+        payload: &spec.payload,
+        contract: &contract_bytes,
+        packages: &package_layers,
+        lock: packages.map(|p| p.lock_text.as_str()),
+    };
+    let built = model_image::build_image(&parts, base, &meta, layout, cache, &mut |line| {
+        log(Event::Step(line))
+    })?;
     layout.set_tag(tag, built.manifest.clone())?;
     Ok(built)
 }
@@ -199,14 +285,23 @@ pub fn build_version(
     };
     let result = (|| {
         catalog.set_running(&spec.name, version)?;
-        let (base, note) = choose_base(store, base_choice, &spec.model_type, &mut build_log)?;
+        let (base, note) = choose_base(
+            store,
+            base_choice,
+            &spec.model_type,
+            settings,
+            &mut build_log,
+        )?;
         if let Some(note) = note {
             build_log(Event::Note(note));
         }
+        let earlier = catalog.package_locks(&spec.name)?;
+        let packages = prepare_packages(spec, &base, settings, &earlier, &mut build_log)?;
         let layout = store.repository(&spec.name)?;
         let built = build_to_layout(
             spec,
             &base,
+            packages.as_ref(),
             Some(version),
             &layout,
             &version.to_string(),
@@ -230,6 +325,7 @@ pub fn build_version(
             manifest_digest: uploaded.built.manifest.digest.clone(),
             config_digest: uploaded.built.config_digest.clone(),
             size: uploaded.built.size,
+            packages: packages.map(|p| p.lock_text),
         };
         catalog.record_build(&spec.name, version, &record)?;
         match after_build(catalog, version, &uploaded)? {
