@@ -17,6 +17,7 @@ mod infer_streaming;
 mod infer_tflite_torch;
 mod manager;
 mod manager_page;
+mod packages;
 mod podman;
 mod push;
 mod registry_server;

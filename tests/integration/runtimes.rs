@@ -4,37 +4,9 @@
 use crate::common;
 
 use common::http::free_port;
+use common::rootfs::{can_chroot, chroot, post_json};
 use common::*;
-use std::path::Path;
 use std::process::{Command, Stdio};
-
-fn is_root() -> bool {
-    let probe = tempfile::NamedTempFile::new().unwrap();
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(probe.path()).unwrap()) == 0
-}
-
-/// chroot needs root; CI runs as root, so there the test never skips.
-fn can_chroot() -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI must run as root to chroot into the images");
-    }
-    eprintln!("SKIPPED: chroot into the image needs root");
-    false
-}
-
-fn chroot(rootfs: &Path, args: &[&str]) -> String {
-    let out = run_ok(
-        Command::new("chroot")
-            .arg(rootfs)
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
@@ -60,7 +32,7 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
         .unwrap()
         .to_string();
     assert!(
-        log.contains("fetching 15 Debian packages with apt-get download"),
+        log.contains("fetching 16 Debian packages with apt-get download"),
         "{log}"
     );
     assert!(log.contains("debian package python3.11-minimal_"), "{log}");
@@ -212,33 +184,4 @@ fn a_shell_model_runs_on_the_busybox_runtime() {
             .unwrap()
             .len() as usize
     );
-}
-
-/// A minimal HTTP/1.1 POST on loopback, retried while the server starts.
-fn post_json(port: u16, path: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            write!(
-                stream,
-                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
-            let (head, body) = response.split_once("\r\n\r\n").unwrap();
-            assert!(
-                head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-                "{response}"
-            );
-            return body.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the runtime never listened on {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }

@@ -7,6 +7,7 @@ pub mod manager;
 pub mod mutate;
 pub mod proxy;
 pub mod registry;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -114,7 +115,14 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 }
 
 pub fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tokenizer")
+    examples("tokenizer")
+}
+
+/// A model of `examples/`.
+pub fn examples(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
 }
 
 /// Copies a folder tree (files, folders and symlinks).

@@ -1,0 +1,93 @@
+//! Running what is inside an image: its unpacked rootfs entered with chroot (as root, as in
+//! CI), and a small HTTP client for the runtime it serves.
+
+use super::run_ok;
+use std::path::Path;
+use std::process::Command;
+
+pub fn is_root() -> bool {
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(probe.path()).unwrap()) == 0
+}
+
+/// chroot needs root; CI runs as root, so there the test never skips.
+pub fn can_chroot() -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI must run as root to chroot into the images");
+    }
+    eprintln!("SKIPPED: chroot into the image needs root");
+    false
+}
+
+pub fn chroot(rootfs: &Path, args: &[&str]) -> String {
+    let out = run_ok(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A minimal HTTP/1.1 POST on loopback, retried while the server starts.
+pub fn post_json(port: u16, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            write!(
+                stream,
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            let (head, body) = response.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+                "{response}"
+            );
+            return body.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runtime never listened on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The image's Python runtime (`/runtime/serve.py`) serving on 127.0.0.1:`port` inside the
+/// rootfs; stopped when dropped.
+pub struct Serving(std::process::Child);
+
+pub fn serve_python(rootfs: &Path, port: u16) -> Serving {
+    let child = Command::new("/usr/sbin/chroot")
+        .arg(rootfs)
+        .args([
+            "/usr/bin/python3",
+            "/runtime/serve.py",
+            "--host",
+            "127.0.0.1",
+            "--port",
+        ])
+        .arg(port.to_string())
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Serving(child)
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
