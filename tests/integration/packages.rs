@@ -656,3 +656,40 @@ fn a_runtime_declaring_wheels_is_assembled_with_them() {
         "mlambda\n"
     );
 }
+
+/// Wheels are chosen for the image's platform, not the host's: `--platform linux/arm64` gets
+/// aarch64 wheels on any machine.
+#[test]
+fn packages_fetch_resolves_for_the_platform_asked() {
+    if !have_uv() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let house = tempfile::tempdir().unwrap();
+    let model = model_with("markupsafe==3.0.2\n");
+    let fetched = json_of(&run_ok(
+        mlambda(home.path())
+            .args([
+                "packages",
+                "fetch",
+                "--json",
+                "--platform",
+                "linux/arm64",
+                "--into",
+            ])
+            .arg(house.path())
+            .arg(model.path()),
+    ));
+    assert_eq!(fetched["target"], "cp311 manylinux_2_36_aarch64");
+    let wheel = fetched["packages"][0]["wheel"].as_str().unwrap();
+    assert!(
+        wheel
+            .to_lowercase()
+            .starts_with("markupsafe-3.0.2-cp311-cp311-")
+            && wheel.contains("aarch64"),
+        "{wheel}"
+    );
+    assert!(house.path().join(wheel).is_file());
+    let lock = std::fs::read_to_string(house.path().join("pylock.needy.toml")).unwrap();
+    assert!(lock.contains(wheel) && lock.contains("made-from"), "{lock}");
+}

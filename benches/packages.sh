@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Python packages into image layers, as ratios to a peer measured in the same run:
+#   (P1) installing the TensorFlow packages (tensorflow-cpu and its dependencies, locked by uv
+#        for cp311 manylinux_2_36_x86_64) as image layers, wheels already in the cache, vs
+#        `uv pip install --target` of the same lock (uv's cache warm) + `tar` of the result
+#   (P2) a second model on the same packages: its build time, and the package layers built
+#        again (none: they are remembered by the wheels' hashes)
+# Usage: benches/packages.sh       (PACKAGES="tensorflow-cpu" by default)
+#        MLAMBDA_BIN=path/to/mlambda benches/packages.sh   to skip `cargo build --release`
+# Needs uv (PATH or MLAMBDA_UV), apt-get (the python-3.11 runtime), PyPI.
+# Benchmarks are not tests: this prints figures and asserts nothing.
+set -euo pipefail
+
+PACKAGES=${PACKAGES:-tensorflow-cpu}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/mlambda-bench-packages.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+uv=${MLAMBDA_UV:-$(command -v uv)}
+
+if [ -n "${MLAMBDA_BIN:-}" ]; then
+    bin=$MLAMBDA_BIN
+else
+    (cd "$root" && cargo build --release --quiet)
+    bin=${CARGO_TARGET_DIR:-$root/target}/release/mlambda
+fi
+seconds() { date +%s.%N; }
+
+# A model that needs the packages, and a second one with other code on the same packages.
+for name in first second; do
+    mkdir -p "$work/$name/src"
+    printf 'name: %s\nmodel-type: python:3.11\ncontract:\n  run:\n    inputs:\n      x: {type: double, shape: [-1]}\n    outputs:\n      y: {type: double, shape: [-1]}\n' \
+        "$name" >"$work/$name/serving.yaml"
+    echo "$PACKAGES" | tr ' ' '\n' >"$work/$name/requirements.txt"
+    echo "def run(x): return {'y': x}  # $name" >"$work/$name/src/func_main.py"
+done
+
+# Not measured: the runtime, the lock and the downloads (into the home's wheel cache, and
+# into uv's cache by one install of the same lock).
+home=$work/home
+export MLAMBDA_HOME=$home
+"$bin" base build python-3.11 >/dev/null
+"$bin" packages fetch "$work/first" --into "$work/wheelhouse" >/dev/null
+lock=$(ls "$work/wheelhouse"/pylock.*.toml)
+wheels=$(ls "$work/wheelhouse"/*.whl | wc -l)
+bytes=$(cat "$work/wheelhouse"/*.whl | wc -c)
+"$uv" pip install --quiet --target "$work/warm" --python-version 3.11 \
+    --python-platform x86_64-manylinux_2_36 --no-deps -r "$lock"
+rm -rf "$work/warm"
+
+# (P1) mlambda: wheels → one layer each (unzip, check RECORD, tar, gzip, hash, store).
+start=$(seconds)
+"$bin" upload "$work/first" --wheelhouse "$work/wheelhouse" --offline >/dev/null
+mlambda_s=$(echo "$(seconds) - $start" | bc)
+# uv: the same lock into a folder (from its cache), then a tar of it.
+start=$(seconds)
+"$uv" pip install --quiet --target "$work/target" --python-version 3.11 \
+    --python-platform x86_64-manylinux_2_36 --no-deps -r "$lock"
+tar -cf "$work/target.tar" -C "$work/target" .
+uv_s=$(echo "$(seconds) - $start" | bc)
+start=$(seconds)
+gzip -1 -c "$work/target.tar" >/dev/null
+gzip_s=$(echo "$(seconds) - $start" | bc)
+
+# (P2) the second model: its packages' layers are remembered.
+start=$(seconds)
+"$bin" upload "$work/second" --wheelhouse "$work/wheelhouse" --offline >/dev/null
+second_s=$(echo "$(seconds) - $start" | bc)
+"$bin" show second:1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["log"])' >"$work/second.log"
+rebuilt=$(grep -c 'python package' "$work/second.log" || true)
+cached=$(grep -c 'python package.*(cached)' "$work/second.log" || true)
+
+printf 'packages: %s (%d wheels, %d MB), %s MB installed\n' "$PACKAGES" "$wheels" $((bytes / 1000000)) \
+    "$(du -sm "$work/target" | cut -f1)"
+printf '(P1) mlambda packages → layers: %.2f s; uv install --target + tar: %.2f s (%.2fx); gzip -1 of that tar alone: %.2f s\n' \
+    "$mlambda_s" "$uv_s" "$(echo "$mlambda_s / $uv_s" | bc -l)" "$gzip_s"
+printf '(P2) second model on the same packages: %.2f s; package layers %d, of which remembered %d\n' \
+    "$second_s" "$rebuilt" "$cached"
