@@ -438,3 +438,57 @@ fn check_libraries(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wheel(dir: &Path, name: &str, size: usize) -> (LockedWheel, PathBuf) {
+        let path = dir.join(format!("{name}-1.0-py3-none-any.whl"));
+        std::fs::write(&path, vec![0u8; size]).unwrap();
+        let locked = LockedWheel {
+            name: name.into(),
+            version: "1.0".into(),
+            filename: format!("{name}-1.0-py3-none-any.whl"),
+            url: None,
+            sha256: "00".into(),
+            size: None,
+        };
+        (locked, path)
+    }
+
+    #[test]
+    fn past_the_room_the_smallest_distributions_share_the_first_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheels: Vec<_> = [
+            ("alpha", 50),
+            ("beta", 10),
+            ("gamma", 300),
+            ("delta", 20),
+            ("eps", 400),
+        ]
+        .into_iter()
+        .map(|(name, size)| wheel(dir.path(), name, size))
+        .collect();
+        let names = |groups: Vec<Vec<&(LockedWheel, PathBuf)>>| -> Vec<Vec<String>> {
+            groups
+                .into_iter()
+                .map(|g| g.into_iter().map(|w| w.0.name.clone()).collect())
+                .collect()
+        };
+        assert_eq!(
+            names(group(&wheels, 10)),
+            [["alpha"], ["beta"], ["delta"], ["eps"], ["gamma"]],
+            "one layer each, in name order, when there is room"
+        );
+        assert_eq!(
+            names(group(&wheels, 3)),
+            [vec!["alpha", "beta", "delta"], vec!["eps"], vec!["gamma"]],
+            "three layers: the two biggest alone, the three smallest together"
+        );
+        let mut reversed = wheels.clone();
+        reversed.reverse();
+        assert_eq!(names(group(&reversed, 3)), names(group(&wheels, 3)));
+        assert_eq!(group(&wheels, 1).len(), 1);
+    }
+}

@@ -159,7 +159,7 @@ fn wheelhouse_locks(fetcher: &Fetcher) -> Vec<(String, PathBuf)> {
 /// uv: `MLAMBDA_UV`, else `uv` on the PATH.
 fn uv_program() -> Option<PathBuf> {
     if let Some(given) = std::env::var_os("MLAMBDA_UV").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(given));
+        return Some(PathBuf::from(given)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -359,6 +359,18 @@ fn source_only_packages_wrong_hashes_and_a_base_without_python_fail_clearly() {
         return;
     }
     run_ok(mlambda(home.path()).args(["base", "build", "python-3.11"]));
+    // Loose requirements and no uv: how to pin them or install it.
+    let error = run_fail(
+        mlambda(home.path())
+            .arg("upload")
+            .arg(examples("iris"))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env_remove("MLAMBDA_UV"),
+    );
+    assert!(
+        error.contains("uv is not installed") && error.contains("--generate-hashes"),
+        "{error}"
+    );
     // docopt 0.6.2 was only ever published as a source distribution.
     let loose = model_with("docopt==0.6.2\n");
     let error = run_fail(mlambda(home.path()).arg("upload").arg(loose.path()));
