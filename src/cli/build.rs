@@ -82,38 +82,30 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("note: {note}");
     }
     let packages = crate::pipeline::prepare_packages(&spec, &base, &settings, &[], &mut show)?;
-    let (built, written_to) = match &output {
-        Output::Layout { dir, tag } => {
-            let layout = Layout::create(dir)?;
-            let built = build_to_layout(
-                &spec,
-                &base,
-                packages.as_ref(),
-                None,
-                &layout,
-                tag,
-                &settings,
-                None,
-                &mut show,
-            )?;
-            (built, format!("oci:{}:{tag}", dir.display()))
-        }
+    // An archive is written from a layout of its own beside it, removed afterwards.
+    let (layout, tag, scratch) = match &output {
+        Output::Layout { dir, tag } => (Layout::create(dir)?, tag, None),
         Output::OciArchive(file, tag) | Output::DockerArchive(file, tag) => {
             let scratch = tempfile::Builder::new()
                 .prefix(".mlambda-build-")
                 .tempdir_in(parent_of(file))?;
-            let layout = Layout::create(scratch.path())?;
-            let built = build_to_layout(
-                &spec,
-                &base,
-                packages.as_ref(),
-                None,
-                &layout,
-                tag,
-                &settings,
-                None,
-                &mut show,
-            )?;
+            (Layout::create(scratch.path())?, tag, Some(scratch))
+        }
+    };
+    let built = build_to_layout(
+        &spec,
+        &base,
+        packages.as_ref(),
+        None,
+        &layout,
+        tag,
+        &settings,
+        None,
+        &mut show,
+    )?;
+    let written_to = match &output {
+        Output::Layout { dir, tag } => format!("oci:{}:{tag}", dir.display()),
+        Output::OciArchive(file, _) | Output::DockerArchive(file, _) => {
             let (format, prefix) = match output {
                 Output::DockerArchive(..) => (ArchiveFormat::Docker, "docker-archive"),
                 _ => (ArchiveFormat::Oci, "oci-archive"),
@@ -121,9 +113,10 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
             let manifest = Source::manifest(&layout, Some(&built.manifest.digest))?;
             let sink = ArchiveSink::create(file, format, &spec.name)?;
             copy(&layout, &manifest, &sink, Some(tag))?;
-            (built, format!("{prefix}:{}", file.display()))
+            format!("{prefix}:{}", file.display())
         }
     };
+    drop(scratch);
     if args.json {
         print_json(&json!({
             "name": spec.name,

@@ -4,9 +4,8 @@
 use crate::common;
 
 use common::http::free_port;
-use common::rootfs::{can_chroot, chroot, post_json};
+use common::rootfs::{can_chroot, chroot, post_json, serve_python};
 use common::*;
-use std::process::{Command, Stdio};
 
 #[test]
 fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
@@ -99,28 +98,13 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
 
     // And the image's own entrypoint serves predictions over HTTP.
     let port = free_port();
-    let mut server = Command::new("/usr/sbin/chroot")
-        .arg(&rootfs)
-        .args([
-            "/usr/bin/python3",
-            "/runtime/serve.py",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = serve_python(&rootfs, port);
     let answer = post_json(
         port,
         "/tokenize",
         r#"{"input_text": [["Tokenize THIS, please"]]}"#,
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     assert_eq!(answer, r#"{"output_text": [["tokenize this please"]]}"#);
 }
 

@@ -48,27 +48,27 @@ pub struct Scheme {
 impl Scheme {
     /// Debian's python3.X: what pip installs as root goes under /usr/local, in dist-packages.
     pub fn debian(python: &str) -> Scheme {
-        let lib = format!("usr/local/lib/python{python}/dist-packages");
-        Scheme {
-            purelib: lib.clone(),
-            platlib: lib,
-            scripts: "usr/local/bin".into(),
-            headers: format!("usr/local/include/python{python}"),
-            data: "usr/local".into(),
-            interpreter: format!("/usr/bin/python{python}"),
-        }
+        Scheme::under_usr_local(python, "dist-packages", &format!("/usr/bin/python{python}"))
     }
 
     /// The python.org layout of the Docker official images: a Python built with prefix /usr/local.
     pub fn prefix_local(python: &str) -> Scheme {
-        let lib = format!("usr/local/lib/python{python}/site-packages");
+        Scheme::under_usr_local(
+            python,
+            "site-packages",
+            &format!("/usr/local/bin/python{python}"),
+        )
+    }
+
+    fn under_usr_local(python: &str, site: &str, interpreter: &str) -> Scheme {
+        let lib = format!("usr/local/lib/python{python}/{site}");
         Scheme {
             purelib: lib.clone(),
             platlib: lib,
             scripts: "usr/local/bin".into(),
             headers: format!("usr/local/include/python{python}"),
             data: "usr/local".into(),
-            interpreter: format!("/usr/local/bin/python{python}"),
+            interpreter: interpreter.to_string(),
         }
     }
 }
