@@ -113,6 +113,14 @@ pub fn build_runtime(
     if !runtime.cmd.is_empty() {
         runtime_config.insert("Cmd".into(), json!(runtime.cmd));
     }
+    if !runtime.expose.is_empty() {
+        let ports: serde_json::Map<String, serde_json::Value> = runtime
+            .expose
+            .iter()
+            .map(|p| (p.clone(), json!({})))
+            .collect();
+        runtime_config.insert("ExposedPorts".into(), serde_json::Value::Object(ports));
+    }
     if let Some(dir) = &runtime.workdir {
         runtime_config.insert("WorkingDir".into(), json!(dir));
     }

@@ -6,8 +6,24 @@ const CATALOGUE: &str = include_str!("../../base-images/catalog.yaml");
 /// Files of `base-images/` that runtimes add to their images, by their path there.
 pub const RUNTIME_FILES: &[(&str, &str)] = &[
     (
-        "python-3.11/serve.py",
-        include_str!("../../base-images/python-3.11/serve.py"),
+        "runtime/serve.py",
+        include_str!("../../base-images/runtime/serve.py"),
+    ),
+    (
+        "runtime/contract.py",
+        include_str!("../../base-images/runtime/contract.py"),
+    ),
+    (
+        "runtime/v2.py",
+        include_str!("../../base-images/runtime/v2.py"),
+    ),
+    (
+        "runtime/loaders.py",
+        include_str!("../../base-images/runtime/loaders.py"),
+    ),
+    (
+        "onnx/pylock.toml",
+        include_str!("../../base-images/onnx/pylock.toml"),
     ),
     (
         "fetch-debs.sh",
@@ -31,6 +47,8 @@ pub struct Runtime {
     pub env: Vec<String>,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
+    /// Ports its program listens on (`8080/tcp`): the config's ExposedPorts.
+    pub expose: Vec<String>,
     pub workdir: Option<String>,
     /// The Python it has (`3.11`), which model packages are installed for.
     pub python: Option<String>,
@@ -86,6 +104,7 @@ pub fn catalogue() -> Vec<Runtime> {
                 env: list("env"),
                 entrypoint: list("entrypoint"),
                 cmd: list("cmd"),
+                expose: list("expose"),
                 workdir: spec["workdir"].as_str().map(str::to_string),
                 python: Some(text(&spec["python"])).filter(|t| !t.is_empty()),
                 glibc: Some(text(&spec["glibc"])).filter(|t| !t.is_empty()),
@@ -163,7 +182,15 @@ mod tests {
         }
         assert_eq!(
             runtime("python-3.11").unwrap().cmd,
-            ["--host", "0.0.0.0", "--port", "9090"]
+            ["--host", "0.0.0.0", "--port", "8080"]
+        );
+        let onnx = runtime("onnx").unwrap();
+        assert_eq!(onnx.debian, runtime("python-3.11").unwrap().debian);
+        assert!(
+            onnx.wheels
+                .as_deref()
+                .unwrap()
+                .contains("name = \"onnxruntime\"")
         );
     }
 }

@@ -224,6 +224,21 @@ pub fn model_config(base: &Value, layers: &[Layer], meta: &ImageMeta) -> Value {
         labels.insert("MODEL_VERSION".into(), json!(version));
     }
     runtime.insert("Labels".into(), Value::Object(labels));
+    // The same for the program in the image: a runtime names the model and its version by them.
+    let mut env: Vec<Value> = runtime
+        .get("Env")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    env.retain(|e| {
+        e.as_str()
+            .is_none_or(|e| !e.starts_with("MODEL_NAME=") && !e.starts_with("MODEL_VERSION="))
+    });
+    env.push(json!(format!("MODEL_NAME={}", meta.name)));
+    if let Some(version) = &meta.version {
+        env.push(json!(format!("MODEL_VERSION={version}")));
+    }
+    runtime.insert("Env".into(), Value::Array(env));
     config.insert("config".into(), Value::Object(runtime));
     Value::Object(config)
 }

@@ -91,10 +91,16 @@ fn iris_answers_in_its_image(home: &Path, version: &str) {
     let _server = serve_python(&rootfs, port);
     let served = post_json(
         port,
-        "/predict",
-        r#"{"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}"#,
+        "/v2/models/iris/infer",
+        r#"{"inputs": [{"name": "features", "datatype": "FP64", "shape": [2, 4], "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}"#,
     );
     let served: Value = serde_json::from_str(&served).unwrap();
+    let outputs = &served["outputs"];
+    assert_eq!(outputs[0]["name"], "species");
+    assert_eq!(outputs[0]["datatype"], "INT64");
+    assert_eq!(outputs[0]["shape"], json!([2]));
+    assert_eq!(outputs[1]["name"], "probability");
+    let served = json!({"species": outputs[0]["data"], "probability": outputs[1]["data"]});
     assert_eq!(served, direct);
     // The packages are where Debian's Python looks, installed as pip would (INSTALLER aside).
     let site = rootfs.join("usr/local/lib/python3.11/dist-packages");

@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::http::free_port;
-use common::rootfs::{can_chroot, chroot, post_json, serve_python};
+use common::rootfs::{can_chroot, chroot, post_json, request, serve_python};
 use common::*;
 
 #[test]
@@ -78,10 +78,11 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
         &["/usr/bin/python3", "/runtime/serve.py", "--check"],
     );
     let check: serde_json::Value = serde_json::from_str(&check).unwrap();
-    assert_eq!(check["functions"], serde_json::json!(["tokenize"]));
+    assert_eq!(check["loaded"], true);
+    assert_eq!(check["default"], "tokenize");
     assert_eq!(
-        check["contract"]["signatures"][0]["inputs"],
-        serde_json::json!(["input_text"])
+        check["signatures"]["tokenize"]["inputs"],
+        serde_json::json!([{"name": "input_text", "datatype": "BYTES", "shape": [-1, 1]}])
     );
     let imported = chroot(
         &rootfs,
@@ -96,16 +97,74 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
     // 0x0a = field 1 (model_name), length-delimited; 0x17 = 23 bytes of "example_tokenizer_model".
     assert_eq!(imported, "hello ml lambda\n0a17\n");
 
-    // And the image's own entrypoint serves predictions over HTTP.
+    // And the image's own entrypoint serves it over the Open Inference Protocol, with the
+    // environment of the image's config.
     let port = free_port();
-    let server = serve_python(&rootfs, port);
-    let answer = post_json(
-        port,
-        "/tokenize",
-        r#"{"input_text": [["Tokenize THIS, please"]]}"#,
+    let _server = serve_python(&rootfs, port);
+    let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
+    let metadata = json(&request(port, "GET", "/v2/models/example_tokenizer_model", "").1);
+    assert_eq!(
+        metadata,
+        serde_json::json!({
+            "name": "example_tokenizer_model", "versions": ["1"], "platform": "python",
+            "inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [-1, 1]}],
+            "outputs": [{"name": "output_text", "datatype": "BYTES", "shape": [-1, 1]}],
+        })
     );
-    drop(server);
-    assert_eq!(answer, r#"{"output_text": [["tokenize this please"]]}"#);
+    let answer = json(&post_json(
+        port,
+        "/v2/models/tokenize/versions/1/infer",
+        r#"{"id": "r1", "inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [2, 1], "data": [["Tokenize THIS, please"], ["Hello, ML Lambda"]]}]}"#,
+    ));
+    assert_eq!(
+        answer,
+        serde_json::json!({
+            "model_name": "tokenize", "model_version": "1", "id": "r1",
+            "outputs": [{"name": "output_text", "datatype": "BYTES", "shape": [2, 1],
+                         "data": ["tokenize this please", "hello ml lambda"]}],
+        })
+    );
+    // Requests the contract refuses: 400 naming the field; other names and versions: 404.
+    let refused = [
+        (
+            r#"{"inputs": [{"name": "input_text", "datatype": "FP32", "shape": [1, 1], "data": [1.5]}]}"#,
+            "datatype FP32, but the contract says BYTES",
+        ),
+        (
+            r#"{"inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [1, 2], "data": ["a", "b"]}]}"#,
+            "shape [1, 2] does not fit the contract's [-1, 1]",
+        ),
+        (
+            r#"{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1], "data": ["a"]}]}"#,
+            "unknown input 'text'",
+        ),
+        (r#"{"inputs": []}"#, "missing input 'input_text'"),
+        (
+            r#"{"inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [2, 1], "data": ["a"]}]}"#,
+            "needs 2 values, got 1",
+        ),
+        ("not json", "not JSON"),
+    ];
+    for (body, message) in refused {
+        let (status, answer) = request(
+            port,
+            "POST",
+            "/v2/models/example_tokenizer_model/infer",
+            body,
+        );
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            json(&answer)["error"].as_str().unwrap().contains(message),
+            "{body}: {answer}"
+        );
+    }
+    for path in [
+        "/v2/models/detokenize/infer",
+        "/v2/models/tokenize/versions/2/infer",
+    ] {
+        assert_eq!(request(port, "POST", path, "{}").0, 404, "{path}");
+    }
+    assert_eq!(request(port, "GET", "/v2/health/ready", "").0, 200);
 }
 
 #[test]

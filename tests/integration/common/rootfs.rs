@@ -33,26 +33,24 @@ pub fn chroot(rootfs: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A minimal HTTP/1.1 POST on loopback, retried while the server starts.
-pub fn post_json(port: u16, path: &str, body: &str) -> String {
+/// A minimal HTTP/1.1 request on loopback, retried while the server starts: the status and
+/// the body.
+pub fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             write!(
                 stream,
-                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
             .unwrap();
             let mut response = String::new();
             stream.read_to_string(&mut response).unwrap();
             let (head, body) = response.split_once("\r\n\r\n").unwrap();
-            assert!(
-                head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-                "{response}"
-            );
-            return body.to_string();
+            let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+            return (status, body.to_string());
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -60,6 +58,13 @@ pub fn post_json(port: u16, path: &str, body: &str) -> String {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A POST that must answer 200: its body.
+pub fn post_json(port: u16, path: &str, body: &str) -> String {
+    let (status, answer) = request(port, "POST", path, body);
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
 }
 
 /// The image's Python runtime (`/runtime/serve.py`) serving on 127.0.0.1:`port` inside the
@@ -90,4 +95,21 @@ impl Drop for Serving {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The environment the image's config gives its program (umoci writes it beside the rootfs).
+pub fn image_env(rootfs: &Path) -> Vec<(String, String)> {
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(rootfs.parent().unwrap().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    config["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let (k, v) = e.as_str()?.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
