@@ -228,3 +228,91 @@ fn a_shell_model_runs_on_the_busybox_runtime() {
             .len() as usize
     );
 }
+
+/// An ONNX model with no serving.yaml: the onnx runtime (Debian's Python plus onnxruntime
+/// from the runtime's pinned lock) is assembled on first use, and the image answers with
+/// what onnxruntime computes on the same input inside it.
+#[test]
+fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
+    let Some(fixtures) = shared_fixtures() else {
+        return;
+    };
+    let model = fixtures.join("onnx/onnx_pytorch_converted_test_Conv2d");
+    let home = tempfile::tempdir().unwrap();
+    let out = run_ok(mlambda(home.path()).args(["upload", "--json"]).arg(&model));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runs on runtime 'onnx', built now"),
+        "{stderr}"
+    );
+    let uploaded = json_of(&out);
+    assert_eq!(uploaded["base"], "runtime onnx");
+    let runtime = json_of(&run_ok(mlambda(home.path()).args([
+        "show",
+        "onnx_pytorch_converted_test_conv2d:1",
+        "--json",
+    ])));
+    assert!(
+        runtime["log"]
+            .as_str()
+            .unwrap()
+            .contains("python package onnxruntime ")
+    );
+    if !can_chroot() {
+        return;
+    }
+    let bundle = tempfile::tempdir().unwrap();
+    let image = format!(
+        "{}:1",
+        home.path()
+            .join("registry/onnx_pytorch_converted_test_conv2d")
+            .display()
+    );
+    let Some(rootfs) = umoci_unpack(&image, &bundle.path().join("b")) else {
+        return;
+    };
+    // The input: 2×3×7×5 values, the same on both sides.
+    let values: Vec<f32> = (0..210)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let values_json = serde_json::to_string(&values).unwrap();
+    let direct = chroot(
+        &rootfs,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            &format!(
+                "import json, numpy, onnxruntime; \
+                 s = onnxruntime.InferenceSession('/model/files/model.onnx'); \
+                 x = numpy.array({values_json}, dtype=numpy.float32).reshape(2, 3, 7, 5); \
+                 print(json.dumps(s.run(None, {{'0': x}})[0].reshape(-1).tolist()))"
+            ),
+        ],
+    );
+    let direct: Vec<f64> = serde_json::from_str(direct.trim()).unwrap();
+    let port = free_port();
+    let _server = serve_python(&rootfs, port);
+    let answer: serde_json::Value = serde_json::from_str(&post_json(
+        port,
+        "/v2/models/onnx_pytorch_converted_test_conv2d/infer",
+        &format!(r#"{{"inputs": [{{"name": "0", "datatype": "FP32", "shape": [2, 3, 7, 5], "data": {values_json}}}]}}"#),
+    ))
+    .unwrap();
+    let output = &answer["outputs"][0];
+    assert_eq!(output["name"], "3");
+    assert_eq!(output["datatype"], "FP32");
+    assert_eq!(output["shape"], serde_json::json!([2, 4, 5, 4]));
+    let served: Vec<f64> = serde_json::from_value(output["data"].clone()).unwrap();
+    assert_eq!(served, direct);
+    let (status, refused) = request(
+        port,
+        "POST",
+        "/v2/models/infer/infer",
+        r#"{"inputs": [{"name": "0", "datatype": "FP32", "shape": [2, 3, 7, 4], "data": []}]}"#,
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused.contains("does not fit the contract's [2, 3, 7, 5]"),
+        "{refused}"
+    );
+}

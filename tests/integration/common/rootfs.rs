@@ -83,6 +83,7 @@ pub fn serve_python(rootfs: &Path, port: u16) -> Serving {
         ])
         .arg(port.to_string())
         .env_clear()
+        .envs(image_env(rootfs))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .spawn()
