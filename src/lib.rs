@@ -31,6 +31,7 @@ pub mod oci;
 pub mod packages;
 pub mod pipeline;
 pub mod remote;
+pub mod run;
 pub mod server;
 pub mod store;
 

@@ -7,6 +7,7 @@ mod output;
 mod packages;
 mod push;
 mod registry;
+mod run;
 mod serve;
 mod upload;
 mod versions;
@@ -45,6 +46,8 @@ enum Command {
     Versions(versions::VersionsArgs),
     /// Show one version of a model (the latest when no version is given)
     Show(versions::ShowArgs),
+    /// Serve a version from the local store, no daemon, until Ctrl-C (the Open Inference Protocol)
+    Run(run::Args),
     /// Runtime base images: list, import, build
     #[command(subcommand)]
     Base(base::Command),
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Models(args) => versions::models(&home, args),
         Command::Versions(args) => versions::versions(&home, args),
         Command::Show(args) => versions::show(&home, args),
+        Command::Run(args) => run::run(&home, args),
         Command::Base(command) => base::run(&home, command),
         Command::Packages(command) => packages::run(&home, command),
         Command::Registry(args) => registry::run(&home, args),

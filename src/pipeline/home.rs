@@ -31,6 +31,10 @@ impl Home {
     pub fn store(&self) -> Result<Store, StoreError> {
         Store::open(&self.dir.join("registry"))
     }
+    /// Images unpacked for `mlambda run`, one folder per manifest digest.
+    pub fn run_cache(&self) -> PathBuf {
+        self.dir.join("run")
+    }
     /// Wheels by sha256, and the package layers built from them.
     pub fn wheel_cache(&self) -> PathBuf {
         self.dir.join("wheels")

@@ -165,6 +165,45 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
         assert_eq!(request(port, "POST", path, "{}").0, 404, "{path}");
     }
     assert_eq!(request(port, "GET", "/v2/health/ready", "").0, 200);
+    drop(_server);
+
+    // `mlambda run` serves the same version from the store, isolated, until it is stopped.
+    if tool("bwrap").is_none() {
+        return;
+    }
+    let port = free_port();
+    let mut running = mlambda(home.path())
+        .args(["run", "example_tokenizer_model", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answer = json(&post_json(
+        port,
+        "/v2/models/example_tokenizer_model/infer",
+        r#"{"inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [1, 1], "data": ["Run, Forest"]}]}"#,
+    ));
+    assert_eq!(answer["model_version"], "2", "the latest finished version");
+    assert_eq!(
+        answer["outputs"][0]["data"],
+        serde_json::json!(["run forest"])
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut running.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(said.contains("isolated with bubblewrap"), "{said}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server stops with mlambda run"
+    );
+    // Only a finished version runs.
+    let error = run_fail(mlambda(home.path()).args(["run", "example_tokenizer_model:9"]));
+    assert!(
+        error.contains("no version 'example_tokenizer_model:9'"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -1,0 +1,213 @@
+//! `mlambda run`: a version served from the local store with no daemon. Its image is unpacked
+//! once into a folder of the home (one per manifest digest), and its entrypoint runs there
+//! with the image's environment, in an isolated root: bubblewrap when it is installed (a
+//! read-only root of its own, its own /proc, /dev and /tmp, the host's network), else chroot
+//! as root. The runtime's `--host`/`--port` are set from the address asked for.
+
+pub mod unpack;
+
+use crate::image::walk::read_config;
+use crate::image::{ImageError, resolve};
+use crate::oci::WantedPlatform;
+use crate::store::Layout;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use unpack::{UnpackError, unpack_layers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the image has no entrypoint or command to run")]
+    NothingToRun,
+    #[error(
+        "cannot isolate the image here: bubblewrap is not installed (Debian: apt-get install bubblewrap) and chroot needs root; or run the image with podman"
+    )]
+    NoIsolation,
+}
+
+/// The program to exec, with what it needs.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `bubblewrap` or `chroot`, for the user.
+    pub isolation: &'static str,
+    pub rootfs: PathBuf,
+}
+
+/// Unpacks (once) the image `tag` of `layout` under `cache` and says how to run it on `addr`.
+pub fn prepare(
+    layout: &Layout,
+    tag: &str,
+    cache: &Path,
+    addr: SocketAddr,
+) -> Result<Launch, RunError> {
+    let resolved = resolve(layout, Some(tag), &WantedPlatform::host())?;
+    let config = read_config(layout, &resolved.parsed)?;
+    let digest = resolved.manifest.descriptor.digest.replace(':', "-");
+    let rootfs = unpacked(layout, &resolved.parsed.layers, &cache.join(digest))?;
+    let process = &config["config"];
+    let strings = |key: &str| -> Vec<String> {
+        process[key]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut command = strings("Entrypoint");
+    command.extend(with_address(strings("Cmd"), addr));
+    if command.is_empty() {
+        return Err(RunError::NothingToRun);
+    }
+    let mut env: Vec<(String, String)> = strings("Env")
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    env.push(("HOST".into(), addr.ip().to_string()));
+    env.push(("PORT".into(), addr.port().to_string()));
+    let workdir = process["WorkingDir"]
+        .as_str()
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/");
+    isolate(&rootfs, command, env, workdir)
+}
+
+/// A runtime's `--host H --port P` set to `addr` (other commands are left as they are; they
+/// get HOST and PORT in their environment).
+fn with_address(mut cmd: Vec<String>, addr: SocketAddr) -> Vec<String> {
+    for i in 0..cmd.len().saturating_sub(1) {
+        match cmd[i].as_str() {
+            "--host" => cmd[i + 1] = addr.ip().to_string(),
+            "--port" => cmd[i + 1] = addr.port().to_string(),
+            _ => {}
+        }
+    }
+    cmd
+}
+
+/// The rootfs of an image, unpacked into `dir` unless an earlier run did: into a folder of
+/// its own first, renamed into place when whole, so a run that dies midway leaves no half
+/// rootfs to be taken for a whole one.
+fn unpacked(
+    layout: &Layout,
+    layers: &[crate::oci::Descriptor],
+    dir: &Path,
+) -> Result<PathBuf, RunError> {
+    let rootfs = dir.join("rootfs");
+    if rootfs.is_dir() {
+        return Ok(rootfs);
+    }
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RunError::Io { path, source }
+    };
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let work = tempfile::Builder::new()
+        .prefix(".unpacking-")
+        .tempdir_in(parent)
+        .map_err(io(parent))?;
+    let fresh = work.path().join("rootfs");
+    std::fs::create_dir(&fresh).map_err(io(&fresh))?;
+    unpack_layers(layout, layers, &fresh)?;
+    // Where an isolated root mounts its own /proc, /dev and /tmp (a read-only root cannot
+    // grow them later; images rarely carry them).
+    for mount_point in ["proc", "dev", "tmp"] {
+        let path = fresh.join(mount_point);
+        if !path.exists() {
+            std::fs::create_dir(&path).map_err(io(&path))?;
+        }
+    }
+    match std::fs::rename(work.path(), dir) {
+        Ok(()) => {
+            // The temporary folder is the unpacked image now: nothing to remove.
+            std::mem::forget(work);
+            Ok(rootfs)
+        }
+        // Another run unpacked the same image first.
+        Err(_) if rootfs.is_dir() => Ok(rootfs),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn isolate(
+    rootfs: &Path,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    workdir: &str,
+) -> Result<Launch, RunError> {
+    let rootfs_text = rootfs.display().to_string();
+    if let Some(bwrap) = on_path("bwrap") {
+        let mut args: Vec<String> = [
+            "--ro-bind",
+            &rootfs_text,
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--unshare-all",
+            "--share-net",
+            "--die-with-parent",
+            "--clearenv",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (key, value) in &env {
+            args.extend(["--setenv".to_string(), key.clone(), value.clone()]);
+        }
+        args.extend(["--chdir".to_string(), workdir.to_string(), "--".to_string()]);
+        args.extend(command);
+        return Ok(Launch {
+            program: bwrap,
+            args,
+            env: Vec::new(),
+            isolation: "bubblewrap",
+            rootfs: rootfs.to_path_buf(),
+        });
+    }
+    if is_root()
+        && let Some(chroot) = on_path("chroot")
+    {
+        let mut args = vec![rootfs_text];
+        args.extend(command);
+        return Ok(Launch {
+            program: chroot,
+            args,
+            env,
+            isolation: "chroot",
+            rootfs: rootfs.to_path_buf(),
+        });
+    }
+    Err(RunError::NoIsolation)
+}
