@@ -61,7 +61,12 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         );
     };
     let layout = Layout::open(&dir)?;
-    let launch = crate::run::prepare(&layout, &tag, &home.run_cache(), args.addr)?;
+    let launch = crate::run::prepare(
+        &layout,
+        &tag,
+        &home.run_cache(),
+        crate::run::Purpose::Serve(args.addr),
+    )?;
     eprintln!(
         "serving {name}:{} on http://{} (the Open Inference Protocol: /v2/models/{name}), isolated with {}; Ctrl-C stops",
         record.version, args.addr, launch.isolation

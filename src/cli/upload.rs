@@ -37,6 +37,10 @@ pub struct Args {
     /// How small files and the contract are compressed (files of 64 MiB or more never are)
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression: String,
+    /// Start the image's runtime after the build: a model that does not load, or a signature
+    /// with no implementation, fails the version with the runtime's own error
+    #[arg(long, conflicts_with = "host")]
+    check: bool,
     #[command(flatten)]
     packages: super::PackageArgs,
     #[command(flatten)]
@@ -63,7 +67,8 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let spec = args.model.load()?;
     let mut catalog = crate::catalog::open(&home.catalog_path())?;
     let mut show = step_printer();
-    let settings = super::build_settings(home, &args.compression, &args.packages);
+    let mut settings = super::build_settings(home, &args.compression, &args.packages);
+    settings.check = args.check.then(|| home.run_cache());
     let request = BuildRequest {
         spec: &spec,
         base: base_choice.as_ref(),

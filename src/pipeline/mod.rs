@@ -31,6 +31,8 @@ pub enum PipelineError {
     Remote(#[from] crate::remote::RemoteError),
     #[error(transparent)]
     Packages(#[from] crate::packages::PackagesError),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
     #[error("SOURCE_DATE_EPOCH='{0}' is not a number of seconds since 1970")]
     SourceDateEpoch(String),
 }
@@ -88,6 +90,9 @@ pub struct BuildSettings {
     pub packages: packages::Settings,
     /// The wheel cache (and the package layers remembered), under the home.
     pub wheel_cache: PathBuf,
+    /// Start the image's runtime after the build (`serve.py --check`): a model that does not
+    /// load fails the version. Images are unpacked for it under this folder.
+    pub check: Option<PathBuf>,
 }
 
 impl BuildSettings {
@@ -97,6 +102,7 @@ impl BuildSettings {
             compression: Compression::default(),
             packages: packages::Settings::default(),
             wheel_cache: home.wheel_cache(),
+            check: None,
         }
     }
 }
@@ -309,6 +315,12 @@ pub fn build_version(
             Some(catalog as &dyn DigestCache),
             &mut build_log,
         )?;
+        if let Some(cache) = &settings.check {
+            let found = crate::run::check(&layout, &version.to_string(), cache)?;
+            build_log(Event::Step(format!(
+                "check: the model loads in its image: {found}"
+            )));
+        }
         let image = format!("oci:{}:{version}", layout.dir().display());
         let mut uploaded = Uploaded {
             version,

@@ -28,6 +28,14 @@ pub enum RunError {
     #[error("the image has no entrypoint or command to run")]
     NothingToRun,
     #[error(
+        "the image's program is not mlambda's model server (no MLAMBDA_LOADER in its environment): there is nothing to check"
+    )]
+    NotCheckable,
+    #[error("the model does not load in its image: {0}")]
+    Check(String),
+    #[error("the check did not finish within {0} s")]
+    CheckTimeout(u64),
+    #[error(
         "cannot isolate the image here: bubblewrap is not installed (Debian: apt-get install bubblewrap) and chroot needs root; or run the image with podman"
     )]
     NoIsolation,
@@ -44,12 +52,21 @@ pub struct Launch {
     pub rootfs: PathBuf,
 }
 
-/// Unpacks (once) the image `tag` of `layout` under `cache` and says how to run it on `addr`.
+/// What the image's program is started for.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    /// Serving on this address.
+    Serve(SocketAddr),
+    /// Loading the model and saying what it found (`serve.py --check`).
+    Check,
+}
+
+/// Unpacks (once) the image `tag` of `layout` under `cache` and says how to start it.
 pub fn prepare(
     layout: &Layout,
     tag: &str,
     cache: &Path,
-    addr: SocketAddr,
+    purpose: Purpose,
 ) -> Result<Launch, RunError> {
     let resolved = resolve(layout, Some(tag), &WantedPlatform::host())?;
     let config = read_config(layout, &resolved.parsed)?;
@@ -66,11 +83,6 @@ pub fn prepare(
             })
             .unwrap_or_default()
     };
-    let mut command = strings("Entrypoint");
-    command.extend(with_address(strings("Cmd"), addr));
-    if command.is_empty() {
-        return Err(RunError::NothingToRun);
-    }
     let mut env: Vec<(String, String)> = strings("Env")
         .iter()
         .filter_map(|e| {
@@ -78,13 +90,94 @@ pub fn prepare(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    env.push(("HOST".into(), addr.ip().to_string()));
-    env.push(("PORT".into(), addr.port().to_string()));
+    let mut command = strings("Entrypoint");
+    match purpose {
+        Purpose::Serve(addr) => {
+            command.extend(with_address(strings("Cmd"), addr));
+            env.push(("HOST".into(), addr.ip().to_string()));
+            env.push(("PORT".into(), addr.port().to_string()));
+        }
+        Purpose::Check if env.iter().any(|(k, _)| k == "MLAMBDA_LOADER") => {
+            command.push("--check".into());
+        }
+        Purpose::Check => return Err(RunError::NotCheckable),
+    }
+    if command.is_empty() {
+        return Err(RunError::NothingToRun);
+    }
     let workdir = process["WorkingDir"]
         .as_str()
         .filter(|w| !w.is_empty())
         .unwrap_or("/");
     isolate(&rootfs, command, env, workdir)
+}
+
+/// How long a model may take to load for a check.
+const CHECK_TIMEOUT_S: u64 = 600;
+
+/// Starts the image's runtime with `--check`: Ok with what it found (its JSON line), or the
+/// runtime's own error when the model does not load or a signature has no implementation.
+pub fn check(layout: &Layout, tag: &str, cache: &Path) -> Result<String, RunError> {
+    let launch = prepare(layout, tag, cache, Purpose::Check)?;
+    let mut child = std::process::Command::new(&launch.program)
+        .args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| RunError::Io {
+            path: launch.program.display().to_string(),
+            source,
+        })?;
+    // Both pipes are read while the runtime runs, so a chatty one never blocks on a full pipe.
+    let pipe = |reader: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut reader) = reader {
+                let _ = reader.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = pipe(child.stdout.take().map(|r| Box::new(r) as _));
+    let stderr = pipe(child.stderr.take().map(|r| Box::new(r) as _));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|source| RunError::Io {
+            path: launch.program.display().to_string(),
+            source,
+        })? {
+            break status;
+        }
+        if started.elapsed().as_secs() >= CHECK_TIMEOUT_S {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RunError::CheckTimeout(CHECK_TIMEOUT_S));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let found: Option<serde_json::Value> = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok());
+    match found {
+        Some(found) if status.success() && found["loaded"] == true => Ok(stdout.trim().to_string()),
+        Some(found) if found["error"].is_string() => Err(RunError::Check(
+            found["error"].as_str().unwrap_or_default().to_string(),
+        )),
+        _ => {
+            let last = stderr
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            Err(RunError::Check(format!(
+                "the runtime exited with {status}: {last}"
+            )))
+        }
+    }
 }
 
 /// A runtime's `--host H --port P` set to `addr` (other commands are left as they are; they

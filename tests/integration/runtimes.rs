@@ -355,3 +355,52 @@ fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
         "{refused}"
     );
 }
+
+/// `upload --check` starts the image's runtime after the build: a model that does not load
+/// fails the version with the runtime's own words; one that loads is Finished, as before.
+#[test]
+fn upload_check_fails_a_version_whose_model_does_not_load() {
+    if tool("bwrap").is_none() && !can_chroot() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let good = json_of(&run_ok(
+        mlambda(home.path())
+            .args(["upload", "--check", "--json"])
+            .arg(example_dir()),
+    ));
+    assert_eq!(good["status"], "Finished");
+    let log = json_of(&run_ok(mlambda(home.path()).args([
+        "show",
+        "example_tokenizer_model:1",
+        "--json",
+    ])))["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(log.contains("check: the model loads in its image"), "{log}");
+
+    let broken = tempfile::tempdir().unwrap();
+    copy_tree(&example_dir(), broken.path());
+    let source = broken.path().join("src/func_main.py");
+    let text = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(&source, text.replace("def tokenize(", "def tokenise(")).unwrap();
+    let error = run_fail(
+        mlambda(home.path())
+            .args(["upload", "--check"])
+            .arg(broken.path()),
+    );
+    assert!(
+        error.contains("the model does not load in its image")
+            && error.contains("has no function 'tokenize'"),
+        "{error}"
+    );
+    let record = json_of(&run_ok(mlambda(home.path()).args([
+        "show",
+        "example_tokenizer_model:2",
+        "--json",
+    ])));
+    assert_eq!(record["status"], "Failed");
+    // Without --check the same folder is built as it is.
+    run_ok(mlambda(home.path()).arg("upload").arg(broken.path()));
+}
