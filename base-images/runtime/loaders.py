@@ -56,8 +56,54 @@ def _onnx(files, signatures):
     return {signature.name: run for signature in signatures}
 
 
-LOADERS = {"python": _python, "onnx": _onnx}
-PLATFORMS = {"python": "python", "onnx": "onnxruntime_onnx"}
+def _tensorflow(files, signatures):
+    """A SavedModel (every signature of the contract, by name) or a Keras .keras/.h5 file
+    (one signature, the model's inputs and outputs in order) on TensorFlow."""
+    import tensorflow as tf
+    saved = sorted(root for root, _, names in os.walk(files)
+                   if "saved_model.pb" in names or "saved_model.pbtxt" in names)
+    if saved:
+        try:
+            model = tf.saved_model.load(saved[0])
+        except Exception as error:
+            raise LoadError("TensorFlow cannot load the SavedModel in %s: %s" % (saved[0], error))
+        functions = {}
+        for signature in signatures:
+            function = model.signatures.get(signature.name)
+            if function is None:
+                raise LoadError("the SavedModel has no signature %r (it has %s)" % (
+                    signature.name, ", ".join(sorted(model.signatures.keys()))))
+
+            # `model` is kept by each function: it owns the variables the signatures read.
+            def run(inputs, function=function, model=model):
+                tensors = {name: tf.constant(value) for name, value in inputs.items()}
+                return {name: value.numpy() for name, value in function(**tensors).items()}
+
+            functions[signature.name] = run
+        return functions
+    keras_files = [os.path.join(root, n) for root, _, names in os.walk(files)
+                   for n in names if n.endswith((".keras", ".h5", ".hdf5"))]
+    if len(keras_files) != 1:
+        raise LoadError("expected a SavedModel or one .keras/.h5 file in the model's files, found %d Keras files" % len(keras_files))
+    try:
+        model = tf.keras.models.load_model(keras_files[0], compile=False)
+    except Exception as error:
+        raise LoadError("Keras cannot load %s: %s" % (keras_files[0], error))
+    if len(signatures) != 1:
+        raise LoadError("a Keras model has one signature; the contract has %d" % len(signatures))
+    signature = signatures[0]
+
+    def run(inputs):
+        ordered = [inputs[field.name] for field in signature.inputs]
+        result = model(ordered if len(ordered) > 1 else ordered[0], training=False)
+        results = result if isinstance(result, (list, tuple)) else [result]
+        return {field.name: value.numpy() for field, value in zip(signature.outputs, results)}
+
+    return {signature.name: run}
+
+
+LOADERS = {"python": _python, "onnx": _onnx, "tensorflow": _tensorflow}
+PLATFORMS = {"python": "python", "onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel"}
 
 
 def load(kind, files, signatures):

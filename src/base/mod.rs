@@ -279,10 +279,9 @@ mod tests {
     #[test]
     fn catalogue_lookup() {
         assert_eq!(runtime_for("python:3.6").unwrap().name, "python-3.11");
-        assert_eq!(
-            runtime_for("tensorflow:1.8.0").unwrap().name,
-            "tensorflow-2"
-        );
+        assert_eq!(runtime_for("tensorflow:1.8.0").unwrap().name, "tensorflow");
+        assert_eq!(runtime_for("keras:3.15.1").unwrap().name, "tensorflow");
+        assert_eq!(runtime_for("onnx:9").unwrap().name, "onnx");
         assert!(runtime_for("cobol:85").is_none());
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b", "ab c"));

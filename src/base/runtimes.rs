@@ -26,6 +26,10 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
         include_str!("../../base-images/onnx/pylock.toml"),
     ),
     (
+        "tensorflow/pylock.toml",
+        include_str!("../../base-images/tensorflow/pylock.toml"),
+    ),
+    (
         "fetch-debs.sh",
         include_str!("../../base-images/fetch-debs.sh"),
     ),

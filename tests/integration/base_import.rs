@@ -225,11 +225,8 @@ fn bad_sources_say_what_is_wrong() {
         "{stderr}"
     );
 
-    let stderr = run_fail(mlambda(home.path()).args(["base", "build", "tensorflow-2"]));
-    assert!(
-        stderr.contains("mlambda base import tensorflow-2"),
-        "{stderr}"
-    );
+    let stderr = run_fail(mlambda(home.path()).args(["base", "build", "spark"]));
+    assert!(stderr.contains("mlambda base import spark"), "{stderr}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use crate::common;
 use common::http::free_port;
 use common::rootfs::{can_chroot, chroot, post_json, request, serve_python};
 use common::*;
+use std::process::Command;
 
 #[test]
 fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
@@ -403,4 +404,89 @@ fn upload_check_fails_a_version_whose_model_does_not_load() {
     assert_eq!(record["status"], "Failed");
     // Without --check the same folder is built as it is.
     run_ok(mlambda(home.path()).arg("upload").arg(broken.path()));
+}
+
+/// A TensorFlow SavedModel with no serving.yaml runs on the tensorflow runtime (Debian's
+/// Python plus tensorflow-cpu from the runtime's pinned lock), assembled on first use: every
+/// signature reached by its name, the model's name the default one, and the answers what
+/// TensorFlow computes inside the same image.
+#[test]
+fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
+    let Some(fixtures) = shared_fixtures() else {
+        return;
+    };
+    let model = fixtures.join("tf_savedmodel/serving_saved_model_half_plus_two_cpu/00000123");
+    let home = home_with_shared_wheels();
+    let uploaded = json_of(&run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json", "--check"])
+            .arg(&model),
+    ));
+    assert_eq!(uploaded["base"], "runtime tensorflow");
+    let name = "serving_saved_model_half_plus_two_cpu";
+    if tool("bwrap").is_none() {
+        return;
+    }
+    let port = free_port();
+    let mut running = mlambda(home.path())
+        .args(["run", name, "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
+    let infer = |model: &str, input: &str, data: &str| {
+        json(&post_json(
+            port,
+            &format!("/v2/models/{model}/infer"),
+            &format!(r#"{{"inputs": [{{"name": "{input}", "datatype": "FP32", "shape": [3, 1], "data": {data}}}]}}"#),
+        ))["outputs"][0]
+            .clone()
+    };
+    let default = infer(name, "x", "[1, 2, 5]");
+    let regress = infer("regress_x2_to_y3", "inputs", "[1, 4, 7]");
+    let metadata = json(&request(port, "GET", "/v2/models/serving_default", "").1);
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(metadata["platform"], "tensorflow_savedmodel");
+    assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 1]));
+    // TensorFlow itself, in the same image, on the same inputs.
+    let rootfs = std::fs::read_dir(home.path().join("run"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("rootfs"))
+        .find(|p| p.is_dir())
+        .unwrap();
+    let direct = |signature: &str, input: &str, data: &str| -> serde_json::Value {
+        let script = format!(
+            "import json, tensorflow as tf; m = tf.saved_model.load('/model/files'); \
+             out = m.signatures['{signature}']({input}=tf.constant({data}, dtype=tf.float32, shape=[3, 1])); \
+             print(json.dumps({{k: v.numpy().reshape(-1).tolist() for k, v in out.items()}}))"
+        );
+        let out = run_ok(
+            Command::new("bwrap")
+                .args(["--ro-bind"])
+                .arg(&rootfs)
+                .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+                .args([
+                    "--setenv",
+                    "TF_CPP_MIN_LOG_LEVEL",
+                    "3",
+                    "/usr/bin/python3",
+                    "-c",
+                ])
+                .arg(&script),
+        );
+        json(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+    };
+    assert_eq!(default["name"], "y");
+    assert_eq!(
+        default["data"],
+        direct("serving_default", "x", "[1, 2, 5]")["y"]
+    );
+    assert_eq!(default["data"], serde_json::json!([2.5, 3.0, 4.5]));
+    assert_eq!(regress["name"], "outputs");
+    assert_eq!(
+        regress["data"],
+        direct("regress_x2_to_y3", "inputs", "[1, 4, 7]")["outputs"]
+    );
 }

@@ -352,3 +352,14 @@ pub fn layout_layers(layout: &Path, tag: &str) -> Vec<String> {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A home whose wheel cache is shared by the tests and kept between runs (the cache is
+/// content-addressed and safe to share): a runtime's hundreds of MB of wheels are downloaded
+/// once per machine, not once per test.
+pub fn home_with_shared_wheels() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wheel-cache");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, home.path().join("wheels")).unwrap();
+    home
+}
