@@ -102,8 +102,61 @@ def _tensorflow(files, signatures):
     return {signature.name: run}
 
 
-LOADERS = {"python": _python, "onnx": _onnx, "tensorflow": _tensorflow}
-PLATFORMS = {"python": "python", "onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel"}
+ESTIMATOR_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function",
+                     "transform", "score_samples")
+
+
+def _sklearn(files, signatures):
+    """A pickled scikit-learn estimator (joblib or pickle): each signature is named after the
+    method it calls, the contract's inputs are the columns of X (a DataFrame with the
+    estimator's feature names when it was fitted on one), and the one output is the result."""
+    import joblib
+    import numpy
+    found = [os.path.join(root, n) for root, _, names in os.walk(files)
+             for n in names if n.endswith((".joblib", ".pkl", ".pickle"))]
+    if len(found) != 1:
+        raise LoadError("expected one .joblib/.pkl file in the model's files, found %d" % len(found))
+    try:
+        estimator = joblib.load(found[0])
+    except Exception as error:
+        raise LoadError("cannot load %s: %s" % (found[0], error))
+    names = getattr(estimator, "feature_names_in_", None)
+    functions = {}
+    for signature in signatures:
+        fields = [f.name for f in signature.inputs]
+        if names is not None and len(fields) > 1 and sorted(fields) != sorted(names):
+            raise LoadError("signature %r: the estimator was fitted on the columns %s; the contract's inputs are %s" % (
+                signature.name, ", ".join(names), ", ".join(fields)))
+    for signature in signatures:
+        if signature.name not in ESTIMATOR_METHODS or not hasattr(estimator, signature.name):
+            raise LoadError("signature %r: the estimator (%s) has no such method; name a signature after one of %s" % (
+                signature.name, type(estimator).__name__,
+                ", ".join(m for m in ESTIMATOR_METHODS if hasattr(estimator, m))))
+        if len(signature.outputs) != 1:
+            raise LoadError("signature %r: an estimator's method gives one output; the contract has %d" % (
+                signature.name, len(signature.outputs)))
+
+        def run(inputs, method=getattr(estimator, signature.name), signature=signature):
+            fields = [f.name for f in signature.inputs]
+            if len(fields) == 1:
+                matrix = numpy.asarray(inputs[fields[0]])
+                features = matrix.reshape(-1, 1) if matrix.ndim == 1 else matrix
+            else:
+                columns = {name: numpy.asarray(inputs[name]).reshape(-1) for name in fields}
+                if names is not None:
+                    import pandas
+                    features = pandas.DataFrame({name: columns[name] for name in names})
+                else:
+                    features = numpy.column_stack([columns[name] for name in fields])
+            return {signature.outputs[0].name: method(features)}
+
+        functions[signature.name] = run
+    return functions
+
+
+LOADERS = {"python": _python, "onnx": _onnx, "tensorflow": _tensorflow, "scikit-learn": _sklearn}
+PLATFORMS = {"python": "python", "onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel",
+             "scikit-learn": "sklearn"}
 
 
 def load(kind, files, signatures):

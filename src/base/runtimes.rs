@@ -26,6 +26,10 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
         include_str!("../../base-images/onnx/pylock.toml"),
     ),
     (
+        "scikit-learn/pylock.toml",
+        include_str!("../../base-images/scikit-learn/pylock.toml"),
+    ),
+    (
         "tensorflow/pylock.toml",
         include_str!("../../base-images/tensorflow/pylock.toml"),
     ),

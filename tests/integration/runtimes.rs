@@ -189,6 +189,20 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
         answer["outputs"][0]["data"],
         serde_json::json!(["run forest"])
     );
+    // A real client of the protocol: Triton's, from PyPI.
+    if let Some(answer) = tritonclient(
+        port,
+        "import numpy as np, tritonclient.http as h\n\
+         c = h.InferenceServerClient(url=ADDR)\n\
+         assert c.is_server_live() and c.is_server_ready() and c.is_model_ready('example_tokenizer_model')\n\
+         m = c.get_model_metadata('example_tokenizer_model')\n\
+         i = h.InferInput('input_text', [2, 1], 'BYTES')\n\
+         i.set_data_from_numpy(np.array([['Triton, meet mlambda'], ['Hello']], dtype=object), binary_data=False)\n\
+         r = c.infer('example_tokenizer_model', [i], outputs=[h.InferRequestedOutput('output_text', binary_data=False)])\n\
+         print(m['inputs'][0]['datatype'], r.as_numpy('output_text').tolist())\n",
+    ) {
+        assert_eq!(answer, "BYTES [['triton meet mlambda'], ['hello']]");
+    }
     running.kill().unwrap();
     running.wait().unwrap();
     let mut said = String::new();
@@ -489,4 +503,132 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
         regress["data"],
         direct("regress_x2_to_y3", "inputs", "[1, 4, 7]")["outputs"]
     );
+}
+
+/// Runs `script` (with `ADDR` set to the server's) in a Python that has tritonclient: its
+/// output, or `None` when skipped (never under CI).
+fn tritonclient(port: u16, script: &str) -> Option<String> {
+    let probe = Command::new("python3")
+        .args(["-c", "import tritonclient.http"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have tritonclient[http] in its python3 (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: python3 has no tritonclient (pip install 'tritonclient[http]')");
+        return None;
+    }
+    let out = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(format!("ADDR = '127.0.0.1:{port}'\n{script}")),
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A pickled scikit-learn estimator with a serving.yaml contract runs on the scikit-learn
+/// runtime: each signature calls the estimator's method of its name, the contract's inputs
+/// are the columns (by the names it was fitted with), and the answers are the estimator's.
+#[test]
+fn a_pickled_estimator_runs_on_the_scikit_learn_runtime() {
+    if tool("bwrap").is_none() {
+        return;
+    }
+    let home = home_with_shared_wheels();
+    run_ok(mlambda(home.path()).args(["base", "build", "scikit-learn"]));
+    // The estimator, fitted and pickled by the runtime's own scikit-learn.
+    let bundle = tempfile::tempdir().unwrap();
+    let runtime = format!(
+        "{}:latest",
+        home.path().join("registry/base/scikit-learn").display()
+    );
+    let Some(rootfs) = umoci_unpack(&runtime, &bundle.path().join("b")) else {
+        return;
+    };
+    let model = tempfile::tempdir().unwrap();
+    let fit = "import joblib, pandas\n\
+               from sklearn.datasets import load_iris\n\
+               from sklearn.linear_model import LogisticRegression\n\
+               x, y = load_iris(return_X_y=True, as_frame=True)\n\
+               x.columns = ['sepal_length', 'sepal_width', 'petal_length', 'petal_width']\n\
+               joblib.dump(LogisticRegression(max_iter=1000).fit(x, y), '/out/model.joblib')\n";
+    run_ok(
+        Command::new("bwrap")
+            .arg("--bind")
+            .arg(&rootfs)
+            .args(["/", "--proc", "/proc", "--dev", "/dev", "--bind"])
+            .arg(model.path())
+            .args(["/out", "/usr/bin/python3", "-c", fit]),
+    );
+    let field = "{type: double, shape: [-1]}";
+    std::fs::write(
+        model.path().join("serving.yaml"),
+        format!(
+            "name: iris_estimator\nmodel-type: scikit-learn:1.9\npayload: [model.joblib]\ncontract:\n  \
+             predict:\n    inputs:\n      sepal_length: {field}\n      sepal_width: {field}\n      \
+             petal_length: {field}\n      petal_width: {field}\n    outputs:\n      species: {{type: int64, shape: [-1]}}\n  \
+             predict_proba:\n    inputs:\n      sepal_length: {field}\n      sepal_width: {field}\n      \
+             petal_length: {field}\n      petal_width: {field}\n    outputs:\n      probabilities: {{type: double, shape: [-1, 3]}}\n"
+        ),
+    )
+    .unwrap();
+    let uploaded = json_of(&run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json", "--check"])
+            .arg(model.path()),
+    ));
+    assert_eq!(uploaded["base"], "runtime scikit-learn");
+    let port = free_port();
+    let mut running = mlambda(home.path())
+        .args(["run", "iris_estimator", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let body = |columns: [[f64; 2]; 4]| {
+        let names = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+        let inputs: Vec<serde_json::Value> = names
+            .iter()
+            .zip(columns)
+            .map(|(name, data)| serde_json::json!({"name": name, "datatype": "FP64", "shape": [2], "data": data}))
+            .collect();
+        serde_json::json!({ "inputs": inputs }).to_string()
+    };
+    let rows = [[5.1, 6.7], [3.5, 3.0], [1.4, 5.2], [0.2, 2.3]];
+    let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
+    let species = json(&post_json(port, "/v2/models/predict/infer", &body(rows)));
+    let probabilities = json(&post_json(
+        port,
+        "/v2/models/predict_proba/infer",
+        &body(rows),
+    ));
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(species["outputs"][0]["datatype"], "INT64");
+    assert_eq!(species["outputs"][0]["data"], serde_json::json!([0, 2]));
+    assert_eq!(
+        probabilities["outputs"][0]["shape"],
+        serde_json::json!([2, 3])
+    );
+    // The estimator itself, in the runtime, on the same rows.
+    let direct = run_ok(
+        Command::new("bwrap")
+            .arg("--ro-bind")
+            .arg(&rootfs)
+            .args(["/", "--proc", "/proc", "--dev", "/dev", "--ro-bind"])
+            .arg(model.path())
+            .args([
+                "/out",
+                "/usr/bin/python3",
+                "-c",
+                "import joblib, json, pandas\n\
+                 m = joblib.load('/out/model.joblib')\n\
+                 x = pandas.DataFrame({'sepal_length': [5.1, 6.7], 'sepal_width': [3.5, 3.0], \
+                 'petal_length': [1.4, 5.2], 'petal_width': [0.2, 2.3]})\n\
+                 print(json.dumps(m.predict_proba(x).reshape(-1).tolist()))\n",
+            ]),
+    );
+    let direct: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&direct.stdout).trim()).unwrap();
+    assert_eq!(probabilities["outputs"][0]["data"], direct);
 }
