@@ -58,3 +58,102 @@ fn podman_pulls_from_registry_serve_and_from_the_managers_registry() {
     );
     assert_eq!(pulled, digest);
 }
+
+/// The image a model version is runs under a real OCI engine as KServe would run it: its
+/// config exposes 8080 with the entrypoint the runtime set, and `podman run` of the stored
+/// layout answers the Open Inference Protocol. (runc and fixed rlimits, as RECIPE.md says
+/// this machine needs.)
+#[test]
+fn podman_runs_a_model_image_that_answers_the_protocol() {
+    let Some(tool) = tool("podman") else { return };
+    if common::tool("runc").is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    run_ok(mlambda(&home).arg("upload").arg(example_dir()));
+    let layout = home.join("registry/example_tokenizer_model");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(
+                layout
+                    .join("blobs/sha256")
+                    .join(digest.trim_start_matches("sha256:")),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(
+        config["config"]["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}})
+    );
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/bin/python3.11", "/runtime/serve.py"])
+    );
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["--host", "0.0.0.0", "--port", "8080"])
+    );
+
+    let port = common::http::free_port();
+    let name = format!("mlambda-test-{port}");
+    // podman names an image of a layout after its path, which must be lower case.
+    let lower = std::env::temp_dir().join(format!("mlambda-podman-{}-{port}", std::process::id()));
+    std::os::unix::fs::symlink(&layout, &lower).unwrap();
+    let mut container = podman(&tool, work.path())
+        .args([
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--name",
+            &name,
+        ])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+        ])
+        .arg(format!("oci:{}:1", lower.display()))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("podman.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let listening = common::rootfs::listening_within(port, 180);
+    let _ = std::fs::remove_file(&lower);
+    if !listening {
+        let _ = container.kill();
+        panic!(
+            "podman run never served: {}",
+            std::fs::read_to_string(work.path().join("podman.log")).unwrap()
+        );
+    }
+    let answer = common::rootfs::request(
+        port,
+        "POST",
+        "/v2/models/example_tokenizer_model/infer",
+        r#"{"inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [1, 1], "data": ["Podman Runs It"]}]}"#,
+    );
+    let _ = podman(&tool, work.path())
+        .args(["rm", "-f", &name])
+        .output();
+    let _ = container.kill();
+    let _ = container.wait();
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let answer: serde_json::Value = serde_json::from_str(&answer.1).unwrap();
+    assert_eq!(
+        answer["outputs"][0]["data"],
+        serde_json::json!(["podman runs it"])
+    );
+}

@@ -60,6 +60,19 @@ pub fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String)
     }
 }
 
+/// Whether something listens on `port` within `seconds` (an engine that copies an image
+/// first is slow).
+pub fn listening_within(port: u16, seconds: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    true
+}
+
 /// A POST that must answer 200: its body.
 pub fn post_json(port: u16, path: &str, body: &str) -> String {
     let (status, answer) = request(port, "POST", path, body);
