@@ -154,9 +154,57 @@ def _sklearn(files, signatures):
     return functions
 
 
-LOADERS = {"python": _python, "onnx": _onnx, "tensorflow": _tensorflow, "scikit-learn": _sklearn}
+def _tflite(files, signatures):
+    """A .tflite model on LiteRT: each SignatureDef by its key; a model with none has one
+    signature (`serving_default`) over subgraph 0's inputs and outputs, in order."""
+    from ai_edge_litert.interpreter import Interpreter
+    path = _find(files, ".tflite")
+    try:
+        interpreter = Interpreter(model_path=path)
+    except Exception as error:
+        raise LoadError("LiteRT cannot load %s: %s" % (path, error))
+    listed = interpreter.get_signature_list()
+    import threading
+    lock = threading.Lock()  # one interpreter, whose tensors each call sets and reads
+    functions = {}
+    if listed:
+        for signature in signatures:
+            if signature.name not in listed:
+                raise LoadError("the model has no SignatureDef %r (it has %s)" % (
+                    signature.name, ", ".join(sorted(listed))))
+            runner = interpreter.get_signature_runner(signature.name)
+
+            def run_signature(inputs, runner=runner):
+                with lock:
+                    return runner(**inputs)
+
+            functions[signature.name] = run_signature
+        return functions
+    if len(signatures) != 1:
+        raise LoadError("a model with no SignatureDef has one signature; the contract has %d" % len(signatures))
+    signature = signatures[0]
+
+    def run(inputs):
+        with lock:
+            details = interpreter.get_input_details()
+            for field, detail in zip(signature.inputs, details):
+                value = inputs[field.name]
+                if list(detail["shape"]) != list(value.shape):
+                    interpreter.resize_tensor_input(detail["index"], value.shape)
+            interpreter.allocate_tensors()
+            for field, detail in zip(signature.inputs, interpreter.get_input_details()):
+                interpreter.set_tensor(detail["index"], inputs[field.name].astype(detail["dtype"]))
+            interpreter.invoke()
+            return {field.name: interpreter.get_tensor(detail["index"])
+                    for field, detail in zip(signature.outputs, interpreter.get_output_details())}
+
+    return {signature.name: run}
+
+
+LOADERS = {"python": _python, "onnx": _onnx, "tensorflow": _tensorflow, "scikit-learn": _sklearn,
+           "tflite": _tflite}
 PLATFORMS = {"python": "python", "onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel",
-             "scikit-learn": "sklearn"}
+             "scikit-learn": "sklearn", "tflite": "tensorflow_lite"}
 
 
 def load(kind, files, signatures):

@@ -30,6 +30,10 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
         include_str!("../../base-images/scikit-learn/pylock.toml"),
     ),
     (
+        "tflite/pylock.toml",
+        include_str!("../../base-images/tflite/pylock.toml"),
+    ),
+    (
         "tensorflow/pylock.toml",
         include_str!("../../base-images/tensorflow/pylock.toml"),
     ),

@@ -20,7 +20,7 @@ use crate::model_image::layer::{Layer, LayerError, LayerOptions};
 use crate::oci::Descriptor;
 use crate::store::Layout;
 use fetch::{Fetcher, Sources, WheelCache};
-use install::{InstallError, Installed, WheelFile};
+use install::{ElfFile, InstallError, Installed, WheelFile};
 use lock::LockedWheel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -310,7 +310,7 @@ struct LayerRecord {
     size: u64,
     diff_id: String,
     comment: String,
-    needs: BTreeMap<String, String>,
+    libraries: Vec<ElfFile>,
     provides: BTreeSet<String>,
 }
 
@@ -325,7 +325,7 @@ impl LayerRecord {
 }
 
 /// Bumped whenever the bytes of a package layer change for the same wheels and scheme.
-const INSTALL_FORMAT: u32 = 1;
+const INSTALL_FORMAT: u32 = 2;
 
 fn install_group(
     group: &[&(LockedWheel, PathBuf)],
@@ -372,7 +372,7 @@ fn install_group(
         .collect();
     let Installed {
         layer,
-        needs,
+        libraries,
         provides,
         ..
     } = install::install_wheels(&files, scheme, layout, options, comment)?;
@@ -382,7 +382,7 @@ fn install_group(
         size: layer.descriptor.size,
         diff_id: layer.diff_id.clone(),
         comment: layer.comment.clone(),
-        needs,
+        libraries,
         provides,
     };
     // Best effort: a record that cannot be written means the layer is built again next time.
@@ -398,45 +398,84 @@ fn install_group(
     Ok((record, false))
 }
 
-/// Every library an installed file needs is in some package or in the base.
+/// Every library the dynamic loader will look for when Python imports an extension module
+/// is in some package or in the base: from each extension module, through the libraries the
+/// packages bring (`numpy.libs/…`, `libtensorflow_cc.so.2`), as ld.so follows them. A library
+/// no extension module reaches (a vendor plugin loaded by hand, if at all) is not checked.
 fn check_libraries(
     groups: &[Vec<&(LockedWheel, PathBuf)>],
     installed: &[(usize, LayerRecord)],
     base: &BaseImage,
     cache_root: &Path,
 ) -> Result<(), PackagesError> {
-    let mut available: BTreeSet<String> = installed
+    let files: Vec<(usize, &ElfFile)> = installed
         .iter()
-        .flat_map(|(_, r)| r.provides.iter().cloned())
+        .flat_map(|(index, r)| r.libraries.iter().map(move |l| (*index, l)))
         .collect();
-    let missing: Vec<(usize, &String, &String)> = installed
-        .iter()
-        .flat_map(|(index, r)| r.needs.iter().map(move |(lib, file)| (*index, lib, file)))
-        .filter(|(_, lib, _)| !available.contains(*lib))
+    let basename = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+    // Which file a needed name loads: by soname, else by file name.
+    let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+    for (at, (_, file)) in files.iter().enumerate() {
+        by_name.entry(basename(&file.path)).or_insert(at);
+        if let Some(soname) = &file.soname {
+            by_name.entry(soname.clone()).or_insert(at);
+        }
+    }
+    let provided: BTreeSet<&String> = installed.iter().flat_map(|(_, r)| &r.provides).collect();
+    let mut todo: Vec<usize> = (0..files.len())
+        .filter(|&at| is_extension_module(&basename(&files[at].1.path)))
         .collect();
+    let mut seen: BTreeSet<usize> = todo.iter().copied().collect();
+    let mut missing = Vec::new();
+    while let Some(at) = todo.pop() {
+        let (index, file) = files[at];
+        for library in &file.needed {
+            match by_name.get(library) {
+                Some(&next) => {
+                    if seen.insert(next) {
+                        todo.push(next);
+                    }
+                }
+                None if provided.contains(library) => {}
+                None => missing.push((index, library, &file.path)),
+            }
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }
-    available.extend(libs::base_libraries(
-        base,
-        &cache_root.join("base-libraries"),
-    )?);
-    for (index, library, file) in missing {
-        if !available.contains(library) {
-            let package = groups[index]
+    missing.sort();
+    let base_libraries = libs::base_libraries(base, &cache_root.join("base-libraries"))?;
+    match missing
+        .into_iter()
+        .find(|(_, library, _)| !base_libraries.contains(*library))
+    {
+        None => Ok(()),
+        Some((index, library, file)) => Err(PackagesError::MissingLibrary {
+            package: groups[index]
                 .iter()
                 .map(|w| format!("{}=={}", w.0.name, w.0.version))
                 .collect::<Vec<_>>()
-                .join(" or ");
-            return Err(PackagesError::MissingLibrary {
-                package,
-                library: library.clone(),
-                file: file.clone(),
-                base: base.reference.clone(),
-            });
-        }
+                .join(" or "),
+            library: library.clone(),
+            file: file.clone(),
+            base: base.reference.clone(),
+        }),
     }
-    Ok(())
+}
+
+/// What Python imports as an extension module: `name.so`, `name.cpython-311-x86_64-linux-gnu.so`,
+/// `name.abi3.so` (a `lib…` name is a library those load, not a module).
+fn is_extension_module(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".so") else {
+        return false;
+    };
+    let module = stem.split('.').next().unwrap_or(stem);
+    !module.starts_with("lib")
+        && !module.is_empty()
+        && module
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

@@ -632,3 +632,73 @@ fn a_pickled_estimator_runs_on_the_scikit_learn_runtime() {
         serde_json::from_str(String::from_utf8_lossy(&direct.stdout).trim()).unwrap();
     assert_eq!(probabilities["outputs"][0]["data"], direct);
 }
+
+/// A TFLite model runs on the tflite runtime (LiteRT's interpreter from the runtime's pinned
+/// lock), and answers as the interpreter does inside the same image.
+#[test]
+fn a_tflite_model_runs_on_the_tflite_runtime() {
+    let Some(fixtures) = shared_fixtures() else {
+        return;
+    };
+    if tool("bwrap").is_none() {
+        return;
+    }
+    let model =
+        fixtures.join("tflite/serving_saved_model_half_plus_two_tflite_with_sigdef/00000123");
+    let home = home_with_shared_wheels();
+    let uploaded = json_of(&run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json", "--check"])
+            .arg(&model),
+    ));
+    assert_eq!(uploaded["base"], "runtime tflite");
+    let port = free_port();
+    let mut running = mlambda(home.path())
+        .args([
+            "run",
+            "serving_saved_model_half_plus_two_tflite_with_sigdef",
+            "--addr",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&post_json(
+        port,
+        "/v2/models/serving_default/infer",
+        r#"{"inputs": [{"name": "tflite_input", "datatype": "FP32", "shape": [1, 1], "data": [5]}]}"#,
+    ))
+    .unwrap();
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let rootfs = std::fs::read_dir(home.path().join("run"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("rootfs"))
+        .find(|p| p.is_dir())
+        .unwrap();
+    let direct = run_ok(
+        Command::new("bwrap")
+            .arg("--ro-bind")
+            .arg(&rootfs)
+            .args([
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "/usr/bin/python3",
+                "-c",
+                "import json, numpy\n\
+                 from ai_edge_litert.interpreter import Interpreter\n\
+                 i = Interpreter(model_path='/model/files/model.tflite'); i.allocate_tensors()\n\
+                 i.set_tensor(i.get_input_details()[0]['index'], numpy.array([[5]], dtype=numpy.float32))\n\
+                 i.invoke()\n\
+                 print(json.dumps(i.get_tensor(i.get_output_details()[0]['index']).reshape(-1).tolist()))\n",
+            ]),
+    );
+    let direct: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&direct.stdout).trim()).unwrap();
+    assert_eq!(answer["outputs"][0]["name"], "y");
+    assert_eq!(answer["outputs"][0]["data"], direct);
+    assert_eq!(direct, serde_json::json!([4.5]));
+}

@@ -81,12 +81,20 @@ pub struct WheelFile {
     pub filename: String,
 }
 
+/// An ELF object installed: its path in the image, its soname, and its `DT_NEEDED`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ElfFile {
+    pub path: String,
+    pub soname: Option<String>,
+    pub needed: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct Installed {
     pub layer: Layer,
-    /// Soname → the first installed path (in path order) that needs it. Libraries the same
-    /// layer provides are included: the caller checks against every layer and the base.
-    pub needs: BTreeMap<String, String>,
+    /// Every ELF file installed, with the libraries it needs (the caller checks them
+    /// against every layer and the base).
+    pub libraries: Vec<ElfFile>,
     /// Basenames of installed files that look like shared libraries, and ELF sonames.
     pub provides: BTreeSet<String>,
     pub files: u64,
@@ -179,7 +187,7 @@ pub fn install_wheels(
     let layer = tar.finish(layout, comment)?;
     Ok(Installed {
         layer,
-        needs: found.needs,
+        libraries: found.libraries,
         provides: found.provides,
         files: files.len() as u64,
     })

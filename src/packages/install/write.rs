@@ -4,17 +4,18 @@
 //! read from its dynamic section.
 
 use super::super::elf;
+use super::ElfFile;
 use super::InstallError;
 use super::plan::{Content, Planned};
 use super::record::{Checked, Hash, Hasher, mismatch};
 use super::wheel::{Entry, Wheel};
 use crate::model_image::layer::{LayerOptions, LayerTar, header};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{self, BufWriter, Read, Write};
 
 #[derive(Default)]
 pub(super) struct Found {
-    pub(super) needs: BTreeMap<String, String>,
+    pub(super) libraries: Vec<ElfFile>,
     pub(super) provides: BTreeSet<String>,
 }
 
@@ -157,13 +158,12 @@ fn read_libraries(
 ) -> Result<(), InstallError> {
     match elf::dynamic_info(copy.path()) {
         Ok(info) => {
-            for library in info.needed {
-                found
-                    .needs
-                    .entry(library)
-                    .or_insert_with(|| path.to_string());
-            }
-            found.provides.extend(info.soname);
+            found.provides.extend(info.soname.clone());
+            found.libraries.push(ElfFile {
+                path: path.to_string(),
+                soname: info.soname,
+                needed: info.needed,
+            });
             Ok(())
         }
         // A file that only starts like ELF (a test fixture, a truncated sample) cannot be
@@ -222,10 +222,13 @@ mod tests {
         files.push(file("demo/fake.so", b"\x7fELF but nothing more", 0o644));
         let w = wheel(dir.path(), "demo-1.0-cp311-cp311-linux_x86_64.whl", &files);
         let (installed, _) = install(dir.path(), &[w], &Scheme::debian("3.11")).unwrap();
-        assert_eq!(
-            installed.needs.get("libc.so.6").map(String::as_str),
-            Some(&*format!("{SITE}/demo.libs/libz-1234abcd.so.1"))
-        );
+        let libz = installed
+            .libraries
+            .iter()
+            .find(|l| l.path == format!("{SITE}/demo.libs/libz-1234abcd.so.1"))
+            .unwrap();
+        assert!(libz.needed.iter().any(|n| n == "libc.so.6"), "{libz:?}");
+        assert_eq!(libz.soname.as_deref(), Some("libz.so.1"));
         let provides: Vec<&str> = installed.provides.iter().map(String::as_str).collect();
         assert_eq!(provides, ["fake.so", "libz-1234abcd.so.1", "libz.so.1"]);
     }
