@@ -194,8 +194,8 @@ pub fn for_model_type(
             return Ok((
                 BaseImage::scratch(),
                 format!(
-                    "model-type '{model_type}' is served by runtime '{}', which is not in the local store; building on scratch (bring it with `mlambda base import {} SOURCE`, or choose one with --base)",
-                    runtime.name, runtime.name
+                    "model-type '{model_type}' is served by runtime '{}' ({}), which is not in the local store; building on scratch (bring it with `mlambda base import {} SOURCE`, or choose one with --base)",
+                    runtime.name, runtime.description, runtime.name
                 ),
             ));
         }
@@ -282,6 +282,8 @@ mod tests {
         assert_eq!(runtime_for("tensorflow:1.8.0").unwrap().name, "tensorflow");
         assert_eq!(runtime_for("keras:3.15.1").unwrap().name, "tensorflow");
         assert_eq!(runtime_for("onnx:9").unwrap().name, "onnx");
+        let pytorch = runtime_for("pytorch:2.5.1").unwrap();
+        assert!(pytorch.debian.is_empty() && pytorch.description.contains("CUDA"));
         assert!(runtime_for("cobol:85").is_none());
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b", "ab c"));
