@@ -93,11 +93,17 @@ def _tensorflow(files, signatures):
         raise LoadError("a Keras model has one signature; the contract has %d" % len(signatures))
     signature = signatures[0]
 
+    output_names = list(getattr(model, "output_names", None) or [])
+
     def run(inputs):
-        ordered = [inputs[field.name] for field in signature.inputs]
-        result = model(ordered if len(ordered) > 1 else ordered[0], training=False)
+        # By name: a functional model takes a dict keyed by its Input layers' names.
+        given = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+        result = model(given, training=False)
+        if isinstance(result, dict):
+            return {name: value.numpy() for name, value in result.items()}
         results = result if isinstance(result, (list, tuple)) else [result]
-        return {field.name: value.numpy() for field, value in zip(signature.outputs, results)}
+        names = output_names if len(output_names) == len(results) else [f.name for f in signature.outputs]
+        return {name: value.numpy() for name, value in zip(names, results)}
 
     return {signature.name: run}
 
@@ -128,7 +134,9 @@ def _sklearn(files, signatures):
             raise LoadError("signature %r: the estimator was fitted on the columns %s; the contract's inputs are %s" % (
                 signature.name, ", ".join(names), ", ".join(fields)))
     for signature in signatures:
-        if signature.name not in ESTIMATOR_METHODS or not hasattr(estimator, signature.name):
+        # MLflow's one signature is pyfunc's predict.
+        method_name = "predict" if signature.name == "infer" else signature.name
+        if method_name not in ESTIMATOR_METHODS or not hasattr(estimator, method_name):
             raise LoadError("signature %r: the estimator (%s) has no such method; name a signature after one of %s" % (
                 signature.name, type(estimator).__name__,
                 ", ".join(m for m in ESTIMATOR_METHODS if hasattr(estimator, m))))
@@ -136,7 +144,7 @@ def _sklearn(files, signatures):
             raise LoadError("signature %r: an estimator's method gives one output; the contract has %d" % (
                 signature.name, len(signature.outputs)))
 
-        def run(inputs, method=getattr(estimator, signature.name), signature=signature):
+        def run(inputs, method=getattr(estimator, method_name), signature=signature):
             fields = [f.name for f in signature.inputs]
             if len(fields) == 1:
                 matrix = numpy.asarray(inputs[fields[0]])

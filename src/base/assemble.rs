@@ -40,6 +40,9 @@ pub enum AssembleError {
     NoPython(String),
 }
 
+/// The digest of the runtime's definition it was built from (see `Runtime::definition_digest`).
+pub const DEFINITION_ANNOTATION: &str = "io.mlambda.runtime.definition";
+
 /// How a runtime is assembled: where its .deb files and wheels come from, and when it is.
 #[derive(Debug, Clone, Copy)]
 pub struct Assembly<'a> {
@@ -159,6 +162,10 @@ pub fn build_runtime(
         (
             "io.mlambda.base.debian-packages".to_string(),
             packages.join(" "),
+        ),
+        (
+            DEFINITION_ANNOTATION.to_string(),
+            runtime.definition_digest(),
         ),
     ]);
     let built = write_image(

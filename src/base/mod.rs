@@ -182,6 +182,15 @@ pub fn for_model_type(
         installed_runtime(store, &runtime.name)?;
         store.existing_repository(&runtime_repository(&runtime.name))
     };
+    // A runtime assembled by another mlambda (its packages, server or settings changed since)
+    // is assembled again; an imported one is the user's and is kept as it is.
+    let stale = |store: &Store| {
+        !runtime.debian.is_empty()
+            && installed_runtime(store, &runtime.name).is_some_and(|manifest| {
+                built_from(store, &runtime.name, &manifest).as_deref()
+                    != Some(runtime.definition_digest().as_str())
+            })
+    };
     let mut note = format!(
         "model-type '{model_type}' runs on runtime '{}'",
         runtime.name
@@ -189,7 +198,14 @@ pub fn for_model_type(
     // Builds in one process (a server's queue) would otherwise assemble the same runtime at once.
     static ASSEMBLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _assembling = ASSEMBLING.lock().unwrap_or_else(|e| e.into_inner());
-    if in_store(store).is_none() {
+    let outdated = stale(store);
+    if outdated {
+        log(format!(
+            "runtime '{}' in the store was assembled from another definition (an older mlambda): assembling it again",
+            runtime.name
+        ));
+    }
+    if in_store(store).is_none() || outdated {
         if runtime.debian.is_empty() {
             return Ok((
                 BaseImage::scratch(),
@@ -234,6 +250,19 @@ pub fn for_model_type(
             ),
         )),
     }
+}
+
+/// The definition digest a runtime in the store was assembled from (its manifest's annotation).
+fn built_from(store: &Store, name: &str, manifest: &Descriptor) -> Option<String> {
+    let layout = store.existing_repository(&runtime_repository(name))?;
+    let bytes = layout
+        .read_blob(&manifest.digest, crate::image::JSON_LIMIT)
+        .ok()?;
+    let manifest: crate::oci::Manifest = serde_json::from_slice(&bytes).ok()?;
+    manifest
+        .annotations
+        .get(assemble::DEFINITION_ANNOTATION)
+        .cloned()
 }
 
 /// Runtime names become a repository path component.

@@ -72,6 +72,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// What the runtime is made of, as this mlambda defines it (its catalogue entry and the
+    /// files it adds): a runtime in the store built from another definition is stale.
+    pub fn definition_digest(&self) -> String {
+        let mut text = format!("{self:?}");
+        for (_, source) in &self.files {
+            text.push_str(runtime_file(source).unwrap_or_default());
+        }
+        crate::oci::digest::sha256_of(text.as_bytes())
+    }
+
     pub fn glibc_version(&self) -> Option<(u32, u32)> {
         let (major, minor) = self.glibc.as_deref()?.split_once('.')?;
         Some((major.parse().ok()?, minor.parse().ok()?))

@@ -503,6 +503,46 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
         regress["data"],
         direct("regress_x2_to_y3", "inputs", "[1, 4, 7]")["outputs"]
     );
+
+    // A Keras model with two named inputs and two outputs, on the same runtime.
+    let keras = own_fixture("keras/functional_two_inputs");
+    run_ok(mlambda(home.path()).args(["upload", "--check"]).arg(&keras));
+    let port = free_port();
+    let mut running = mlambda(home.path())
+        .args(["run", "functional_two_inputs", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let answer = json(&post_json(
+        port,
+        "/v2/models/functional_two_inputs/infer",
+        r#"{"inputs": [{"name": "tokens", "datatype": "INT32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}, {"name": "image", "datatype": "FP32", "shape": [1, 8], "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}"#,
+    ));
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let out = run_ok(
+        Command::new("bwrap")
+            .arg("--ro-bind")
+            .arg(&rootfs)
+            .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind"])
+            .arg(&keras)
+            .args(["/tmp/keras", "--setenv", "TF_CPP_MIN_LOG_LEVEL", "3", "/usr/bin/python3", "-c"])
+            .arg(
+                "import json, numpy, keras\n\
+                 m = keras.models.load_model('/tmp/keras/model.keras', compile=False)\n\
+                 out = m({'image': numpy.array([[1, 2, 3, 4, 5, 6, 7, 8]], dtype='float32'), \
+                 'tokens': numpy.array([[1, 2, 3, 4, 5]], dtype='int32')}, training=False)\n\
+                 out = out if isinstance(out, dict) else dict(zip(m.output_names, out))\n\
+                 print(json.dumps({k: numpy.asarray(v).reshape(-1).tolist() for k, v in out.items()}))\n",
+            ),
+    );
+    let direct = json(String::from_utf8_lossy(&out.stdout).lines().last().unwrap());
+    let outputs = answer["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 2);
+    for output in outputs {
+        let name = output["name"].as_str().unwrap();
+        assert_eq!(output["data"], direct[name], "{name}");
+    }
 }
 
 /// Runs `script` (with `ADDR` set to the server's) in a Python that has tritonclient: its
@@ -701,4 +741,58 @@ fn a_tflite_model_runs_on_the_tflite_runtime() {
     assert_eq!(answer["outputs"][0]["name"], "y");
     assert_eq!(answer["outputs"][0]["data"], direct);
     assert_eq!(direct, serde_json::json!([4.5]));
+}
+
+/// A runtime in the store that another definition assembled (an older mlambda's packages,
+/// server or settings) is assembled again before a model is built on it.
+#[test]
+fn a_runtime_from_another_definition_is_assembled_again() {
+    let debs = tempfile::tempdir().unwrap();
+    let fetched = Command::new("apt-get")
+        .current_dir(debs.path())
+        .args(["download", "busybox-static"])
+        .output();
+    if !fetched.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "apt-get download must work in CI"
+        );
+        eprintln!("SKIPPED: apt-get download busybox-static failed");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let store = mlambda::store::Store::open(&home.path().join("registry")).unwrap();
+    let older = mlambda::base::Runtime {
+        debian: vec!["busybox-static".into()],
+        ..mlambda::base::runtime("python-3.11").unwrap()
+    };
+    let settings = mlambda::packages::Settings::default();
+    let wheel_cache = home.path().join("wheels");
+    let assembly = mlambda::base::Assembly {
+        debs: Some(debs.path()),
+        created: 0,
+        packages: &settings,
+        wheel_cache: &wheel_cache,
+    };
+    mlambda::base::build_runtime(&store, &older, &assembly, &mut |_| {}).unwrap();
+    let out = run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json"])
+            .arg(example_dir()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runtime 'python-3.11', built now from Debian packages"),
+        "{stderr}"
+    );
+    let log = json_of(&run_ok(mlambda(home.path()).args([
+        "show",
+        "example_tokenizer_model:1",
+        "--json",
+    ])))["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(log.contains("assembled from another definition"), "{log}");
+    assert!(log.contains("debian package python3.11-minimal_"), "{log}");
 }
