@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,24 @@ class Model:
         }
 
 
+class Loading:
+    """The model while it loads in the background, then the model itself (its attributes are
+    forwarded): the server answers liveness at once and readiness once the model is there."""
+
+    def __init__(self):
+        self._model = None
+
+    @property
+    def ready(self):
+        return self._model is not None
+
+    def set(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_model"], name)
+
+
 def make_handler(model, max_request):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -95,7 +114,10 @@ def make_handler(model, max_request):
             if parts == ["v2", "health", "live"]:
                 return self._reply(200, {"live": True})
             if parts == ["v2", "health", "ready"]:
-                return self._reply(200, {"ready": True})
+                # 503 until loaded, as KServe answers, so that a readiness probe waits.
+                return self._reply(200 if model.ready else 503, {"ready": model.ready})
+            if not model.ready:
+                return self._reply(503, {"error": "the model is still loading"})
             signature, kind, rest = self._route()
             if kind is None:
                 return self._reply(404, {"error": "no such path: %s" % self.path})
@@ -113,6 +135,8 @@ def make_handler(model, max_request):
                 self.path, ", ".join(known), model.version)})
 
         def do_POST(self):
+            if not model.ready:
+                return self._reply(503, {"error": "the model is still loading"})
             signature, kind, rest = self._route()
             if kind is None:
                 return self._reply(404, {"error": "no such path: %s" % self.path})
@@ -162,21 +186,34 @@ def main():
     parser.add_argument("--check", action="store_true", help="load the model, print what was found, exit")
     args = parser.parse_args()
     kind = os.environ.get("MLAMBDA_LOADER", "python")
-    try:
-        model = Model(kind)
-    except loaders.LoadError as error:
-        if args.check:
-            print(json.dumps({"loaded": False, "error": str(error)}))
-        print("mlambda runtime: the model cannot be served: %s" % error, file=sys.stderr)
-        return 1
     if args.check:
+        try:
+            model = Model(kind)
+        except loaders.LoadError as error:
+            print(json.dumps({"loaded": False, "error": str(error)}))
+            print("mlambda runtime: the model cannot be served: %s" % error, file=sys.stderr)
+            return 1
         print(json.dumps({
             "loaded": True, "model": model.name, "version": model.version, "default": model.default,
             "signatures": {s.name: model.metadata(s) for s in model.signatures},
         }))
         return 0
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(model, args.max_request))
-    print("serving %s (%s) on %s:%d" % (model.name, ", ".join(s.name for s in model.signatures), args.host, args.port), file=sys.stderr)
+    loading = Loading()
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(loading, args.max_request))
+
+    def load():
+        try:
+            loading.set(Model(kind))
+        except loaders.LoadError as error:
+            print("mlambda runtime: the model cannot be served: %s" % error, file=sys.stderr)
+            os._exit(1)
+        except BaseException:  # the framework's own failure: said, and the server stops
+            traceback.print_exc()
+            os._exit(1)
+        print("serving %s (%s) on %s:%d" % (loading.name, ", ".join(s.name for s in loading.signatures),
+                                              args.host, args.port), file=sys.stderr)
+
+    threading.Thread(target=load, daemon=True).start()
     server.serve_forever()
     return 0
 

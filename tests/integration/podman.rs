@@ -139,6 +139,7 @@ fn podman_runs_a_model_image_that_answers_the_protocol() {
             std::fs::read_to_string(work.path().join("podman.log")).unwrap()
         );
     }
+    common::rootfs::wait_ready(port);
     let answer = common::rootfs::request(
         port,
         "POST",

@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::http::free_port;
-use common::rootfs::{can_chroot, chroot, post_json, request, serve_python};
+use common::rootfs::{can_chroot, chroot, post_json, request, serve_python, wait_ready};
 use common::*;
 use std::process::Command;
 
@@ -103,6 +103,7 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
     let port = free_port();
     let _server = serve_python(&rootfs, port);
     let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
+    wait_ready(port);
     let metadata = json(&request(port, "GET", "/v2/models/example_tokenizer_model", "").1);
     assert_eq!(
         metadata,

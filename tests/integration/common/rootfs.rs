@@ -73,8 +73,21 @@ pub fn listening_within(port: u16, seconds: u64) -> bool {
     true
 }
 
-/// A POST that must answer 200: its body.
+/// Waits until the runtime on `port` says it is ready (it loads the model after it listens).
+pub fn wait_ready(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while request(port, "GET", "/v2/health/ready", "").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runtime on {port} never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A POST that must answer 200 once the runtime is ready: its body.
 pub fn post_json(port: u16, path: &str, body: &str) -> String {
+    wait_ready(port);
     let (status, answer) = request(port, "POST", path, body);
     assert_eq!(status, 200, "{path}: {answer}");
     answer
