@@ -40,6 +40,9 @@ pub enum AssembleError {
     NoPython(String),
 }
 
+/// The .deb files a runtime was assembled from: only mlambda's assembled runtimes have it.
+pub const DEBIAN_PACKAGES_ANNOTATION: &str = "io.mlambda.base.debian-packages";
+
 /// The digest of the runtime's definition it was built from (see `Runtime::definition_digest`).
 pub const DEFINITION_ANNOTATION: &str = "io.mlambda.runtime.definition";
 
@@ -159,10 +162,7 @@ pub fn build_runtime(
             "org.opencontainers.image.created".to_string(),
             created_text.clone(),
         ),
-        (
-            "io.mlambda.base.debian-packages".to_string(),
-            packages.join(" "),
-        ),
+        (DEBIAN_PACKAGES_ANNOTATION.to_string(), packages.join(" ")),
         (
             DEFINITION_ANNOTATION.to_string(),
             runtime.definition_digest(),

@@ -187,8 +187,12 @@ pub fn for_model_type(
     let stale = |store: &Store| {
         !runtime.debian.is_empty()
             && installed_runtime(store, &runtime.name).is_some_and(|manifest| {
-                built_from(store, &runtime.name, &manifest).as_deref()
-                    != Some(runtime.definition_digest().as_str())
+                match built_from(store, &runtime.name, &manifest) {
+                    Some(Assembled(definition)) => {
+                        definition.as_deref() != Some(runtime.definition_digest().as_str())
+                    }
+                    None => false,
+                }
             })
     };
     let mut note = format!(
@@ -252,17 +256,22 @@ pub fn for_model_type(
     }
 }
 
-/// The definition digest a runtime in the store was assembled from (its manifest's annotation).
-fn built_from(store: &Store, name: &str, manifest: &Descriptor) -> Option<String> {
+/// A runtime mlambda assembled, with the definition digest it was assembled from (`None`:
+/// an mlambda from before definitions were recorded).
+struct Assembled(Option<String>);
+
+/// How a runtime in the store came to be: assembled by mlambda (its manifest names its Debian
+/// packages), or `None` for one imported, which is the user's and never replaced.
+fn built_from(store: &Store, name: &str, manifest: &Descriptor) -> Option<Assembled> {
     let layout = store.existing_repository(&runtime_repository(name))?;
     let bytes = layout
         .read_blob(&manifest.digest, crate::image::JSON_LIMIT)
         .ok()?;
     let manifest: crate::oci::Manifest = serde_json::from_slice(&bytes).ok()?;
-    manifest
-        .annotations
-        .get(assemble::DEFINITION_ANNOTATION)
-        .cloned()
+    let annotations = &manifest.annotations;
+    annotations
+        .contains_key(assemble::DEBIAN_PACKAGES_ANNOTATION)
+        .then(|| Assembled(annotations.get(assemble::DEFINITION_ANNOTATION).cloned()))
 }
 
 /// Runtime names become a repository path component.
