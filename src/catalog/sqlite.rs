@@ -53,12 +53,24 @@ impl SqliteCatalog {
         }
         let conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
-        migrate(&conn).map_err(sql)?;
+        // Two processes creating the same catalogue at once: switching it to WAL answers
+        // "database is locked" at once, without waiting on the busy timeout; so does a schema
+        // read whose snapshot another's change made stale. Both pass when tried again.
+        let mut tries = 0;
+        loop {
+            let prepared = conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+                .and_then(|_| conn.execute_batch(SCHEMA))
+                .and_then(|_| migrate(&conn));
+            match prepared {
+                Err(e) if is_busy(&e) && tries < 300 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => break other.map_err(sql)?,
+            }
+        }
         let catalog = SqliteCatalog {
             conn,
             path: display,
@@ -363,6 +375,13 @@ fn cache_key_columns(key: &CacheKey) -> [Value; 10] {
 const VERSION_COLUMNS: &str = "model, version, model_type, status, contract, contract_text, contract_source,
     base_image, base_digest, COALESCE(remote_image, image), manifest_digest, config_digest, size, created, finished,
     error, log, image, pushed_digest, packages";
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
 
 /// Columns and tables added after the first release, added to older catalogues on open.
 /// Idempotent: a column is added only when `PRAGMA table_info` does not list it.
