@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::http::free_port;
-use common::rootfs::{can_chroot, chroot, post_json, serve_python};
+use common::rootfs::{can_chroot, chroot, post_json, serve_python, unpacked};
 use common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -71,9 +71,7 @@ fn iris_answers_in_its_image(home: &Path, version: &str) {
     if !can_chroot() {
         return;
     }
-    let bundle = tempfile::tempdir().unwrap();
-    let image = format!("{}:{version}", home.join("registry/iris").display());
-    let Some(rootfs) = umoci_unpack(&image, &bundle.path().join("b")) else {
+    let Some((_bundle, rootfs)) = unpacked(&home.join("registry/iris"), version) else {
         return;
     };
     let direct = chroot(
@@ -604,19 +602,9 @@ fn a_runtime_declaring_wheels_is_assembled_with_them() {
         "Root-Is-Purelib: true\nTag: py3-none-any\n",
         &[("greeting/__init__.py", b"HELLO = 'hello'\n".to_vec())],
     );
-    let debs = tempfile::tempdir().unwrap();
-    let fetched = Command::new("apt-get")
-        .current_dir(debs.path())
-        .args(["download", "busybox-static"])
-        .output();
-    if !fetched.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "apt-get download must work in CI"
-        );
-        eprintln!("SKIPPED: apt-get download busybox-static failed");
+    let Some(debs) = downloaded_deb("busybox-static") else {
         return;
-    }
+    };
     let runtime = mlambda::base::Runtime {
         name: "greeter-py".into(),
         debian: vec!["busybox-static".into()],

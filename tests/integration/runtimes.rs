@@ -4,7 +4,9 @@
 use crate::common;
 
 use common::http::free_port;
-use common::rootfs::{can_chroot, chroot, post_json, request, serve_python, wait_ready};
+use common::rootfs::{
+    can_chroot, chroot, mlambda_run, post_json, request, serve_python, unpacked, wait_ready,
+};
 use common::*;
 use std::process::Command;
 
@@ -64,14 +66,9 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
     if !can_chroot() {
         return;
     }
-    let bundle = tempfile::tempdir().unwrap();
-    let image = format!(
-        "{}:1",
-        home.path()
-            .join("registry/example_tokenizer_model")
-            .display()
-    );
-    let Some(rootfs) = umoci_unpack(&image, &bundle.path().join("b")) else {
+    let Some((_bundle, rootfs)) =
+        unpacked(&home.path().join("registry/example_tokenizer_model"), "1")
+    else {
         return;
     };
     let check = chroot(
@@ -257,9 +254,7 @@ fn a_shell_model_runs_on_the_busybox_runtime() {
     if !can_chroot() {
         return;
     }
-    let bundle = tempfile::tempdir().unwrap();
-    let image = format!("{}:1", home.path().join("registry/greeter").display());
-    let Some(rootfs) = umoci_unpack(&image, &bundle.path().join("b")) else {
+    let Some((_bundle, rootfs)) = unpacked(&home.path().join("registry/greeter"), "1") else {
         return;
     };
     assert_eq!(
@@ -316,14 +311,12 @@ fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
     if !can_chroot() {
         return;
     }
-    let bundle = tempfile::tempdir().unwrap();
-    let image = format!(
-        "{}:1",
-        home.path()
-            .join("registry/onnx_pytorch_converted_test_conv2d")
-            .display()
-    );
-    let Some(rootfs) = umoci_unpack(&image, &bundle.path().join("b")) else {
+    let Some((_bundle, rootfs)) = unpacked(
+        &home
+            .path()
+            .join("registry/onnx_pytorch_converted_test_conv2d"),
+        "1",
+    ) else {
         return;
     };
     // The input: 2×3×7×5 values, the same on both sides.
@@ -443,11 +436,7 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
         return;
     }
     let port = free_port();
-    let mut running = mlambda(home.path())
-        .args(["run", name, "--addr"])
-        .arg(format!("127.0.0.1:{port}"))
-        .spawn()
-        .unwrap();
+    let running = mlambda_run(home.path(), name, port);
     let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
     let infer = |model: &str, input: &str, data: &str| {
         json(&post_json(
@@ -460,8 +449,7 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
     let default = infer(name, "x", "[1, 2, 5]");
     let regress = infer("regress_x2_to_y3", "inputs", "[1, 4, 7]");
     let metadata = json(&request(port, "GET", "/v2/models/serving_default", "").1);
-    running.kill().unwrap();
-    running.wait().unwrap();
+    drop(running);
     assert_eq!(metadata["platform"], "tensorflow_savedmodel");
     assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 1]));
     // TensorFlow itself, in the same image, on the same inputs.
@@ -509,18 +497,13 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
     let keras = own_fixture("keras/functional_two_inputs");
     run_ok(mlambda(home.path()).args(["upload", "--check"]).arg(&keras));
     let port = free_port();
-    let mut running = mlambda(home.path())
-        .args(["run", "functional_two_inputs", "--addr"])
-        .arg(format!("127.0.0.1:{port}"))
-        .spawn()
-        .unwrap();
+    let running = mlambda_run(home.path(), "functional_two_inputs", port);
     let answer = json(&post_json(
         port,
         "/v2/models/functional_two_inputs/infer",
         r#"{"inputs": [{"name": "tokens", "datatype": "INT32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}, {"name": "image", "datatype": "FP32", "shape": [1, 8], "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}"#,
     ));
-    running.kill().unwrap();
-    running.wait().unwrap();
+    drop(running);
     let out = run_ok(
         Command::new("bwrap")
             .arg("--ro-bind")
@@ -621,11 +604,7 @@ fn a_pickled_estimator_runs_on_the_scikit_learn_runtime() {
     ));
     assert_eq!(uploaded["base"], "runtime scikit-learn");
     let port = free_port();
-    let mut running = mlambda(home.path())
-        .args(["run", "iris_estimator", "--addr"])
-        .arg(format!("127.0.0.1:{port}"))
-        .spawn()
-        .unwrap();
+    let running = mlambda_run(home.path(), "iris_estimator", port);
     let body = |columns: [[f64; 2]; 4]| {
         let names = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
         let inputs: Vec<serde_json::Value> = names
@@ -643,8 +622,7 @@ fn a_pickled_estimator_runs_on_the_scikit_learn_runtime() {
         "/v2/models/predict_proba/infer",
         &body(rows),
     ));
-    running.kill().unwrap();
-    running.wait().unwrap();
+    drop(running);
     assert_eq!(species["outputs"][0]["datatype"], "INT64");
     assert_eq!(species["outputs"][0]["data"], serde_json::json!([0, 2]));
     assert_eq!(
@@ -694,23 +672,18 @@ fn a_tflite_model_runs_on_the_tflite_runtime() {
     ));
     assert_eq!(uploaded["base"], "runtime tflite");
     let port = free_port();
-    let mut running = mlambda(home.path())
-        .args([
-            "run",
-            "serving_saved_model_half_plus_two_tflite_with_sigdef",
-            "--addr",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .spawn()
-        .unwrap();
+    let running = mlambda_run(
+        home.path(),
+        "serving_saved_model_half_plus_two_tflite_with_sigdef",
+        port,
+    );
     let answer: serde_json::Value = serde_json::from_str(&post_json(
         port,
         "/v2/models/serving_default/infer",
         r#"{"inputs": [{"name": "tflite_input", "datatype": "FP32", "shape": [1, 1], "data": [5]}]}"#,
     ))
     .unwrap();
-    running.kill().unwrap();
-    running.wait().unwrap();
+    drop(running);
     let rootfs = std::fs::read_dir(home.path().join("run"))
         .unwrap()
         .filter_map(Result::ok)
@@ -748,19 +721,9 @@ fn a_tflite_model_runs_on_the_tflite_runtime() {
 /// server or settings) is assembled again before a model is built on it.
 #[test]
 fn a_runtime_from_another_definition_is_assembled_again() {
-    let debs = tempfile::tempdir().unwrap();
-    let fetched = Command::new("apt-get")
-        .current_dir(debs.path())
-        .args(["download", "busybox-static"])
-        .output();
-    if !fetched.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "apt-get download must work in CI"
-        );
-        eprintln!("SKIPPED: apt-get download busybox-static failed");
+    let Some(debs) = downloaded_deb("busybox-static") else {
         return;
-    }
+    };
     let home = tempfile::tempdir().unwrap();
     let store = mlambda::store::Store::open(&home.path().join("registry")).unwrap();
     let older = mlambda::base::Runtime {

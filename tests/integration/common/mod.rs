@@ -363,3 +363,22 @@ pub fn home_with_shared_wheels() -> tempfile::TempDir {
     std::os::unix::fs::symlink(&shared, home.path().join("wheels")).unwrap();
     home
 }
+
+/// A folder with `package`'s .deb, fetched by `apt-get download`; `None` (skipped loudly)
+/// when that cannot be done outside CI.
+pub fn downloaded_deb(package: &str) -> Option<tempfile::TempDir> {
+    let debs = tempfile::tempdir().unwrap();
+    let fetched = Command::new("apt-get")
+        .current_dir(debs.path())
+        .args(["download", package])
+        .output();
+    if !fetched.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "apt-get download must work in CI"
+        );
+        eprintln!("SKIPPED: apt-get download {package} failed");
+        return None;
+    }
+    Some(debs)
+}

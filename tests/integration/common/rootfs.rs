@@ -140,3 +140,31 @@ pub fn image_env(rootfs: &Path) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// `mlambda run` of `reference` in `home` on 127.0.0.1:`port`; stopped when dropped.
+pub struct Running(pub std::process::Child);
+
+pub fn mlambda_run(home: &Path, reference: &str, port: u16) -> Running {
+    let child = super::mlambda(home)
+        .args(["run", reference, "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The image `tag` of the layout `layout`, unpacked by umoci: the bundle (removed when
+/// dropped) and its rootfs; `None` when umoci is missing (skipped loudly).
+pub fn unpacked(layout: &Path, tag: &str) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    let bundle = tempfile::tempdir().unwrap();
+    let image = format!("{}:{tag}", layout.display());
+    let rootfs = super::umoci_unpack(&image, &bundle.path().join("b"))?;
+    Some((bundle, rootfs))
+}
