@@ -1,16 +1,24 @@
 //! The catalogue of models and versions: version numbers handed out atomically, build
 //! status, and the record of what each build produced. The [`Catalog`] trait is what the
-//! pipeline, the manager and the commands use; `sqlite.rs` is the engine behind it today.
+//! pipeline, the manager and the commands use; two engines implement it: SQLite, one file in
+//! the home (the embedded default), and PostgreSQL, shared by any number of build hosts
+//! (`--catalog postgres://…`). Where a catalogue is lives in [`Location`].
 
+mod lease;
 mod liveness;
+mod location;
+pub mod migrate;
+mod postgres;
 mod sqlite;
 
+pub use lease::lease_seconds;
+pub use location::Location;
+pub use postgres::PostgresCatalog;
 pub use sqlite::SqliteCatalog;
 
 use crate::model_image::layer::DigestCache;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -19,6 +27,30 @@ pub enum CatalogError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error(
+        "catalogue {url}: {}{}",
+        postgres::describe(source),
+        postgres::hint(source)
+    )]
+    Postgres {
+        /// The URL without its password.
+        url: String,
+        source: ::postgres::Error,
+    },
+    /// A build that is no longer open (a lease that expired, a server that stopped) cannot be
+    /// finished: another host has already marked it `Failed`.
+    #[error(
+        "{model}:{version} is {status:?} in the catalogue, not being built: {}; nothing was recorded for it",
+        reason.as_deref().unwrap_or("it was closed by another process")
+    )]
+    Closed {
+        model: String,
+        version: u32,
+        status: Status,
+        reason: Option<String>,
+    },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,7 +62,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "Pending",
             Status::Running => "Running",
@@ -39,7 +71,7 @@ impl Status {
         }
     }
 
-    fn parse(text: &str) -> Status {
+    pub fn parse(text: &str) -> Status {
         match text {
             "Pending" => Status::Pending,
             "Running" => Status::Running,
@@ -103,6 +135,13 @@ pub struct VersionRecord {
     /// The lock of the Python packages installed (a `pylock.toml`).
     #[serde(skip)]
     pub packages: Option<String>,
+}
+
+impl VersionRecord {
+    /// The registry reference it was pushed to, when it was.
+    pub fn remote_image(&self) -> Option<&str> {
+        self.pushed_digest.as_ref().and(self.image.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -173,10 +212,44 @@ pub trait Catalog: DigestCache + Send {
     /// The package locks of the model's finished versions, newest first: a build whose
     /// requirements did not change reuses one instead of resolving again.
     fn package_locks(&self, model: &str) -> Result<Vec<String>, CatalogError>;
+
+    /// Copies versions recorded elsewhere (`mlambda catalog migrate`), in one transaction: a
+    /// version already here with the same digest and status is skipped, one that differs
+    /// refuses the whole copy (a recorded version is never overwritten). Returns how many
+    /// were copied.
+    fn import(&mut self, records: &[VersionRecord]) -> Result<usize, CatalogError>;
 }
 
-/// Opens (creating when missing) the catalogue at `path` (SQLite), and marks builds whose
-/// process died `Failed`.
-pub fn open(path: &Path) -> Result<Box<dyn Catalog>, CatalogError> {
-    Ok(Box::new(SqliteCatalog::open(path)?))
+/// Opens (creating when missing, migrating when older) the catalogue at `location`, and marks
+/// `Failed` the builds whose owner is gone: its lease expired, or its process on this host died.
+pub fn open(location: &Location) -> Result<Box<dyn Catalog>, CatalogError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(SqliteCatalog::open(path)?),
+        Location::Postgres { url, local } => Box::new(PostgresCatalog::open(url, local)?),
+    })
+}
+
+/// Why a version still `Pending` or `Running` will never finish, if it will not: its owner's
+/// lease ran out (any host can tell), or its process on this host is gone.
+fn dead_build_reason(owner: &str, lease_expired_for: Option<i64>) -> Option<String> {
+    if let Some(seconds) = lease_expired_for.filter(|s| *s > 0) {
+        let host = owner.split(' ').next().filter(|h| !h.is_empty());
+        return Some(format!(
+            "the build's owner ({}) stopped renewing its lease {seconds} s ago: its host or process died, or lost the catalogue",
+            host.unwrap_or("an unknown host")
+        ));
+    }
+    liveness::dead_owner_reason(owner)
+}
+
+/// Seconds since the epoch, for leases.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The time recorded for `created` and `finished`.
+fn now() -> String {
+    crate::oci::rfc3339(unix_now() as u64)
 }

@@ -2,17 +2,19 @@
 //! process on this host; the dead builds of a process that is gone are marked `Failed` on open.
 
 use super::{
-    BuildResult, Catalog, CatalogError, ModelSummary, NewVersion, Status, VersionRecord, liveness,
+    BuildResult, Catalog, CatalogError, Location, ModelSummary, NewVersion, Status, VersionRecord,
+    lease, liveness, now, unix_now,
 };
 use crate::model_image::layer::{CacheKey, CachedLayer, DigestCache};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub struct SqliteCatalog {
     conn: Connection,
+    file: PathBuf,
     path: String,
 }
 
@@ -51,7 +53,7 @@ impl SqliteCatalog {
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let conn = Connection::open(path).map_err(sql)?;
+        let mut conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
         // Two processes creating the same catalogue at once: switching it to WAL answers
         // "database is locked" at once, without waiting on the busy timeout; so does a schema
@@ -61,8 +63,7 @@ impl SqliteCatalog {
             let prepared = conn
                 .pragma_update(None, "journal_mode", "WAL")
                 .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
-                .and_then(|_| conn.execute_batch(SCHEMA))
-                .and_then(|_| migrate(&conn));
+                .and_then(|_| migrate(&mut conn));
             match prepared {
                 Err(e) if is_busy(&e) && tries < 300 => {
                     tries += 1;
@@ -71,12 +72,26 @@ impl SqliteCatalog {
                 other => break other.map_err(sql)?,
             }
         }
+        let schema: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if schema > MIGRATIONS.len() as i64 {
+            return Err(CatalogError::Invalid(format!(
+                "catalogue {display}: its schema (version {schema}) is newer than this mlambda knows ({}); upgrade mlambda",
+                MIGRATIONS.len()
+            )));
+        }
         let catalog = SqliteCatalog {
             conn,
+            file: path.to_path_buf(),
             path: display,
         };
         catalog.fail_dead_builds()?;
         Ok(catalog)
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
@@ -86,42 +101,86 @@ impl SqliteCatalog {
         }
     }
 
-    fn set_status(&self, model: &str, version: u32, status: Status) -> Result<(), CatalogError> {
-        self.conn
+    /// Moves a build that is still open (`Pending` or `Running`) on; one that another process
+    /// has closed meanwhile is [`CatalogError::Closed`].
+    fn advance(&self, model: &str, version: u32, status: Status) -> Result<(), CatalogError> {
+        let changed = self
+            .conn
             .execute(
-                "UPDATE versions SET status = ?3 WHERE model = ?1 AND version = ?2",
+                "UPDATE versions SET status = ?3
+                 WHERE model = ?1 AND version = ?2 AND status IN ('Pending', 'Running')",
                 params![model, version, status.as_str()],
             )
             .map_err(self.sql())?;
-        Ok(())
+        if changed == 1 {
+            return Ok(());
+        }
+        let (status, reason) = self
+            .conn
+            .query_row(
+                "SELECT status, error FROM versions WHERE model = ?1 AND version = ?2",
+                params![model, version],
+                |r| Ok((Status::parse(&r.get::<_, String>(0)?), r.get(1)?)),
+            )
+            .map_err(self.sql())?;
+        Err(CatalogError::Closed {
+            model: model.into(),
+            version,
+            status,
+            reason,
+        })
     }
 
-    /// A build that is `Pending` or `Running` but whose process is gone will never finish.
+    /// A build that is `Pending` or `Running` but whose process is gone, or whose lease ran
+    /// out, will never finish.
     fn fail_dead_builds(&self) -> Result<(), CatalogError> {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT model, version, owner FROM versions WHERE status IN ('Pending', 'Running')",
+                "SELECT model, version, owner, lease_until, ?1 - lease_until FROM versions
+                 WHERE status IN ('Pending', 'Running')",
             )
             .map_err(self.sql())?;
-        let open: Vec<(String, u32, String)> = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        type Open = (String, u32, String, Option<i64>, Option<i64>);
+        let open: Vec<Open> = statement
+            .query_map([unix_now()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .map_err(self.sql())?
             .collect::<Result<_, _>>()
             .map_err(self.sql())?;
-        for (model, version, owner) in open {
-            if let Some(reason) = liveness::dead_owner_reason(&owner) {
+        for (model, version, owner, lease_until, expired_for) in open {
+            if let Some(reason) = super::dead_build_reason(&owner, expired_for) {
+                // Only if nobody renewed the lease since it was read.
                 self.conn
                     .execute(
                         "UPDATE versions SET status = 'Failed', error = ?3, finished = ?4
-                         WHERE model = ?1 AND version = ?2 AND status IN ('Pending', 'Running')",
-                        params![model, version, reason, now()],
+                         WHERE model = ?1 AND version = ?2 AND status IN ('Pending', 'Running')
+                           AND owner = ?5 AND lease_until IS ?6",
+                        params![model, version, reason, now(), owner, lease_until],
                     )
                     .map_err(self.sql())?;
             }
         }
         Ok(())
     }
+}
+
+/// Renews the leases of `owner`'s open builds (the heartbeat of `lease.rs`).
+pub(super) fn renew_leases(path: &Path, owner: &str, seconds: i64) -> Result<(), CatalogError> {
+    let sql = |source| CatalogError::Sql {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
+    conn.execute(
+        "UPDATE versions SET lease_until = ?2
+         WHERE owner = ?1 AND status IN ('Pending', 'Running')",
+        params![owner, unix_now() + seconds],
+    )
+    .map_err(sql)?;
+    Ok(())
 }
 
 impl Catalog for SqliteCatalog {
@@ -145,8 +204,8 @@ impl Catalog for SqliteCatalog {
             )
             .map_err(&sql)?;
         tx.execute(
-            "INSERT INTO versions (model, version, model_type, status, contract, contract_text, contract_source, created, owner)
-             VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO versions (model, version, model_type, status, contract, contract_text, contract_source, created, owner, lease_until)
+             VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 new.model,
                 version,
@@ -155,16 +214,18 @@ impl Catalog for SqliteCatalog {
                 new.contract_text,
                 new.contract_source,
                 now(),
-                liveness::current_owner()
+                liveness::current_owner(),
+                unix_now() + lease::lease_seconds()
             ],
         )
         .map_err(&sql)?;
         tx.commit().map_err(&sql)?;
+        lease::keep_alive(&Location::Sqlite(self.file.clone()));
         Ok(version)
     }
 
     fn set_running(&self, model: &str, version: u32) -> Result<(), CatalogError> {
-        self.set_status(model, version, Status::Running)
+        self.advance(model, version, Status::Running)
     }
 
     fn append_log(&self, model: &str, version: u32, line: &str) -> Result<(), CatalogError> {
@@ -178,8 +239,11 @@ impl Catalog for SqliteCatalog {
     }
 
     fn finish(&self, model: &str, version: u32, result: &BuildResult) -> Result<(), CatalogError> {
+        // One transaction: a reader never sees `Finished` without the image.
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
+        self.advance(model, version, Status::Finished)?;
         self.record_build(model, version, result)?;
-        self.set_status(model, version, Status::Finished)
+        tx.commit().map_err(self.sql())
     }
 
     /// What the build produced, status unchanged (a push is still to come).
@@ -342,6 +406,64 @@ impl Catalog for SqliteCatalog {
         Ok(locks)
     }
 
+    fn import(&mut self, records: &[VersionRecord]) -> Result<usize, CatalogError> {
+        let path = self.path.clone();
+        let sql = move |source| CatalogError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&sql)?;
+        let mut copied = 0;
+        for record in records {
+            let here = tx
+                .query_row(
+                    "SELECT manifest_digest, status FROM versions WHERE model = ?1 AND version = ?2",
+                    params![record.name, record.version],
+                    |r| Ok((r.get(0)?, Status::parse(&r.get::<_, String>(1)?))),
+                )
+                .optional()
+                .map_err(&sql)?;
+            if !super::migrate::must_copy(record, here, &self.path)? {
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO versions (model, version, model_type, status, contract, contract_text,
+                    contract_source, base_image, base_digest, image, manifest_digest, config_digest,
+                    size, created, finished, error, log, owner, remote_image, pushed_digest, packages)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, '', ?18, ?19, ?20)",
+                params![
+                    record.name,
+                    record.version,
+                    record.model_type,
+                    record.status.as_str(),
+                    record.contract,
+                    record.contract_text,
+                    record.contract_source,
+                    record.base_image,
+                    record.base_digest,
+                    record.local_image,
+                    record.digest,
+                    record.config_digest,
+                    record.size.map(|s| s as i64),
+                    record.created,
+                    record.finished,
+                    record.error,
+                    record.log,
+                    record.remote_image(),
+                    record.pushed_digest,
+                    record.packages
+                ],
+            )
+            .map_err(&sql)?;
+            copied += 1;
+        }
+        tx.commit().map_err(&sql)?;
+        Ok(copied)
+    }
+
     fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, CatalogError> {
         self.conn
             .query_row(
@@ -383,25 +505,48 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// Columns and tables added after the first release, added to older catalogues on open.
-/// Idempotent: a column is added only when `PRAGMA table_info` does not list it.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+/// The schema's steps: entry `i` brings a catalogue from version `i` to `i + 1`;
+/// `PRAGMA user_version` records where a file is.
+const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[first_release, add_leases];
+
+/// Applies the steps a catalogue has not had, in one transaction that other openers wait for.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for step in MIGRATIONS.iter().skip(current.max(0) as usize) {
+        step(&tx)?;
+    }
+    if current < MIGRATIONS.len() as i64 {
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    }
+    tx.commit()
+}
+
+fn add_column(conn: &Connection, column: &str, kind: &str) -> rusqlite::Result<()> {
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('versions')")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    if columns.iter().any(|c| c == column) {
+        return Ok(());
+    }
+    conn.execute_batch(&format!("ALTER TABLE versions ADD COLUMN {column} {kind}"))
+}
+
+fn add_leases(conn: &Connection) -> rusqlite::Result<()> {
+    add_column(conn, "lease_until", "INTEGER")
+}
+
+/// The schema up to the build leases. Catalogues of that time had no `user_version` and some of
+/// these columns, so each step is idempotent.
+fn first_release(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
     for (column, kind) in [
         ("remote_image", "TEXT"),
         ("pushed_digest", "TEXT"),
         ("packages", "TEXT"),
     ] {
-        if !columns.iter().any(|c| c == column) {
-            // A concurrent opener may have added it first.
-            match conn.execute_batch(&format!("ALTER TABLE versions ADD COLUMN {column} {kind}")) {
-                Err(e) if e.to_string().contains("duplicate column") => {}
-                other => other?,
-            }
-        }
+        add_column(conn, column, kind)?;
     }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS blob_locations (
@@ -491,13 +636,6 @@ fn version_from_row(r: &Row) -> rusqlite::Result<VersionRecord> {
         pushed_digest: r.get(18)?,
         packages: r.get(19)?,
     })
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    crate::oci::rfc3339(secs)
 }
 
 #[cfg(test)]
@@ -615,5 +753,51 @@ mod tests {
                 .unwrap()
                 .contains("ended before the build finished")
         );
+    }
+
+    #[test]
+    fn another_hosts_expired_lease_fails_its_build_which_then_cannot_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let mut catalog = SqliteCatalog::open(&path).unwrap();
+        catalog.start_version(&new_version("a")).unwrap();
+        catalog.start_version(&new_version("a")).unwrap();
+        let other_host = |version: u32, lease_until: i64| {
+            catalog
+                .conn
+                .execute(
+                    "UPDATE versions SET status = 'Running', owner = 'elsewhere b 1 1',
+                     lease_until = ?2 WHERE version = ?1",
+                    params![version, lease_until],
+                )
+                .unwrap();
+        };
+        other_host(1, unix_now() - 5);
+        other_host(2, unix_now() + 60);
+        let reopened = SqliteCatalog::open(&path).unwrap();
+        let expired = reopened.version("a", 1).unwrap().unwrap();
+        assert_eq!(expired.status, Status::Failed);
+        let reason = expired.error.unwrap();
+        assert!(reason.contains("stopped renewing its lease"), "{reason}");
+        assert!(reason.contains("elsewhere"), "{reason}");
+        let alive = reopened.version("a", 2).unwrap().unwrap();
+        assert_eq!(alive.status, Status::Running, "a live lease is left alone");
+        let late = catalog.finish("a", 1, &BuildResult::default());
+        assert!(matches!(late, Err(CatalogError::Closed { .. })), "{late:?}");
+        let kept = reopened.version("a", 1).unwrap().unwrap();
+        assert_eq!((kept.status, kept.digest), (Status::Failed, None));
+    }
+
+    #[test]
+    fn a_catalogue_from_a_newer_mlambda_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        drop(SqliteCatalog::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let refused = SqliteCatalog::open(&path).err().unwrap().to_string();
+        assert!(refused.contains("newer than this mlambda"), "{refused}");
     }
 }

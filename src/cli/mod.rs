@@ -2,6 +2,7 @@
 
 mod base;
 mod build;
+mod catalog;
 mod contract;
 mod output;
 mod packages;
@@ -26,6 +27,10 @@ struct Cli {
     /// Where the catalogue and the local registry live [default: $MLAMBDA_HOME, else $XDG_DATA_HOME/mlambda, else ~/.local/share/mlambda]
     #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// The catalogue of versions: postgres://USER@HOST[:PORT]/DATABASE, shared by several build
+    /// hosts and manager replicas, or sqlite:PATH [default: catalog.db in the home]
+    #[arg(long, global = true, value_name = "URL", env = "MLAMBDA_CATALOG")]
+    catalog: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,11 +63,20 @@ enum Command {
     Registry(registry::Args),
     /// The manager: an upload API that builds in a queue, a Models page, and the registry at /v2/
     Serve(serve::Args),
+    /// The catalogue itself: copy it into another engine
+    #[command(subcommand)]
+    Catalog(catalog::Command),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let home = mlambda_home(cli.home);
+    let home = match mlambda_home(cli.home, cli.catalog.as_deref()) {
+        Ok(home) => home,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Upload(args) => upload::run(&home, args),
         Command::Push(args) => push::run(&home, args),
@@ -76,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Packages(command) => packages::run(&home, command),
         Command::Registry(args) => registry::run(&home, args),
         Command::Serve(args) => serve::run(&home, args),
+        Command::Catalog(command) => catalog::run(&home, command),
     };
     match result {
         Ok(code) => code,
@@ -86,8 +101,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn mlambda_home(flag: Option<PathBuf>) -> crate::pipeline::Home {
-    crate::pipeline::Home::new(flag.unwrap_or_else(crate::pipeline::default_home))
+fn mlambda_home(
+    flag: Option<PathBuf>,
+    catalog: Option<&str>,
+) -> Result<crate::pipeline::Home, crate::catalog::CatalogError> {
+    let home = crate::pipeline::Home::new(flag.unwrap_or_else(crate::pipeline::default_home));
+    match catalog.filter(|c| !c.is_empty()) {
+        Some(url) => home.with_catalog(url),
+        None => Ok(home),
+    }
 }
 
 /// The options that say what model to build, shared by upload, build and contract.

@@ -102,7 +102,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         )
     })?;
     let remote = args.remote.remote(&args.registry)?;
-    let catalog = crate::catalog::open(&home.catalog_path())?;
+    let catalog = home.open_catalog()?;
     let store = home.store()?;
     let watcher = progress_watcher();
     let result = push_version(catalog.as_ref(), &store, name, version, &remote, &watcher);

@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
-    let catalog = crate::catalog::open(&home.catalog_path())?;
+    let catalog = home.open_catalog()?;
     let (name, version) = match args.reference.rsplit_once(':') {
         Some((name, v)) => (
             name,

@@ -33,6 +33,12 @@ pub struct Args {
     /// Uploads accepted and not yet built (waiting or running) before new ones get 503
     #[arg(long, default_value_t = 32)]
     queue: usize,
+    /// Push every version to this registry once built: http(s)://host[:port][/prefix]. With a
+    /// shared --catalog, several managers behind a balancer serve one model history
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
+    #[command(flatten)]
+    remote: super::push::RemoteArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
@@ -42,7 +48,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         .with_max_level(tracing::Level::INFO)
         .try_init();
     let config = ManagerConfig {
-        home: home.dir.clone(),
+        home: home.clone(),
         addr: args.addr,
         htpasswd: args.htpasswd,
         tls: args.tls_cert.zip(args.tls_key),
@@ -50,6 +56,11 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         max_unpacked: args.max_unpacked,
         builders: args.builders,
         queue: args.queue,
+        remote: args
+            .registry
+            .as_deref()
+            .map(|url| args.remote.remote(url))
+            .transpose()?,
     };
     let scheme = if config.tls.is_some() {
         "https"

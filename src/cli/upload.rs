@@ -65,7 +65,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     let spec = args.model.load()?;
-    let mut catalog = crate::catalog::open(&home.catalog_path())?;
+    let mut catalog = home.open_catalog()?;
     let mut show = step_printer();
     let mut settings = super::build_settings(home, &args.compression, &args.packages);
     settings.check = args.check.then(|| home.run_cache());

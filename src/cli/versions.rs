@@ -30,7 +30,7 @@ pub struct ShowArgs {
 }
 
 pub fn models(home: &Home, args: ModelsArgs) -> anyhow::Result<ExitCode> {
-    let catalog = crate::catalog::open(&home.catalog_path())?;
+    let catalog = home.open_catalog()?;
     let models = catalog.models()?;
     if args.json {
         print_json(&serde_json::to_value(&models)?);
@@ -66,7 +66,7 @@ pub fn models(home: &Home, args: ModelsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn versions(home: &Home, args: VersionsArgs) -> anyhow::Result<ExitCode> {
-    let catalog = crate::catalog::open(&home.catalog_path())?;
+    let catalog = home.open_catalog()?;
     let versions = catalog.versions(&args.name)?;
     if versions.is_empty() {
         anyhow::bail!(
@@ -108,7 +108,7 @@ pub fn versions(home: &Home, args: VersionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let catalog = crate::catalog::open(&home.catalog_path())?;
+    let catalog = home.open_catalog()?;
     let (name, version) = match args.reference.rsplit_once(':') {
         Some((name, version)) => {
             let number = version.parse::<u32>().map_err(|_| {

@@ -23,7 +23,7 @@ pub async fn openapi() -> Response {
 }
 
 pub async fn models(State(manager): State<Shared>) -> Result<Response, Failure> {
-    let path = manager.home.catalog_path();
+    let path = manager.home.catalog.clone();
     let models = blocking(move || open(&path)?.models().map_err(internal)).await?;
     Ok(json_response(
         &serde_json::to_value(models).unwrap_or(Value::Null),
@@ -35,7 +35,7 @@ pub async fn model(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    let path = manager.home.catalog_path();
+    let path = manager.home.catalog.clone();
     let lookup = name.clone();
     let versions = blocking(move || open(&path)?.versions(&lookup).map_err(internal)).await?;
     if versions.is_empty() {
@@ -86,7 +86,7 @@ pub(crate) async fn find_version(
             format!("'{version}' is not a version number"),
         ));
     };
-    let path = manager.home.catalog_path();
+    let path = manager.home.catalog.clone();
     let lookup = name.to_string();
     let record = blocking(move || open(&path)?.version(&lookup, number).map_err(internal)).await?;
     record.ok_or_else(|| {
@@ -107,7 +107,7 @@ pub async fn logs(
 ) -> Result<Response, Failure> {
     let record = find_version(&manager, &name, &version).await?;
     let resume_from = last_event_id(&headers, query.0.as_deref());
-    let path = manager.home.catalog_path();
+    let path = manager.home.catalog.clone();
     let catalog = blocking(move || open(&path)).await?;
     let follow = Follow {
         catalog: Some(catalog),
@@ -232,7 +232,7 @@ pub(crate) fn host_of(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn open(path: &std::path::Path) -> Result<Box<dyn Catalog>, Failure> {
+fn open(path: &crate::catalog::Location) -> Result<Box<dyn Catalog>, Failure> {
     crate::catalog::open(path).map_err(internal)
 }
 

@@ -17,7 +17,7 @@ th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto;max-heigh
 .Finished{color:#176f2c}.Failed{color:#b00020}.Running,.Pending{color:#8a5a00}code{font-size:.95em}";
 
 pub async fn models(State(manager): State<Shared>) -> Response {
-    let path = manager.home.catalog_path();
+    let path = manager.home.catalog.clone();
     let models = blocking(move || {
         crate::catalog::open(&path)
             .and_then(|c| c.models())
@@ -51,7 +51,7 @@ pub async fn models(State(manager): State<Shared>) -> Response {
 }
 
 pub async fn model(State(manager): State<Shared>, Path(name): Path<String>) -> Response {
-    let path = manager.home.catalog_path();
+    let path = manager.home.catalog.clone();
     let lookup = name.clone();
     let versions = blocking(move || {
         crate::catalog::open(&path)

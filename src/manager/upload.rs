@@ -246,7 +246,7 @@ async fn accept(
             .map_err(|e| json_error(StatusCode::BAD_REQUEST, in_folder(&e.to_string(), &folder)))
     })
     .await?;
-    let catalog_path = manager.home.catalog_path();
+    let catalog_path = manager.home.catalog.clone();
     let for_version = spec.clone();
     let version = blocking(move || {
         let mut catalog = crate::catalog::open(&catalog_path)

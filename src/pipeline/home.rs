@@ -1,5 +1,6 @@
 //! The home: the folder that holds one installation's catalogue and local store.
 
+use crate::catalog::{Catalog, CatalogError, Location};
 use crate::store::{Store, StoreError};
 use std::path::PathBuf;
 
@@ -17,17 +18,30 @@ pub fn default_home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".mlambda"))
 }
 
+#[derive(Debug, Clone)]
 pub struct Home {
     pub dir: PathBuf,
+    /// Where versions are recorded: the SQLite file in the home unless `--catalog` says.
+    pub catalog: Location,
 }
 
 impl Home {
     pub fn new(dir: PathBuf) -> Home {
-        Home { dir }
+        let catalog = Location::Sqlite(dir.join("catalog.db"));
+        Home { dir, catalog }
     }
-    pub fn catalog_path(&self) -> PathBuf {
-        self.dir.join("catalog.db")
+
+    /// The home with its catalogue elsewhere (`--catalog` / `MLAMBDA_CATALOG`).
+    pub fn with_catalog(mut self, url: &str) -> Result<Home, CatalogError> {
+        self.catalog = Location::parse(url, &self.dir.join("catalog.db"))?;
+        Ok(self)
     }
+
+    /// Opens the catalogue (see [`crate::catalog::open`]).
+    pub fn open_catalog(&self) -> Result<Box<dyn Catalog>, CatalogError> {
+        crate::catalog::open(&self.catalog)
+    }
+
     pub fn store(&self) -> Result<Store, StoreError> {
         Store::open(&self.dir.join("registry"))
     }
