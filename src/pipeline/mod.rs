@@ -349,8 +349,13 @@ pub fn build_version(
         }
         Ok::<_, PipelineError>(uploaded)
     })();
-    if let Err(error) = &result {
-        let _ = catalog.fail(&spec.name, version, &error.to_string());
+    match &result {
+        // Another process closed it (its lease ran out): that record stays as it is.
+        Err(PipelineError::Catalog(CatalogError::Closed { .. })) => {}
+        Err(error) => {
+            let _ = catalog.fail(&spec.name, version, &error.to_string());
+        }
+        Ok(_) => {}
     }
     result
 }

@@ -13,6 +13,7 @@ use crate::remote::{
 use crate::store::{Layout, Store};
 
 /// A registry to push to, and how.
+#[derive(Debug, Clone)]
 pub struct Remote {
     pub target: Target,
     pub options: ConnectOptions,
@@ -33,20 +34,31 @@ pub fn upload_to_registry(
         store,
         request,
         log,
-        &mut |catalog, version, uploaded| {
-            let layout = store.repository(&name)?;
-            push_layout(
-                catalog,
-                &layout,
-                &name,
-                version,
-                &uploaded.built.manifest.digest,
-                remote,
-                watcher,
-            )
-            .map(Some)
-        },
+        &mut push_after_build(store, &name, remote, watcher),
     )
+}
+
+/// The step after a version's build that pushes it to `remote` (`upload --registry`, and the
+/// manager with `--registry`).
+pub fn push_after_build<'a>(
+    store: &'a Store,
+    name: &'a str,
+    remote: &'a Remote,
+    watcher: &'a Watcher,
+) -> impl FnMut(&dyn Catalog, u32, &Uploaded) -> Result<Option<Pushed>, PipelineError> + 'a {
+    move |catalog, version, uploaded| {
+        let layout = store.repository(name)?;
+        push_layout(
+            catalog,
+            &layout,
+            name,
+            version,
+            &uploaded.built.manifest.digest,
+            remote,
+            watcher,
+        )
+        .map(Some)
+    }
 }
 
 /// `mlambda push NAME:VERSION`: a version built earlier (here, or on an air-gapped host whose
@@ -122,6 +134,7 @@ fn push_layout(
         repository: &repository,
         tag: &version.to_string(),
         known_locations: &known,
+        keep_tag: true,
     };
     let pushed = push_image(&registry, &request, remote.options.parallel, watcher)?;
     let digests: Vec<String> = pushed.blobs.iter().map(|(d, _)| d.clone()).collect();

@@ -26,6 +26,17 @@ pub enum RemoteError {
     },
     #[error("{0}")]
     Transport(String),
+    /// The tag names another image: pushing would move it, and a version tag never moves.
+    #[error(
+        "{reference} already holds {existing}, and this version is {ours}: a version is never overwritten, so the registry was left as it was. \
+         Another build host has probably numbered its own build of this model the same way: let the hosts share one catalogue (--catalog postgres://… or MLAMBDA_CATALOG), \
+         or push under another model name or --prefix"
+    )]
+    TagTaken {
+        reference: String,
+        existing: String,
+        ours: String,
+    },
     #[error("{0}")]
     Protocol(String),
     #[error(transparent)]

@@ -128,6 +128,26 @@ pub struct RemotePush<'a> {
     pub known_locations: &'a HashMap<String, Vec<String>>,
     pub progress: &'a Watcher,
     pub parallel: usize,
+    /// Never move an existing tag to another manifest.
+    pub keep_tag: bool,
+}
+
+impl RemotePush<'_> {
+    /// Fails with [`RemoteError::TagTaken`] when `tag` already names a manifest other than
+    /// `ours`; a tag that names `ours` (a push done again) or none at all is fine.
+    pub fn ensure_tag_free(&self, tag: &str, ours: &str) -> Result<(), super::RemoteError> {
+        let existing = self
+            .registry
+            .tag_digest(self.repository, tag, self.progress.as_ref())?;
+        match existing {
+            Some(existing) if existing != ours => Err(super::RemoteError::TagTaken {
+                reference: self.registry.target.reference(self.repository, tag),
+                existing,
+                ours: ours.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Sink for RemotePush<'_> {
@@ -156,6 +176,11 @@ impl Sink for RemotePush<'_> {
 
     fn put_manifest(&self, manifest: &Fetched, tag: Option<&str>) -> Result<String, ImageError> {
         let reference = tag.unwrap_or(&manifest.descriptor.digest);
+        if let (true, Some(tag)) = (self.keep_tag, tag) {
+            // Again, as late as can be: another host may have pushed while the blobs went.
+            self.ensure_tag_free(tag, &manifest.descriptor.digest)
+                .map_err(ImageError::place)?;
+        }
         upload::put_manifest(
             self.registry,
             self.repository,

@@ -68,6 +68,9 @@ pub struct PushRequest<'a> {
     pub tag: &'a str,
     /// For each blob, repositories of the same registry that already hold it (mount sources).
     pub known_locations: &'a HashMap<String, Vec<String>>,
+    /// The tag names a version: refuse to move it to another image (checked before the blobs
+    /// are sent and again right before the manifest).
+    pub keep_tag: bool,
 }
 
 /// What a push did.
@@ -97,7 +100,11 @@ pub fn push_image(
         known_locations: request.known_locations,
         progress,
         parallel,
+        keep_tag: request.keep_tag,
     };
+    if request.keep_tag {
+        sink.ensure_tag_free(request.tag, &request.manifest.descriptor.digest)?;
+    }
     let copied = crate::image::copy(request.source, request.manifest, &sink, Some(request.tag))?;
     Ok(Pushed {
         reference: registry.target.reference(request.repository, request.tag),

@@ -27,6 +27,21 @@ pub struct FetchedManifest {
 }
 
 impl Registry {
+    /// The digest of the manifest `tag` names in `repository`, or `None` when there is no
+    /// such tag (nor repository).
+    pub fn tag_digest(
+        &self,
+        repository: &str,
+        tag: &str,
+        progress: &dyn Progress,
+    ) -> Result<Option<String>, RemoteError> {
+        match self.get_manifest(repository, tag, progress) {
+            Ok(found) => Ok(Some(found.digest)),
+            Err(RemoteError::Status { status: 404, .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// `GET /v2/<repository>/manifests/<reference>`; a digest reference must match the bytes,
     /// and so must the registry's `Docker-Content-Digest`.
     pub fn get_manifest(

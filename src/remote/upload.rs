@@ -440,11 +440,21 @@ pub(super) fn put_manifest(
         })?;
         let status = response.status();
         if status != StatusCode::CREATED && status != StatusCode::OK {
+            let detail = error_detail(response);
+            // CNCF distribution on a filesystem rewrites a blob's link in place when a second
+            // client finishes the same blob: a manifest checked meanwhile reads the link empty
+            // and is refused though every blob is there. The next try finds the link whole.
+            if status == StatusCode::BAD_REQUEST && detail.contains("MANIFEST_BLOB_UNKNOWN") {
+                return Err(Fault::Transient {
+                    message: format!("PUT {what}: HTTP 400{detail}"),
+                    retry_after: None,
+                });
+            }
             return Err(Fault::Fatal(RemoteError::Status {
                 what: format!("PUT {what}"),
                 registry: registry.target.authority.clone(),
                 status: status.as_u16(),
-                detail: error_detail(response),
+                detail,
             }));
         }
         let confirmed = response
