@@ -4,7 +4,9 @@
 
 use crate::base::BaseChoice;
 use crate::model::spec::ModelSpec;
+use crate::pipeline::push::{Remote, push_after_build};
 use crate::pipeline::{self, BuildRequest, BuildSettings, Home};
+use crate::remote::{Quiet, Watcher};
 use crate::store::Store;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,6 +21,9 @@ pub struct Builds {
     capacity: usize,
     /// Where uploaded folders wait for their build.
     pub uploads: PathBuf,
+    /// With `serve --registry`: where each version is pushed once built (the local store is
+    /// then a cache of what was built here).
+    remote: Option<Arc<Remote>>,
 }
 
 /// An accepted upload, its version taken, waiting for a builder.
@@ -32,13 +37,14 @@ pub struct Job {
 }
 
 impl Builds {
-    pub fn new(builders: usize, queue: usize, uploads: PathBuf) -> Builds {
+    pub fn new(builders: usize, queue: usize, uploads: PathBuf, remote: Option<Remote>) -> Builds {
         Builds {
             unfinished: Arc::default(),
             slots: Arc::new(Semaphore::new(queue)),
             builders: Arc::new(Semaphore::new(builders)),
             capacity: queue,
             uploads,
+            remote: remote.map(Arc::new),
         }
     }
 
@@ -54,9 +60,10 @@ impl Builds {
     /// Starts the job when a builder is free; its outcome is in the catalogue.
     pub fn submit(&self, home: &Home, store: &Store, job: Job) {
         let builders = self.builders.clone();
-        let catalog_path = home.catalog_path();
+        let catalog_path = home.catalog.clone();
         let settings = BuildSettings::new(home);
         let store = store.clone();
+        let remote = self.remote.clone();
         let key = (job.spec.name.clone(), job.version);
         lock(&self.unfinished).insert(key.clone());
         let unfinished = self.unfinished.clone();
@@ -65,9 +72,10 @@ impl Builds {
                 return;
             };
             let name = format!("{}:{}", job.spec.name, job.version);
-            let outcome =
-                tokio::task::spawn_blocking(move || run(&catalog_path, &store, &settings, job))
-                    .await;
+            let outcome = tokio::task::spawn_blocking(move || {
+                run(&catalog_path, &store, &settings, remote.as_deref(), job)
+            })
+            .await;
             lock(&unfinished).remove(&key);
             match outcome {
                 Ok(Ok(())) => tracing::info!("build {name} Finished"),
@@ -78,7 +86,7 @@ impl Builds {
     }
 
     /// The server stops: builds still waiting or running will not finish in this process.
-    pub fn abandon(&self, catalog_path: &std::path::Path) {
+    pub fn abandon(&self, catalog_path: &crate::catalog::Location) {
         let unfinished = std::mem::take(&mut *lock(&self.unfinished));
         if unfinished.is_empty() {
             return;
@@ -102,9 +110,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn run(
-    catalog_path: &std::path::Path,
+    catalog_path: &crate::catalog::Location,
     store: &Store,
     settings: &BuildSettings,
+    remote: Option<&Remote>,
     job: Job,
 ) -> Result<(), String> {
     let Job {
@@ -121,14 +130,25 @@ fn run(
             base: base.as_ref(),
             settings,
         };
-        let built = pipeline::build_version(
-            catalog.as_ref(),
-            store,
-            &request,
-            version,
-            &mut |_| {},
-            &mut |_, _, _| Ok(None),
-        );
+        let watcher: Watcher = Arc::new(Quiet);
+        let built = match remote {
+            Some(remote) => pipeline::build_version(
+                catalog.as_ref(),
+                store,
+                &request,
+                version,
+                &mut |_| {},
+                &mut push_after_build(store, &spec.name, remote, &watcher),
+            ),
+            None => pipeline::build_version(
+                catalog.as_ref(),
+                store,
+                &request,
+                version,
+                &mut |_| {},
+                &mut |_, _, _| Ok(None),
+            ),
+        };
         built.map(|_| ()).map_err(|e| e.to_string())
     })();
     if let Err(error) = std::fs::remove_dir_all(&workdir) {

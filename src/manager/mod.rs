@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// How the manager is started.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
-    pub home: PathBuf,
+    pub home: Home,
     pub addr: SocketAddr,
     pub htpasswd: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -38,6 +38,8 @@ pub struct ManagerConfig {
     pub builders: usize,
     /// Builds accepted and not finished (waiting or running) before uploads are refused.
     pub queue: usize,
+    /// Where versions are pushed once built; without it they stay in the home's store.
+    pub remote: Option<crate::pipeline::push::Remote>,
 }
 
 /// What every handler of the manager shares.
@@ -59,19 +61,26 @@ pub async fn serve(
     config: ManagerConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let home = Home::new(config.home.clone());
+    let home = config.home.clone();
     let store = home.store()?;
     // Opening the catalogue marks the builds of a server that died `Failed`.
-    let catalog = crate::catalog::open(&home.catalog_path())
+    let opening = home.clone();
+    tokio::task::spawn_blocking(move || opening.open_catalog().map(drop))
+        .await
+        .map_err(|e| ServeError::Config(e.to_string()))?
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    drop(catalog);
     let uploads = upload::clean_upload_area(&home)?;
     let auth = http::load_htpasswd(config.htpasswd.as_deref())?;
     let manager = Arc::new(Manager {
         home,
         store: store.clone(),
         auth: auth.clone(),
-        builds: builds::Builds::new(config.builders.max(1), config.queue.max(1), uploads),
+        builds: builds::Builds::new(
+            config.builders.max(1),
+            config.queue.max(1),
+            uploads,
+            config.remote.clone(),
+        ),
         limits: unpack::Limits {
             unpacked_bytes: config.max_unpacked,
             entries: 1_000_000,
@@ -90,7 +99,9 @@ pub async fn serve(
         stopping.cancel();
     };
     let served = listener.run_until(app, stop).await;
-    manager.builds.abandon(&manager.home.catalog_path());
+    let stopped = manager.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || stopped.builds.abandon(&stopped.home.catalog)).await;
     Ok(served?)
 }
 

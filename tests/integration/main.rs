@@ -24,5 +24,6 @@ mod registry_server;
 mod robustness;
 mod runtimes;
 mod serving_yaml;
+mod shared_catalog;
 mod upload;
 mod wheels;

@@ -5,6 +5,7 @@
 pub mod http;
 pub mod manager;
 pub mod mutate;
+pub mod postgres;
 pub mod proxy;
 pub mod registry;
 pub mod rootfs;
