@@ -5,6 +5,7 @@ use crate::common;
 
 use common::*;
 use std::path::Path;
+use std::process::Command;
 
 const GOOD: &str = "kind: Model
 name: example_tokenizer_model
@@ -28,6 +29,18 @@ contract:
 /// Uploads a copy of the tokenizer whose serving.yaml is `GOOD` with `from` replaced by `to`;
 /// returns stderr.
 fn upload_with(from: &str, to: &str, prepare: impl FnOnce(&Path)) -> String {
+    upload_failing(from, to, &[], prepare, |upload| upload)
+}
+
+/// [`upload_with`] with `args` after the folder, and the command passed through `wrap` (to
+/// run it with fewer privileges).
+fn upload_failing(
+    from: &str,
+    to: &str,
+    args: &[&str],
+    prepare: impl FnOnce(&Path),
+    wrap: impl FnOnce(Command) -> Command,
+) -> String {
     assert!(GOOD.contains(from), "{from}");
     let home = tempfile::tempdir().unwrap();
     let folder = tempfile::tempdir().unwrap();
@@ -38,12 +51,12 @@ fn upload_with(from: &str, to: &str, prepare: impl FnOnce(&Path)) -> String {
     )
     .unwrap();
     prepare(folder.path());
-    let stderr = run_fail(mlambda(home.path()).arg("upload").arg(folder.path()));
-    assert!(
-        !home
-            .path()
-            .join("registry/example_tokenizer_model")
-            .exists(),
+    let mut upload = mlambda(home.path());
+    upload.arg("upload").arg(folder.path()).args(args);
+    let stderr = run_fail(&mut wrap(upload));
+    assert_eq!(
+        repositories(&home.path().join("registry")),
+        Vec::<String>::new(),
         "nothing may reach the store"
     );
     let models = run_ok(mlambda(home.path()).args(["models", "--json"]));
@@ -53,6 +66,17 @@ fn upload_with(from: &str, to: &str, prepare: impl FnOnce(&Path)) -> String {
         "nothing may be recorded"
     );
     stderr
+}
+
+/// The repositories of a store: its folders but its own (`_blobs`, `_tmp`, …).
+fn repositories(store: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(store) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('_'))
+        .collect()
 }
 
 fn assert_names(stderr: &str, location: &str, key: &str, what: &str) {
@@ -160,6 +184,32 @@ fn payload_escaping_the_folder() {
     assert!(
         stderr.contains("src/passwd") && stderr.contains("outside the model folder"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn payload_through_a_symlinked_folder_outside() {
+    // `d -> /etc`: the entry's last component is a file, the folder it goes through is not
+    // the model's.
+    let stderr = upload_with("  - src/\n", "  - src/\n  - d/passwd\n", |folder| {
+        std::os::unix::fs::symlink("/etc", folder.join("d")).unwrap();
+    });
+    assert_names(
+        &stderr,
+        ":6:5",
+        "payload entry 'd/passwd'",
+        "symlink to '/etc'",
+    );
+    assert!(stderr.contains("outside the model folder"), "{stderr}");
+    // A folder listed whole through a symlinked folder: the same.
+    let stderr = upload_with("  - src/\n", "  - src/\n  - d/ssl/\n", |folder| {
+        std::os::unix::fs::symlink("/etc", folder.join("d")).unwrap();
+    });
+    assert_names(
+        &stderr,
+        ":6:5",
+        "payload entry 'd/ssl/'",
+        "outside the model folder",
     );
 }
 
