@@ -203,6 +203,14 @@ fn add_tree(
     } else if file_type.is_dir() {
         EntryKind::Dir
     } else if file_type.is_file() {
+        // Opened once now: a file the build could not read fails the command before a
+        // version is taken, instead of failing the version.
+        fs::File::open(path).map_err(|e| PayloadError::File {
+            path: path.to_path_buf(),
+            problem: format!(
+                "cannot be read ({e}); make it readable, or leave it out of the payload"
+            ),
+        })?;
         EntryKind::File {
             size: meta.len(),
             executable: meta.permissions().mode() & 0o111 != 0,
