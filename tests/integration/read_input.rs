@@ -1,5 +1,5 @@
 //! What an upload reads from outside the model's own description: a weights file that changes
-//! while it is read.
+//! while it is read, and a home given as a relative path.
 
 use crate::common;
 
@@ -7,7 +7,7 @@ use common::*;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NAME: &str = "torn_weights_model";
@@ -102,4 +102,46 @@ fn weights_rewritten_during_the_read_fail_the_version() {
         shown["error"].as_str().unwrap_or_default().contains(said),
         "{shown}"
     );
+}
+
+/// `--home hb` (and `file:DIR`) from the folder the command runs in: the catalogue records
+/// absolute paths, which mean the same from anywhere.
+#[test]
+fn a_relative_home_is_recorded_absolute() {
+    let work = tempfile::tempdir().unwrap();
+    let run_in = |args: &[&str]| {
+        let mut command = Command::new(mlambda_bin());
+        command
+            .current_dir(work.path())
+            .env_remove("MLAMBDA_HOME")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(["--home", "hb"])
+            .args(args);
+        json_of(&run_ok(&mut command))
+    };
+    let example = example_dir();
+    let example = example.to_str().unwrap();
+    let local = run_in(&["upload", "--json", "--base", "scratch", example]);
+    let to_store = run_in(&[
+        "upload",
+        "--json",
+        "--base",
+        "scratch",
+        "--registry",
+        "file:store",
+        example,
+    ]);
+    let home = work.path().join("hb");
+    let store = work.path().join("store");
+    for (uploaded, root) in [(&local, home.join("registry")), (&to_store, store)] {
+        let image = uploaded["image"].as_str().unwrap();
+        let expected = format!("oci:{}/example_tokenizer_model:", root.display());
+        assert!(
+            image.starts_with(&expected),
+            "{image} is not under {expected}"
+        );
+        let reference = format!("example_tokenizer_model:{}", uploaded["version"]);
+        let shown = run_in(&["show", &reference, "--json"]);
+        assert_eq!(shown["image"], uploaded["image"], "{shown}");
+    }
 }
