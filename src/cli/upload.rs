@@ -58,7 +58,8 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
     let (store, remote) = match args.registry.as_deref() {
         None => (home.store()?, None),
         Some(url) => match Location::parse(url) {
-            Ok(Location::Store(dir)) => (Store::open(&dir)?, None),
+            // Absolute, as the home: the image's path is recorded in the catalogue.
+            Ok(Location::Store(dir)) => (Store::open(&std::path::absolute(&dir)?)?, None),
             Err(problem) => anyhow::bail!("--registry {problem}"),
             // The push target's own grammar says what is wrong with anything else.
             Ok(_) => (home.store()?, Some(args.remote.remote(url)?)),

@@ -1,8 +1,20 @@
 //! Model names: they become OCI repository path components, so they follow that grammar.
 
-/// Checks `[a-z0-9]+([._-][a-z0-9]+)*`. The error says what is wrong and suggests the
-/// normalised form.
+/// The longest model name, in characters. A name is a folder of the store and part of every
+/// reference to its images (`host:port/prefix/name:version`), which Docker's clients cap at
+/// 255 characters: this leaves room for the registry's part.
+pub const MAX_MODEL_NAME: usize = 128;
+
+/// Checks `[a-z0-9]+([._-][a-z0-9]+)*`, at most [`MAX_MODEL_NAME`] characters. The error says
+/// what is wrong and suggests the normalised form.
 pub fn validate_model_name(name: &str) -> Result<(), String> {
+    let length = name.chars().count();
+    if length > MAX_MODEL_NAME {
+        let start: String = name.chars().take(40).collect();
+        return Err(format!(
+            "'{start}…' is not a valid model name (it has {length} characters): use at most {MAX_MODEL_NAME}"
+        ));
+    }
     if is_valid(name) {
         return Ok(());
     }
@@ -27,7 +39,7 @@ pub fn validate_model_name(name: &str) -> Result<(), String> {
 
 /// Turns any text (typically a folder name) into a valid model name: lowercase, every other
 /// character replaced by '-', runs of separators collapsed to their first, and none at either
-/// end. Text with no letters or digits at all becomes "model".
+/// end, cut to [`MAX_MODEL_NAME`]. Text with no letters or digits at all becomes "model".
 pub fn normalize_model_name(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_separator: Option<char> = None;
@@ -43,6 +55,11 @@ pub fn normalize_model_name(text: &str) -> String {
         } else if pending_separator.is_none() {
             pending_separator = Some(if is_separator(c) { c } else { '-' });
         }
+    }
+    // Only ASCII is pushed, so a byte length is a character count.
+    out.truncate(MAX_MODEL_NAME);
+    while out.ends_with(is_separator) {
+        out.pop();
     }
     if out.is_empty() {
         out.push_str("model");
@@ -98,6 +115,22 @@ mod tests {
                 .unwrap_err()
                 .contains("e.g. 'my-model'")
         );
+    }
+
+    #[test]
+    fn names_fit_a_reference() {
+        assert_eq!(validate_model_name(&"a".repeat(MAX_MODEL_NAME)), Ok(()));
+        for length in [MAX_MODEL_NAME + 1, 251, 255, 300] {
+            let err = validate_model_name(&"a".repeat(length)).unwrap_err();
+            assert!(
+                err.contains(&format!("it has {length} characters")) && err.contains("at most 128"),
+                "{err}"
+            );
+        }
+        let long_folder = format!("{}-x", "b".repeat(MAX_MODEL_NAME - 1));
+        let normalized = normalize_model_name(&long_folder);
+        assert_eq!(normalized, "b".repeat(MAX_MODEL_NAME - 1));
+        assert_eq!(validate_model_name(&normalized), Ok(()));
     }
 
     #[test]

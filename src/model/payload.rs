@@ -101,6 +101,7 @@ pub fn resolve_payload(
                     entry: entry.path.clone(),
                     problem: format!("does not exist in {}", dir.display()),
                 })?;
+                check_folders_inside(&root, &path, entry)?;
                 if entry.path.ends_with('/') && !meta.is_dir() && !meta.file_type().is_symlink() {
                     warnings.push(format!(
                         "{}payload entry '{}' ends with '/' but is a file; it is included as a file",
@@ -151,6 +152,41 @@ fn check_entry_path(entry: &RequestedEntry) -> Result<PathBuf, PayloadError> {
     Ok(clean)
 }
 
+/// The real place of `path`, every symlink resolved, when it is outside `root`: the one rule
+/// for what may reach the image through a symlink. A path that does not resolve (a dangling
+/// link) has no real place, and is not outside.
+fn real_place_outside(root: &Path, path: &Path) -> Option<PathBuf> {
+    fs::canonicalize(path)
+        .ok()
+        .filter(|real| !real.starts_with(root))
+}
+
+/// Refuses an entry that goes through a symlinked folder leading out of `root` (`d/shadow`
+/// with `d -> /etc`): the entry's own name is checked where it is added, its folders here.
+fn check_folders_inside(
+    root: &Path,
+    path: &Path,
+    entry: &RequestedEntry,
+) -> Result<(), PayloadError> {
+    let mut folder = root.to_path_buf();
+    for part in path.parent().into_iter().flat_map(Path::components) {
+        folder.push(part);
+        if let Some(real) = real_place_outside(root, &folder) {
+            let through = folder.strip_prefix(root).unwrap_or(&folder);
+            return Err(PayloadError::Entry {
+                location: entry.location.clone(),
+                entry: entry.path.clone(),
+                problem: format!(
+                    "goes through '{}', a symlink to '{}', which is outside the model folder; copy the files into the folder instead",
+                    through.display(),
+                    real.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Adds `path` (a file, a symlink, or a folder and everything below it) to `found`.
 fn add_tree(
     root: &Path,
@@ -167,6 +203,14 @@ fn add_tree(
     } else if file_type.is_dir() {
         EntryKind::Dir
     } else if file_type.is_file() {
+        // Opened once now: a file the build could not read fails the command before a
+        // version is taken, instead of failing the version.
+        fs::File::open(path).map_err(|e| PayloadError::File {
+            path: path.to_path_buf(),
+            problem: format!(
+                "cannot be read ({e}); make it readable, or leave it out of the payload"
+            ),
+        })?;
         EntryKind::File {
             size: meta.len(),
             executable: meta.permissions().mode() & 0o111 != 0,
@@ -231,9 +275,7 @@ fn inside_link_target(root: &Path, link: &Path) -> Result<String, PayloadError> 
             _ => return Err(outside()),
         }
     }
-    if let Ok(real) = fs::canonicalize(link)
-        && !real.starts_with(root)
-    {
+    if real_place_outside(root, link).is_some() {
         return Err(outside());
     }
     target
@@ -385,5 +427,31 @@ mod tests {
         fs::remove_file(dir.path().join("src/out")).unwrap();
         std::os::unix::fs::symlink("../../..", dir.path().join("src/up")).unwrap();
         assert!(resolve_payload(dir.path(), None).is_err());
+    }
+
+    #[test]
+    fn entries_through_a_symlinked_folder_outside_are_refused() {
+        let dir = folder();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir_all(outside.path().join("sub")).unwrap();
+        fs::write(outside.path().join("secret"), "s").unwrap();
+        fs::write(outside.path().join("sub/secret"), "s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("../d", dir.path().join("src/again")).unwrap();
+        for bad in ["d/secret", "d/sub", "d/sub/secret", "src/again/secret"] {
+            let err = resolve_payload(dir.path(), Some(&[entry(bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("serving.yaml:3:5: payload entry '{bad}'"))
+                    && err.contains("a symlink to")
+                    && err.contains("outside the model folder"),
+                "{bad}: {err}"
+            );
+        }
+        // A symlinked folder that stays inside brings only the folder's own files.
+        std::os::unix::fs::symlink("src/pkg", dir.path().join("pkg")).unwrap();
+        let payload = resolve_payload(dir.path(), Some(&[entry("pkg/a.py")])).unwrap();
+        assert_eq!(names(&payload), ["pkg", "pkg/a.py"]);
     }
 }

@@ -82,6 +82,29 @@ pub struct CacheKey {
     pub format: u32,
 }
 
+/// What `stat` says about a file that moves whenever its bytes do (ctime too: an in-place
+/// edit that restores the mtime still moves it), or whenever another file takes its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileState {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub dev: u64,
+}
+
+impl FileState {
+    pub fn of(meta: &std::fs::Metadata) -> FileState {
+        FileState {
+            size: meta.size(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            ctime_ns: meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec(),
+            inode: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
 /// A big file's layer as it was built last time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedLayer {
@@ -110,13 +133,14 @@ fn cache_key(entry: &PayloadEntry, options: &LayerOptions) -> Option<CacheKey> {
     if !meta.is_file() || meta.size() != size {
         return None;
     }
+    let state = FileState::of(&meta);
     Some(CacheKey {
         source: source.to_string_lossy().into_owned(),
-        size: meta.size(),
-        mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
-        ctime_ns: meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec(),
-        inode: meta.ino(),
-        dev: meta.dev(),
+        size: state.size,
+        mtime_ns: state.mtime_ns,
+        ctime_ns: state.ctime_ns,
+        inode: state.inode,
+        dev: state.dev,
         rel: entry.rel.clone(),
         executable,
         build_mtime: options.mtime,
@@ -449,10 +473,7 @@ impl LayerTar {
         options: &LayerOptions,
     ) -> Result<(), LayerError> {
         let path = format!("{FILES_DIR}/{}", entry.rel);
-        let failed = |problem: String| LayerError::Source {
-            path: entry.source.display().to_string(),
-            problem,
-        };
+        let failed = source_error(entry);
         match &entry.kind {
             EntryKind::Dir => self
                 .append_dir(&path, options)
@@ -466,25 +487,65 @@ impl LayerTar {
             EntryKind::File { size, executable } => {
                 let file =
                     File::open(&entry.source).map_err(|e| failed(format!("cannot open: {e}")))?;
+                let before = file
+                    .metadata()
+                    .map_err(|e| failed(format!("cannot stat: {e}")))?;
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut header = header(tar::EntryType::Regular, mode, *size, options);
-                // tar writes the header (long names included) for `size` bytes; the bytes
-                // follow in large pieces, then the padding to a whole block.
-                self.builder
-                    .append_data(&mut header, &path, io::empty())
-                    .map_err(|e| failed(e.to_string()))?;
-                let copied = self
-                    .copy_data(file.take(*size))
-                    .map_err(|e| failed(e.to_string()))?;
-                if copied != *size {
-                    // The tar header already promised `size` bytes: the layer cannot be used.
-                    return Err(failed(format!(
-                        "changed while it was being read ({size} bytes expected, {copied} read); run the command again"
-                    )));
-                }
-                self.pad(copied).map_err(|e| failed(e.to_string()))
+                self.append_file(&mut header, &path, entry, FileState::of(&before), file)
             }
         }
+    }
+
+    /// Appends `entry`'s file under `header` (which says the size it was listed with), its
+    /// bytes read from `data`, opened when `before` was taken. A file written to, resized or
+    /// replaced at any point of the read fails: the layer would hold bytes of neither version.
+    /// (A write within the clock tick of the one before the open moves no timestamp: no
+    /// `stat` can see it.)
+    fn append_file(
+        &mut self,
+        header: &mut tar::Header,
+        path: &str,
+        entry: &PayloadEntry,
+        before: FileState,
+        data: impl Read,
+    ) -> Result<(), LayerError> {
+        let failed = source_error(entry);
+        let size = header
+            .size()
+            .map_err(|e| failed(format!("a bad tar header: {e}")))?;
+        // tar writes the header (long names included) for `size` bytes; the bytes follow in
+        // large pieces, then the padding to a whole block.
+        self.builder
+            .append_data(header, path, io::empty())
+            .map_err(|e| failed(e.to_string()))?;
+        let copied = self
+            .copy_data(data.take(size))
+            .map_err(|e| failed(e.to_string()))?;
+        let after = std::fs::metadata(&entry.source).map(|m| FileState::of(&m));
+        let change = if copied != size {
+            Some(format!("{size} bytes expected, {copied} read"))
+        } else if before.size != size {
+            Some(format!(
+                "{size} bytes when listed, {} when read",
+                before.size
+            ))
+        } else {
+            match after {
+                Err(e) => Some(format!("it cannot be found any more: {e}")),
+                Ok(after) if (after.inode, after.dev) != (before.inode, before.dev) => {
+                    Some("another file took its name".into())
+                }
+                Ok(after) if after != before => Some("it was written to".into()),
+                Ok(_) => None,
+            }
+        };
+        if let Some(change) = change {
+            return Err(failed(format!(
+                "changed while it was being read ({change}); upload (or build) again once it is completely written"
+            )));
+        }
+        self.pad(copied).map_err(|e| failed(e.to_string()))
     }
 
     /// Copies `data` into the tar stream in [`COPY_BUFFER`] pieces; returns the bytes copied.
@@ -546,9 +607,149 @@ pub fn header(kind: tar::EntryType, mode: u32, size: u64, options: &LayerOptions
     header
 }
 
+/// An error about a payload entry's file, named by where it is read.
+fn source_error(entry: &PayloadEntry) -> impl Fn(String) -> LayerError + '_ {
+    move |problem| LayerError::Source {
+        path: entry.source.display().to_string(),
+        problem,
+    }
+}
+
 fn write_error(layer: &str) -> impl FnOnce(io::Error) -> LayerError + '_ {
     move |source| LayerError::Write {
         layer: layer.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// A file's reader that does `during` after its first piece: another process changing
+    /// the file at a fixed point of the build's read (the first MiB read, the rest not yet).
+    struct ChangedDuringRead<F: FnOnce()> {
+        file: File,
+        during: Option<F>,
+        pieces: u32,
+    }
+
+    impl<F: FnOnce()> Read for ChangedDuringRead<F> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.pieces += 1;
+            if self.pieces == 2
+                && let Some(during) = self.during.take()
+            {
+                during();
+            }
+            self.file.read(buf)
+        }
+    }
+
+    /// A 3 MiB file listed in the payload, its mtime long past: any write moves it, however
+    /// coarse the file system's clock.
+    fn listed_file(dir: &Path) -> PayloadEntry {
+        let source = dir.join("weights.bin");
+        let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&source, &bytes).unwrap();
+        File::options()
+            .write(true)
+            .open(&source)
+            .unwrap()
+            .set_modified(UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+        PayloadEntry {
+            rel: "weights.bin".into(),
+            source,
+            kind: EntryKind::File {
+                size: bytes.len() as u64,
+                executable: false,
+            },
+        }
+    }
+
+    /// Appends `entry` as a layer does, with `during` run once the read has begun.
+    fn append_changing(entry: &PayloadEntry, during: impl FnOnce()) -> Result<Layer, LayerError> {
+        let store = tempfile::tempdir().unwrap();
+        let layout = Layout::create(store.path()).unwrap();
+        let mut tar = LayerTar::start(&layout, Compression::None).unwrap();
+        let file = File::open(&entry.source).unwrap();
+        let before = FileState::of(&file.metadata().unwrap());
+        let EntryKind::File { size, .. } = entry.kind else {
+            panic!("a file entry")
+        };
+        let options = LayerOptions::default();
+        let mut header = header(tar::EntryType::Regular, 0o644, size, &options);
+        let data = ChangedDuringRead {
+            file,
+            during: Some(during),
+            pieces: 0,
+        };
+        tar.append_file(&mut header, "model/files/weights.bin", entry, before, data)?;
+        tar.finish(&layout, "test".into())
+    }
+
+    fn changed_message(result: Result<Layer, LayerError>) -> String {
+        let error = result.expect_err("the layer must fail").to_string();
+        assert!(
+            error.contains("weights.bin: changed while it was being read")
+                && error.contains("again once it is completely written"),
+            "{error}"
+        );
+        error
+    }
+
+    #[test]
+    fn an_unchanged_file_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = listed_file(dir.path());
+        let layer = append_changing(&entry, || {}).unwrap();
+        assert!(layer.descriptor.size > 3 << 20);
+    }
+
+    #[test]
+    fn a_file_written_in_place_during_the_read_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = listed_file(dir.path());
+        let write_at = |at: u64| {
+            let file = OpenOptions::new().write(true).open(&entry.source).unwrap();
+            file.write_all_at(b"torn", at).unwrap();
+        };
+        // `dd conv=notrunc` behind the read and ahead of it: same size, torn bytes.
+        let error = changed_message(append_changing(&entry, || {
+            write_at(0);
+            write_at(3 << 19);
+        }));
+        assert!(error.contains("it was written to"), "{error}");
+    }
+
+    #[test]
+    fn a_file_replaced_or_resized_during_the_read_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = listed_file(dir.path());
+        let other: PathBuf = dir.path().join("new.bin");
+        let error = changed_message(append_changing(&entry, || {
+            std::fs::copy(&entry.source, &other).unwrap();
+            std::fs::rename(&other, &entry.source).unwrap();
+        }));
+        assert!(error.contains("another file took its name"), "{error}");
+
+        let entry = listed_file(dir.path());
+        let error = changed_message(append_changing(&entry, || {
+            let file = OpenOptions::new().write(true).open(&entry.source).unwrap();
+            file.set_len(1 << 20).unwrap();
+        }));
+        assert!(error.contains("bytes expected, 1048576 read"), "{error}");
+
+        // Grown after it was listed: the header's size would cut it short.
+        let entry = listed_file(dir.path());
+        let file = OpenOptions::new().append(true).open(&entry.source).unwrap();
+        file.write_all_at(b"more", 3 << 20).unwrap();
+        let error = changed_message(append_changing(&entry, || {}));
+        assert!(error.contains("when listed"), "{error}");
     }
 }

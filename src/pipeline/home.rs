@@ -26,7 +26,11 @@ pub struct Home {
 }
 
 impl Home {
+    /// The home at `dir`, made absolute: paths under it are recorded in the catalogue, and a
+    /// relative one would mean something else from another working directory.
     pub fn new(dir: PathBuf) -> Home {
+        // Only an unreadable working directory fails; the path is then kept as given.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         let catalog = Location::Sqlite(dir.join("catalog.db"));
         Home { dir, catalog }
     }

@@ -20,6 +20,7 @@ mod manager_page;
 mod packages;
 mod podman;
 mod push;
+mod read_input;
 mod registry_server;
 mod robustness;
 mod runtimes;
