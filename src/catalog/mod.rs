@@ -9,6 +9,7 @@ mod liveness;
 mod location;
 pub mod migrate;
 mod postgres;
+mod postgres_tls;
 mod sqlite;
 
 pub use lease::lease_seconds;

@@ -6,7 +6,7 @@
 
 use super::{
     BuildResult, Catalog, CatalogError, Location, ModelSummary, NewVersion, SqliteCatalog, Status,
-    VersionRecord, lease, liveness, location::redact, now,
+    VersionRecord, lease, liveness, location::redact, now, postgres_tls,
 };
 use crate::model_image::layer::{CacheKey, CachedLayer, DigestCache};
 use postgres::error::SqlState;
@@ -207,13 +207,7 @@ impl PostgresCatalog {
 }
 
 fn connect(url: &str) -> Result<Client, CatalogError> {
-    let invalid = |e: postgres::Error| {
-        CatalogError::Invalid(format!(
-            "--catalog {}: {e}; write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
-            redact(url)
-        ))
-    };
-    let mut config: postgres::Config = url.parse().map_err(invalid)?;
+    let (mut config, tls) = postgres_tls::config(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -223,9 +217,13 @@ fn connect(url: &str) -> Result<Client, CatalogError> {
     let mut wait = Duration::from_millis(250);
     let mut tries = 0;
     loop {
-        match config.connect(NoTls) {
+        let connected = match &tls {
+            Some(tls) => config.connect(tls.clone()),
+            None => config.connect(NoTls),
+        };
+        match connected {
             Ok(client) => return Ok(client),
-            Err(source) if tries < 4 && source.as_db_error().is_none() => {
+            Err(source) if tries < 4 && is_refused(&source) => {
                 tries += 1;
                 std::thread::sleep(wait);
                 wait *= 2;
@@ -238,6 +236,22 @@ fn connect(url: &str) -> Result<Client, CatalogError> {
             }
         }
     }
+}
+
+/// A server not (yet, or no longer) listening, as opposed to one that answered "no".
+fn is_refused(error: &postgres::Error) -> bool {
+    use std::io::ErrorKind::*;
+    let mut cause = std::error::Error::source(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof
+            );
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// Applies the steps the database has not had, in one transaction that other hosts doing the

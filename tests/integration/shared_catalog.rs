@@ -398,3 +398,32 @@ fn catalog_migrate_copies_sqlite_into_postgres_and_back_and_never_overwrites() {
     assert!(refused.contains("never overwritten"), "{refused}");
     assert_eq!(versions(&mut on(host.path(), &shared)), local);
 }
+
+#[test]
+fn tls_to_postgres_follows_libpq_sslmode() {
+    let Some(postgres) = Postgres::start_tls_only() else {
+        return;
+    };
+    let url = postgres.url("postgres");
+    let ca = postgres.ca_cert();
+    let host = tempfile::tempdir().unwrap();
+    let models = |query: &str| {
+        let mut command = on(host.path(), &format!("{url}?{query}"));
+        command.args(["models", "--json"]);
+        command
+    };
+    // Checked against the server's CA: the certificate names 127.0.0.1.
+    run_ok(&mut models(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    )));
+    // Not checkable without the CA: refused, with the reason.
+    let refused = run_fail(&mut models("sslmode=verify-full"));
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+    // libpq's require: encrypted, identity unchecked; the default (prefer) takes TLS too.
+    run_ok(&mut models("sslmode=require"));
+    run_ok(&mut on(host.path(), &url).args(["models", "--json"]));
+    // The server takes nothing but TLS, so the three above were encrypted.
+    let plain = run_fail(&mut models("sslmode=disable"));
+    assert!(plain.contains("no pg_hba.conf entry"), "{plain}");
+}

@@ -11,11 +11,27 @@ pub struct Postgres {
     bin: PathBuf,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// Server settings (`-c name=value`) of every start.
+    settings: Vec<String>,
 }
 
 impl Postgres {
     /// `None` when PostgreSQL is not installed (skipped loudly; fails when CI is set).
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(false)
+    }
+
+    /// A server that takes TLS connections only (`hostssl`), with a self-signed certificate
+    /// for 127.0.0.1 whose PEM is [`Postgres::ca_cert`].
+    pub fn start_tls_only() -> Option<Postgres> {
+        Postgres::start_with(true)
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    fn start_with(tls: bool) -> Option<Postgres> {
         let Some(bin) = server_bin() else {
             if std::env::var_os("CI").is_some() {
                 panic!("PostgreSQL is not installed, and CI is set: .ci/run must install it");
@@ -39,7 +55,29 @@ impl Postgres {
                 .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
                 .arg(&data),
         );
-        let mut server = Postgres { bin, dir, port: 0 };
+        let mut settings = vec!["fsync=off".to_string()];
+        if tls {
+            let (cert, key) = super::self_signed_cert(dir.path())?;
+            for (from, to) in [(&cert, "server.crt"), (&key, "server.key")] {
+                std::fs::copy(from, data.join(to)).unwrap();
+                set_mode(&data.join(to), 0o600);
+            }
+            if is_root() {
+                run_ok(Command::new("chown").args(["-R", "postgres:"]).arg(&data));
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            settings.push("ssl=on".into());
+        }
+        let mut server = Postgres {
+            bin,
+            dir,
+            port: 0,
+            settings,
+        };
         for _ in 0..5 {
             server.port = free_port();
             if server.pg_ctl("start").status.success() {
@@ -52,7 +90,7 @@ impl Postgres {
     /// `postgres://postgres@127.0.0.1:PORT/DATABASE`, the database created when missing.
     pub fn url(&self, database: &str) -> String {
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-        if database != "postgres" {
+        if database != "postgres" && !self.settings.iter().any(|s| s == "ssl=on") {
             let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             let exists = client
                 .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
@@ -92,9 +130,14 @@ impl Postgres {
             .arg(self.dir.path().join("log"));
         match action {
             "start" => command.arg("-o").arg(format!(
-                "-k {} -p {} -h 127.0.0.1 -c fsync=off",
+                "-k {} -p {} -h 127.0.0.1 {}",
                 self.dir.path().display(),
-                self.port
+                self.port,
+                self.settings
+                    .iter()
+                    .map(|s| format!("-c {s}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )),
             _ => command.args(["-m", "immediate"]),
         };
