@@ -422,7 +422,7 @@ fn tls_to_postgres_follows_libpq_sslmode() {
     assert!(refused.to_lowercase().contains("certificate"), "{refused}");
     // libpq's require: encrypted, identity unchecked; the default (prefer) takes TLS too.
     run_ok(&mut models("sslmode=require"));
-    run_ok(&mut on(host.path(), &url).args(["models", "--json"]));
+    run_ok(on(host.path(), &url).args(["models", "--json"]));
     // The server takes nothing but TLS, so the three above were encrypted.
     let plain = run_fail(&mut models("sslmode=disable"));
     assert!(plain.contains("no pg_hba.conf entry"), "{plain}");
