@@ -20,6 +20,7 @@ mod manager_page;
 mod packages;
 mod podman;
 mod push;
+mod registry_reliability;
 mod registry_server;
 mod robustness;
 mod runtimes;
