@@ -76,6 +76,7 @@ impl Sink for Layout {
         if let Some(pooled) = source.pooled_file(&blob.digest)
             && Some(pooled.pool.as_path()) == self.pool()
         {
+            self.writing().map_err(ImageError::place)?;
             let target = self.blob_path(&blob.digest).map_err(ImageError::place)?;
             if fs::hard_link(&pooled.path, &target).is_ok() || target.is_file() {
                 return Ok(BlobOutcome::Mounted);

@@ -123,7 +123,10 @@ fn check_repository(dir: &Path, name: &str, problems: &mut Vec<String>) {
     for entry in &entries {
         let tag = entry["annotations"]["org.opencontainers.image.ref.name"].as_str();
         let is_image = check_manifest(dir, name, entry, &mut seen, problems);
-        if let (Some(tag), true) = (tag, is_image) {
+        // OCI layout readers know OCI manifests only (a Docker schema 2 manifest is stored
+        // and served as pushed, but skopeo's `oci:` and umoci do not read it).
+        let is_oci = entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json";
+        if let (Some(tag), true) = (tag, is_image && is_oci) {
             check_with_tools(dir, name, tag, problems);
         }
     }
@@ -138,7 +141,10 @@ fn check_manifest(
     seen: &mut BTreeSet<String>,
     problems: &mut Vec<String>,
 ) -> bool {
-    let digest = descriptor["digest"].as_str().unwrap_or_default().to_string();
+    let digest = descriptor["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let declared = descriptor["size"].as_u64();
     let Some(size) = blob_size(dir, &digest) else {
         problems.push(format!("{name}: manifest {digest} is listed but missing"));
@@ -246,10 +252,7 @@ fn check_versions(home: &Path, problems: &mut Vec<String>) {
         {
             let status = version["status"].as_str().unwrap_or_default();
             if matches!(status, "Pending" | "Running") {
-                problems.push(format!(
-                    "{name}:{} is left {status}",
-                    version["version"]
-                ));
+                problems.push(format!("{name}:{} is left {status}", version["version"]));
             }
         }
     }
