@@ -368,6 +368,7 @@ impl Layout {
                 let mut removed = index.manifests.remove(position);
                 if !index.manifests.iter().any(|m| m.digest == removed.digest) {
                     removed.annotations.remove(ANNOTATION_REF_NAME);
+                    removed.annotations.remove(ANNOTATION_IMMUTABLE);
                     index.manifests.push(removed);
                 }
                 self.write_index(&index)?;
@@ -537,5 +538,46 @@ mod tests {
                 .delete_manifest(Reference::Digest(&first_digest), false)
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn immutable_tags_never_move_and_manifests_are_no_blobs_to_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = store.repository("v").unwrap();
+        let (config, _) = repo.put_blob(b"{}").unwrap();
+        let media = crate::oci::MEDIA_MANIFEST;
+        let put = |bytes: &[u8], tag: &str, mutability| {
+            let digest = digest_like(None, bytes);
+            let facts = manifest_facts(bytes).unwrap();
+            repo.put_manifest(bytes, &digest, media, &[(tag, mutability)], &facts)
+                .map(|d| d.digest)
+        };
+        let first = image(&config, None);
+        let second = image(&config, Some(&digest_like(None, &first)));
+        let first_digest = put(&first, "1", Mutability::Immutable).unwrap();
+        // The same manifest again, even as mutable: fine, and still immutable.
+        put(&first, "1", Mutability::Mutable).unwrap();
+        let moved = put(&second, "1", Mutability::Mutable).unwrap_err();
+        assert!(
+            matches!(&moved, StoreError::Immutable { digest, .. } if *digest == first_digest),
+            "{moved}"
+        );
+        let descriptor = Descriptor::new(media, digest_like(None, &second), 1);
+        assert!(repo.set_tag("1", descriptor).is_err());
+        assert!(repo.delete_manifest(Reference::Tag("1"), false).is_err());
+        assert!(
+            repo.delete_manifest(Reference::Digest(&first_digest), false)
+                .is_err()
+        );
+        assert_eq!(
+            repo.delete_blob(&first_digest).unwrap(),
+            BlobRemoval::IsManifest
+        );
+        assert_eq!(repo.delete_blob(&config).unwrap(), BlobRemoval::Removed);
+        assert!(repo.delete_manifest(Reference::Tag("1"), true).unwrap());
+        // Untagged, the manifest is no longer held by the rule.
+        let entry = &repo.read_index().unwrap().manifests[0];
+        assert!(entry.annotations.is_empty(), "{entry:?}");
     }
 }
