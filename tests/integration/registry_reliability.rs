@@ -579,3 +579,83 @@ fn head_on_lists_and_unparseable_ranges_are_answered_like_get() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 }
+
+/// The conformance suite's categories (pull, push, discovery, management) hold with
+/// `--immutable-tags` on, as long as no tag is moved; deletes need the admin override.
+#[test]
+fn the_protocol_holds_with_immutable_tags_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = registry_serve(&root, &["--immutable-tags", "--allow-delete-immutable"]);
+    // Push: a chunked blob upload, then a manifest by digest, by tag and by tag parameters.
+    let r = s.post("/v2/c/r1/blobs/uploads/", Vec::new());
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = header(&r, "Location");
+    let r = client()
+        .patch(s.url(&location))
+        .header("Content-Range", "0-4")
+        .body(b"chunk".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let digest = sha256_of(b"chunk");
+    let r = s.put(
+        &format!("{}?digest={digest}", header(&r, "Location")),
+        Vec::new(),
+    );
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let manifest = real_image(&s, "c/r1", "conformance");
+    let manifest_digest = sha256_of(&manifest);
+    for reference in [manifest_digest.as_str(), "tagtest0", "tagtest0"] {
+        let r = put_manifest(&s, "c/r1", reference, MANIFEST, &manifest);
+        assert_eq!(r.status(), StatusCode::CREATED, "{reference}");
+    }
+    let r = client()
+        .put(s.url(&format!(
+            "/v2/c/r1/manifests/{manifest_digest}?tag=tagtest1&tag=tagtest2"
+        )))
+        .header("Content-Type", MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Pull and discovery.
+    assert_eq!(
+        s.get(&format!("/v2/c/r1/blobs/{digest}"))
+            .bytes()
+            .unwrap()
+            .as_ref(),
+        b"chunk"
+    );
+    assert_eq!(
+        s.get("/v2/c/r1/manifests/tagtest2")
+            .bytes()
+            .unwrap()
+            .as_ref(),
+        &manifest[..]
+    );
+    assert_eq!(tags(&s, "c/r1"), ["tagtest0", "tagtest1", "tagtest2"]);
+    let r = s.get(&format!("/v2/c/r1/referrers/{manifest_digest}"));
+    assert_eq!(r.status(), StatusCode::OK);
+    // A cross-repository mount.
+    let r = s.post(
+        &format!("/v2/c/r2/blobs/uploads/?mount={digest}&from=c/r1"),
+        Vec::new(),
+    );
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_store_consistent(&root, None);
+    // Management: tags, then the manifest, then blobs.
+    for tag in ["tagtest0", "tagtest1"] {
+        let r = s.delete(&format!("/v2/c/r1/manifests/{tag}"));
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{tag}");
+    }
+    let r = s.delete(&format!("/v2/c/r1/manifests/{manifest_digest}"));
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        s.get("/v2/c/r1/manifests/tagtest2").status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = s.delete(&format!("/v2/c/r1/blobs/{digest}"));
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_store_consistent(&root, None);
+}
