@@ -69,6 +69,8 @@ impl Sink for Layout {
     }
 
     fn put_blob(&self, blob: &Descriptor, source: &dyn Source) -> Result<BlobOutcome, ImageError> {
+        // Before the check: a blob found here must stay until the image is tagged.
+        self.writing().map_err(ImageError::place)?;
         if self.has_blob(&blob.digest) {
             return Ok(BlobOutcome::Existed);
         }
@@ -76,7 +78,6 @@ impl Sink for Layout {
         if let Some(pooled) = source.pooled_file(&blob.digest)
             && Some(pooled.pool.as_path()) == self.pool()
         {
-            self.writing().map_err(ImageError::place)?;
             let target = self.blob_path(&blob.digest).map_err(ImageError::place)?;
             if fs::hard_link(&pooled.path, &target).is_ok() || target.is_file() {
                 return Ok(BlobOutcome::Mounted);

@@ -166,8 +166,13 @@ impl Layout {
     }
 
     /// Whether the blob is here, after hard-linking it from the store's pool when only the
-    /// pool has it (a blob that disappears meanwhile, by a gc, is simply not here).
+    /// pool has it (a blob that disappears meanwhile, by a gc, is simply not here). The caller
+    /// means to use the blob, so the writers lock is taken first: once this says yes, gc
+    /// leaves the blob alone until this layout is dropped.
     pub fn has_or_link_pooled(&self, digest: &str) -> bool {
+        if self.writing().is_err() {
+            return false;
+        }
         if self.has_blob(digest) {
             return true;
         }
@@ -177,9 +182,6 @@ impl Layout {
         let Ok(pooled) = blob_path_in(pool, digest) else {
             return false;
         };
-        if self.writing().is_err() {
-            return false;
-        }
         if let Some(parent) = target.parent()
             && fs::create_dir_all(parent).is_err()
         {
@@ -297,10 +299,11 @@ impl Layout {
                 actual,
             });
         }
+        // Before the check: a blob found here must stay until the writer is done with it.
+        self.writing()?;
         if self.has_blob(digest) {
             return Ok(());
         }
-        self.writing()?;
         let mut file = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&self.house.tmp)

@@ -205,6 +205,8 @@ impl Layout {
         facts: &ManifestFacts,
     ) -> Result<Descriptor, StoreError> {
         let descriptor = Descriptor::new(media_type, digest.to_string(), bytes.len() as u64);
+        // Writers lock first: gc must not remove a part between its check and the write.
+        self.writing()?;
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         self.check_parts(facts)?;
