@@ -4,7 +4,6 @@ use super::blobs::check_digest;
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
 use crate::oci::{Index, MEDIA_INDEX};
-use crate::store::StoreError;
 use crate::store::manifests::{check_media_type, digest_like, manifest_facts};
 use crate::store::{MANIFEST_LIMIT, Reference, is_tag};
 use axum::body::Body;
@@ -189,23 +188,10 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
         // under the index lock.
         let layout = match store.existing_repository(&name_owned) {
             Some(layout) => layout,
-            None => {
-                if let Some(blob) = facts.blobs.first() {
-                    return Err(StoreError::Unresolved {
-                        what: "blob",
-                        digest: blob.clone(),
-                    }
-                    .into());
-                }
-                if let Some(child) = facts.manifests.first() {
-                    return Err(StoreError::Unresolved {
-                        what: "manifest",
-                        digest: child.clone(),
-                    }
-                    .into());
-                }
-                store.repository(&name_owned)?
-            }
+            None => match facts.first_part() {
+                Some(missing) => return Err(missing.into()),
+                None => store.repository(&name_owned)?,
+            },
         };
         let tags: Vec<(&str, _)> = tags
             .iter()

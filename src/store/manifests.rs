@@ -69,6 +69,19 @@ pub struct ManifestFacts {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl ManifestFacts {
+    /// What a repository that holds nothing yet lacks first: the first blob or child
+    /// manifest named.
+    pub fn first_part(&self) -> Option<StoreError> {
+        let blob = self.blobs.first().map(|d| ("blob", d));
+        let child = self.manifests.first().map(|d| ("manifest", d));
+        blob.or(child).map(|(what, digest)| StoreError::Unresolved {
+            what,
+            digest: digest.clone(),
+        })
+    }
+}
+
 /// Reads what matters of a manifest or index; the reason when it is not one.
 pub fn manifest_facts(bytes: &[u8]) -> Result<ManifestFacts, String> {
     let value: serde_json::Value =
