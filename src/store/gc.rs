@@ -213,8 +213,9 @@ fn remove_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Removes the folders of repositories that were never completed: `blobs` with no
-/// `oci-layout`, or an `oci-layout` with no `index.json`. Their names.
+/// Removes what repositories that were never completed left: an `oci-layout` with no
+/// `index.json`, or a folder holding nothing but `blobs/<algorithm>/` and maybe an
+/// `index.json` (a creation cut short). Their names.
 fn remove_incomplete(root: &Path, dry_run: bool) -> Result<Vec<String>, StoreError> {
     let mut removed = Vec::new();
     let mut todo = vec![String::new()];
@@ -222,13 +223,11 @@ fn remove_incomplete(root: &Path, dry_run: bool) -> Result<Vec<String>, StoreErr
         let dir = root.join(&prefix);
         let marker = dir.join("oci-layout").is_file();
         let index = dir.join("index.json").is_file();
-        let blobs = dir.join("blobs").is_dir();
-        if !prefix.is_empty() && ((marker && !index) || (!marker && blobs)) {
+        if !prefix.is_empty() && ((marker && !index) || (!marker && only_layout_parts(&dir))) {
             if !dry_run {
                 remove_repository(root, &prefix)?;
             }
-            removed.push(prefix);
-            continue;
+            removed.push(prefix.clone());
         }
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
@@ -246,21 +245,49 @@ fn remove_incomplete(root: &Path, dry_run: bool) -> Result<Vec<String>, StoreErr
     Ok(removed)
 }
 
-/// Removes a repository's folder, then the folders above it that it leaves empty.
+/// Whether `dir` holds a `blobs` folder with only algorithm folders in it, and nothing else
+/// but an `index.json`: the start of a layout, not a namespace that happens to have a
+/// repository called `blobs` below it.
+fn only_layout_parts(dir: &Path) -> bool {
+    let names = |d: &Path| -> Vec<String> {
+        fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect()
+    };
+    let top = names(dir);
+    top.iter().any(|n| n == "blobs")
+        && top.iter().all(|n| n == "blobs" || n == "index.json")
+        && names(&dir.join("blobs"))
+            .iter()
+            .all(|n| n == "sha256" || n == "sha512")
+}
+
+/// Removes a repository's own files (`oci-layout`, `index.json`, `blobs/<algorithm>/`), then
+/// its folder and the folders above it as far as they are left empty; repositories nested
+/// below it (`team/model`, even `team/blobs/model`) stay.
 fn remove_repository(root: &Path, name: &str) -> Result<(), StoreError> {
     let dir = root.join(name);
-    match fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(&dir, "cannot remove the repository")(e)),
+    for file in ["oci-layout", "index.json"] {
+        remove_file(&dir.join(file))?;
     }
-    let mut parent = dir.parent();
-    while let Some(folder) = parent.filter(|p| *p != root && p.starts_with(root)) {
+    // Only the blob folders: a repository may be named `<name>/blobs/…` too.
+    for (_, path) in blobs_of(&dir)? {
+        remove_file(&path)?;
+    }
+    for algorithm in ["sha256", "sha512"] {
+        let _ = fs::remove_dir(dir.join("blobs").join(algorithm));
+    }
+    let _ = fs::remove_dir(dir.join("blobs"));
+    let mut folder = Some(dir.as_path());
+    while let Some(current) = folder.filter(|p| *p != root && p.starts_with(root)) {
         // Fails (and stops) at the first folder that still holds something.
-        if fs::remove_dir(folder).is_err() {
+        if fs::remove_dir(current).is_err() {
             break;
         }
-        parent = folder.parent();
+        folder = current.parent();
     }
     Ok(())
 }
@@ -296,4 +323,71 @@ fn remove_old_files(dir: &Path, age: Duration, dry_run: bool) -> Result<usize, S
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::MEDIA_MANIFEST;
+    use crate::store::Mutability;
+    use crate::store::manifests::{digest_like, manifest_facts};
+
+    #[test]
+    fn empty_and_incomplete_repositories_go_and_nested_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let store = Store::open(root).unwrap();
+        // An image in a repository below an empty one, and one below a namespace folder
+        // called `blobs`.
+        store.repository("team").unwrap();
+        let mut orphan = String::new();
+        let mut config = String::new();
+        for name in ["team/model", "ns/blobs/x"] {
+            let layout = store.repository(name).unwrap();
+            config = layout.put_blob(b"{}").unwrap().0;
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{MEDIA_MANIFEST}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[]}}"#
+            );
+            let bytes = manifest.as_bytes();
+            let facts = manifest_facts(bytes).unwrap();
+            let tags = [("1", Mutability::Mutable)];
+            layout
+                .put_manifest(
+                    bytes,
+                    &digest_like(None, bytes),
+                    MEDIA_MANIFEST,
+                    &tags,
+                    &facts,
+                )
+                .unwrap();
+            if name == "team/model" {
+                orphan = layout.put_blob(b"left by a killed build").unwrap().0;
+            }
+            // Gc waits for writers: this test's own layouts go first.
+        }
+        // An old layout with no index.json, and a creation cut short.
+        fs::create_dir_all(root.join("old/blobs/sha256")).unwrap();
+        fs::write(root.join("old/oci-layout"), "{}").unwrap();
+        fs::create_dir_all(root.join("cut/blobs/sha256")).unwrap();
+        let report = collect(
+            &store,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            false,
+            || {},
+        )
+        .unwrap();
+        assert_eq!(store.repositories().unwrap(), ["ns/blobs/x", "team/model"]);
+        let mut gone = report.repositories.clone();
+        gone.sort();
+        assert_eq!(gone, ["cut", "old", "team"]);
+        assert_eq!(report.repository_links, 1);
+        assert_eq!(report.removed.len(), 1);
+        assert_eq!(report.removed[0].0, orphan);
+        for name in ["team/model", "ns/blobs/x"] {
+            let layout = store.existing_repository(name).unwrap();
+            assert!(layout.has_blob(&config));
+            assert!(!layout.has_blob(&orphan));
+        }
+    }
 }
