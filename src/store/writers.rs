@@ -14,11 +14,15 @@ fn open(path: &Path) -> Result<File, StoreError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent, "cannot create"))?;
     }
-    File::options()
+    let created = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(path)
+        .open(path);
+    // flock needs no write access: a store shared by several users works with a lock file
+    // that another user created.
+    created
+        .or_else(|_| File::open(path))
         .map_err(io_err(path, "cannot open the lock file"))
 }
 
