@@ -56,7 +56,9 @@
 # Environment: REGISTRY_PORT=N runs the suite against a registry already listening on
 # 127.0.0.1:N instead of starting mlambda (to compare with another registry),
 # OCI_AUTOMATIC_CROSSMOUNT (default 1: our server also mounts without `from`),
-# OCI_DEBUG=1 for request logs, KEEP=1 to keep the scratch directory.
+# OCI_DEBUG=1 for request logs, KEEP=1 to keep the scratch directory,
+# MLAMBDA_SERVE_ARGS for more flags of `registry serve` (e.g. "--immutable-tags
+# --allow-delete-immutable": the suite deletes the tags it pushed).
 set -euo pipefail
 
 suite=$(cd "${1:?usage: $0 SUITE_DIR [MLAMBDA_BINARY]}" && pwd)
@@ -81,7 +83,9 @@ free_port() {
 start_server() {
     local port=$1
     mkdir -p "$work/registry"
-    "$mlambda" registry serve --root "$work/registry" --addr "127.0.0.1:$port" \
+    # MLAMBDA_SERVE_ARGS: more flags, e.g. "--immutable-tags --allow-delete-immutable"
+    # shellcheck disable=SC2086
+    "$mlambda" registry serve --root "$work/registry" --addr "127.0.0.1:$port" ${MLAMBDA_SERVE_ARGS:-} \
         >"$work/server.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 100); do

@@ -2,7 +2,7 @@
 
 use super::output::print_json;
 use crate::pipeline::Home;
-use crate::server::{ServeConfig, serve};
+use crate::server::{ImmutableTags, ServeConfig, TagRules, serve};
 use crate::store::{Store, gc, uploads::UPLOAD_MAX_AGE};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +19,8 @@ pub struct Args {
 enum Command {
     /// Serve the file-backed store over the OCI distribution API (v1.1)
     Serve(ServeArgs),
-    /// Remove pool blobs that no repository uses any more, and expired uploads
+    /// Remove blobs no manifest names, expired uploads, and empty or incomplete repositories
+    /// (waits for builds and pushes writing into the store)
     Gc(GcArgs),
 }
 
@@ -43,6 +44,14 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Make every pushed tag immutable: pushing another manifest under it is refused
+    /// (DENIED); pushing the same one again is fine. Version tags that `mlambda upload`
+    /// recorded are immutable with or without this flag
+    #[arg(long)]
+    immutable_tags: bool,
+    /// Admin override: let DELETE remove immutable tags and the manifests they name
+    #[arg(long)]
+    allow_delete_immutable: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +93,14 @@ fn run_serve(home: &Home, args: ServeArgs) -> anyhow::Result<ExitCode> {
         htpasswd: args.htpasswd,
         anonymous_read: args.anonymous_read,
         tls: args.tls_cert.zip(args.tls_key),
+        tags: TagRules {
+            immutable: if args.immutable_tags {
+                ImmutableTags::All
+            } else {
+                ImmutableTags::None
+            },
+            allow_delete_immutable: args.allow_delete_immutable,
+        },
     };
     let scheme = if config.tls.is_some() {
         "https"
@@ -102,7 +119,9 @@ fn run_serve(home: &Home, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn run_gc(home: &Home, args: GcArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&root_of(home, args.root))?;
-    let report = gc::collect(&store, args.grace, UPLOAD_MAX_AGE, args.dry_run)?;
+    let report = gc::collect(&store, args.grace, UPLOAD_MAX_AGE, args.dry_run, || {
+        eprintln!("waiting for the builds and pushes writing into the store to finish…");
+    })?;
     let verb = if args.dry_run { "would free" } else { "freed" };
     if args.json {
         print_json(&serde_json::json!({
@@ -111,6 +130,8 @@ fn run_gc(home: &Home, args: GcArgs) -> anyhow::Result<ExitCode> {
             "blob_count": report.removed.len(),
             "uploads_expired": report.uploads_expired,
             "temporary_files": report.temporary_files,
+            "repository_links": report.repository_links,
+            "repositories": report.repositories,
             "kept_young": report.kept_young,
             "bytes": report.freed_bytes(),
         }));
@@ -119,11 +140,13 @@ fn run_gc(home: &Home, args: GcArgs) -> anyhow::Result<ExitCode> {
             println!("{digest} {size}");
         }
         println!(
-            "{verb} {} bytes: {} blob(s), {} expired upload(s), {} temporary file(s); {} unreferenced blob(s) younger than {:?} kept",
+            "{verb} {} bytes: {} blob(s), {} expired upload(s), {} temporary file(s), {} unused repository link(s), {} empty or incomplete repositories; {} unreferenced blob(s) younger than {:?} kept",
             report.freed_bytes(),
             report.removed.len(),
             report.uploads_expired,
             report.temporary_files,
+            report.repository_links,
+            report.repositories.len(),
             report.kept_young,
             args.grace
         );

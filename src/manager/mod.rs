@@ -88,7 +88,12 @@ pub async fn serve(
         max_upload: config.max_upload,
         stopping: tokio_util::sync::CancellationToken::new(),
     });
-    let registry = server::router(store, auth, false)?;
+    // Any uploader can push here: the version tags the builds record never move.
+    let tags = server::TagRules {
+        immutable: server::ImmutableTags::Numeric,
+        allow_delete_immutable: false,
+    };
+    let registry = server::router(store, auth, false, tags)?;
     let app = router(manager.clone()).fallback_service(registry);
     let listener = http::bind(config.addr, config.tls.as_ref()).await?;
     ready(listener.local_addr()?);

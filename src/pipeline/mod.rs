@@ -9,7 +9,7 @@ use crate::model_image::layer::{Compression, DigestCache};
 use crate::model_image::layer::{LayerOptions, payload_layer_count};
 use crate::model_image::{self, BuildError, BuiltImage, ImageMeta, ModelParts};
 use crate::packages::{self, Prepared};
-use crate::store::{Layout, Store, StoreError};
+use crate::store::{Layout, Mutability, Store, StoreError};
 use std::path::PathBuf;
 
 mod home;
@@ -215,7 +215,13 @@ pub fn build_to_layout(
     let built = model_image::build_image(&parts, base, &meta, layout, cache, &mut |line| {
         log(Event::Step(line))
     })?;
-    layout.set_tag(tag, built.manifest.clone())?;
+    // A version's tag never moves (issue #15): the store refuses to point it elsewhere.
+    let mutability = if version.is_some() {
+        Mutability::Immutable
+    } else {
+        Mutability::Mutable
+    };
+    layout.set_tag_as(tag, built.manifest.clone(), mutability)?;
     Ok(built)
 }
 

@@ -9,6 +9,7 @@
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
 use crate::oci::digest::parse_digest;
+use crate::store::BlobRemoval;
 use axum::body::{Body, Bytes};
 use axum::http::{Method, StatusCode, header};
 use std::sync::Arc;
@@ -53,14 +54,14 @@ pub(super) async fn get(state: &Shared, name: &str, digest: &str, call: Call) ->
         .headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .map(|text| parse_range(text, size));
+        .map_or(Range::Whole, |text| parse_range(text, size));
     let (status, start, length) = match range {
-        None => (StatusCode::OK, 0, size),
-        Some(Some((start, end))) => {
+        Range::Whole => (StatusCode::OK, 0, size),
+        Range::Part(start, end) => {
             headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
-        Some(None) => {
+        Range::Unsatisfiable => {
             return Err(
                 ApiError::new(Code::BlobUnknown, "the range cannot be satisfied")
                     .status(StatusCode::RANGE_NOT_SATISFIABLE)
@@ -133,31 +134,48 @@ fn read_piece(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<
     Ok(Bytes::from_owner(map))
 }
 
-/// `bytes=a-b`, `bytes=a-` or `bytes=-n` within `size`: the inclusive range, or `None` when
-/// it cannot be satisfied (or is not one range).
-fn parse_range(text: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = text.trim().strip_prefix("bytes=")?.trim();
-    if spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.split_once('-')?;
-    let (first, last) = (first.trim(), last.trim());
-    let (start, end) = if first.is_empty() {
-        let suffix: u64 = last.parse().ok()?;
-        if suffix == 0 {
-            return None;
-        }
-        (size.saturating_sub(suffix), size.checked_sub(1)?)
-    } else {
-        let start: u64 = first.parse().ok()?;
-        let end = if last.is_empty() {
-            size.checked_sub(1)?
-        } else {
-            last.parse::<u64>().ok()?.min(size.checked_sub(1)?)
-        };
-        (start, end)
+/// What a `Range` header asks of a blob of some size.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    /// No range we serve: a header that does not parse, another unit, or several ranges,
+    /// which RFC 9110 lets a server ignore (a 200 with the whole blob).
+    Whole,
+    /// The inclusive range.
+    Part(u64, u64),
+    /// A well-formed single range that starts past the end: 416.
+    Unsatisfiable,
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` within `size`.
+fn parse_range(text: &str, size: u64) -> Range {
+    let Some(spec) = text.trim().strip_prefix("bytes=").map(str::trim) else {
+        return Range::Whole;
     };
-    (start <= end && end < size).then_some((start, end))
+    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
+        return Range::Whole;
+    };
+    let number = |t: &str| t.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), number(first), number(last)) {
+        // `bytes=-n`: the last n bytes.
+        (true, _, Some(suffix)) if suffix > 0 && size > 0 => {
+            Range::Part(size.saturating_sub(suffix), size - 1)
+        }
+        (true, _, Some(_)) => Range::Unsatisfiable,
+        (false, Some(start), end) => {
+            let end = match (last.trim().is_empty(), end) {
+                (true, _) => u64::MAX,
+                (false, Some(end)) if end >= start => end,
+                // `a-b` with b < a, or b not a number: not a valid range, ignored.
+                _ => return Range::Whole,
+            };
+            if start >= size {
+                Range::Unsatisfiable
+            } else {
+                Range::Part(start, end.min(size - 1))
+            }
+        }
+        _ => Range::Whole,
+    }
 }
 
 pub(super) async fn delete(state: &Shared, name: &str, digest: &str) -> ApiResult {
@@ -169,30 +187,41 @@ pub(super) async fn delete(state: &Shared, name: &str, digest: &str) -> ApiResul
         ));
     };
     let digest_owned = digest.to_string();
-    let removed = blocking(move || Ok(layout.remove_blob(&digest_owned)?)).await?;
-    if !removed {
-        return Err(ApiError::new(
+    match blocking(move || Ok(layout.delete_blob(&digest_owned)?)).await? {
+        BlobRemoval::Removed => Ok(respond(StatusCode::ACCEPTED, &[], Body::empty(), Some(0))),
+        BlobRemoval::Absent => Err(ApiError::new(
             Code::BlobUnknown,
             format!("blob {digest} is not in {name}"),
-        ));
+        )),
+        // As distribution answers: a manifest is no blob of the blob API.
+        BlobRemoval::IsManifest => Err(ApiError::new(
+            Code::BlobUnknown,
+            format!(
+                "{digest} is a manifest of {name}, not a blob: delete it with DELETE /v2/{name}/manifests/{digest}"
+            ),
+        )),
     }
-    Ok(respond(StatusCode::ACCEPTED, &[], Body::empty(), Some(0)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{Range, parse_range};
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-0", 10), Some((0, 0)));
-        assert_eq!(parse_range("bytes=2-", 10), Some((2, 9)));
-        assert_eq!(parse_range("bytes=-3", 10), Some((7, 9)));
-        assert_eq!(parse_range("bytes=5-100", 10), Some((5, 9)));
-        assert_eq!(parse_range("bytes=10-", 10), None);
-        assert_eq!(parse_range("bytes=3-2", 10), None);
-        assert_eq!(parse_range("bytes=0-1,3-4", 10), None);
-        assert_eq!(parse_range("items=0-1", 10), None);
-        assert_eq!(parse_range("bytes=0-0", 0), None);
+        assert_eq!(parse_range("bytes=0-0", 10), Range::Part(0, 0));
+        assert_eq!(parse_range("bytes=2-", 10), Range::Part(2, 9));
+        assert_eq!(parse_range("bytes=-3", 10), Range::Part(7, 9));
+        assert_eq!(parse_range("bytes=-30", 10), Range::Part(0, 9));
+        assert_eq!(parse_range("bytes=5-100", 10), Range::Part(5, 9));
+        assert_eq!(parse_range("bytes=10-", 10), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 10), Range::Unsatisfiable);
+        // Not a range we can read: ignored (RFC 9110), the whole blob.
+        assert_eq!(parse_range("bytes=3-2", 10), Range::Whole);
+        assert_eq!(parse_range("bytes=0-1,3-4", 10), Range::Whole);
+        assert_eq!(parse_range("items=0-1", 10), Range::Whole);
+        assert_eq!(parse_range("garbage", 10), Range::Whole);
+        assert_eq!(parse_range("bytes=x-", 10), Range::Whole);
     }
 }

@@ -94,17 +94,35 @@ impl ApiError {
         self
     }
 
-    /// A failure of the server itself (storage, a lost task): 500, logged.
+    /// A failure of the server itself (storage, a lost task): 500. The details (paths of
+    /// the server among them) go to the server's log only, never to the client.
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!("internal error: {error}");
-        ApiError::new(Code::Unsupported, format!("internal error: {error}"))
-            .status(StatusCode::INTERNAL_SERVER_ERROR)
+        ApiError::new(
+            Code::Unsupported,
+            "internal error of the registry; its log has the details",
+        )
+        .status(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> ApiError {
-        ApiError::internal(error)
+        use crate::store::StoreError;
+        match error {
+            StoreError::Immutable { tag, digest, .. } => ApiError::new(
+                Code::Denied,
+                format!(
+                    "tag {tag} is immutable and names {digest}: it is never moved or deleted; push under another tag"
+                ),
+            ),
+            StoreError::Unresolved { what, digest } => ApiError::new(
+                Code::ManifestBlobUnknown,
+                format!("the manifest names {what} {digest}, which is not in the repository"),
+            )
+            .detail(serde_json::json!({ "digest": digest })),
+            other => ApiError::internal(other),
+        }
     }
 }
 
@@ -139,3 +157,15 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_keep_their_details_from_the_client() {
+        let error = ApiError::internal("/srv/registry/_locks/x.lock: File name too long");
+        assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!error.message.contains("/srv"), "{}", error.message);
+    }
+}

@@ -4,8 +4,8 @@ use super::blobs::check_digest;
 use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
 use crate::oci::{Index, MEDIA_INDEX};
-use crate::store::manifests::{ManifestFacts, digest_like, manifest_facts};
-use crate::store::{Layout, MANIFEST_LIMIT, Reference, is_tag};
+use crate::store::manifests::{check_media_type, digest_like, manifest_facts};
+use crate::store::{MANIFEST_LIMIT, Reference, is_tag};
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use futures_util::StreamExt;
@@ -163,6 +163,8 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
             ));
         }
     };
+    check_media_type(&facts, &media_type)
+        .map_err(|m| ApiError::new(Code::ManifestInvalid, format!("invalid manifest: {m}")))?;
     let digest = match parsed {
         Reference::Digest(expected) => {
             let actual = digest_like(Some(expected), &bytes);
@@ -179,17 +181,23 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
     let store = state.store.clone();
     let (name_owned, digest_owned) = (name.to_string(), digest.clone());
     let subject = facts.subject.clone();
+    let rules = state.tags;
     blocking(move || {
-        // Checked against the repository as it is: the layout is created only for a
-        // manifest that is accepted, so a refused PUT leaves no empty repository behind.
-        let existing = store.existing_repository(&name_owned);
-        check_references(existing.as_ref(), &facts, &name_owned)?;
-        let layout = match existing {
+        // A repository is created only for a manifest that needs nothing from it, so a
+        // refused PUT leaves no empty repository behind; the store checks the parts again
+        // under the index lock.
+        let layout = match store.existing_repository(&name_owned) {
             Some(layout) => layout,
-            None => store.repository(&name_owned)?,
+            None => match facts.first_part() {
+                Some(missing) => return Err(missing.into()),
+                None => store.repository(&name_owned)?,
+            },
         };
-        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-        layout.put_manifest(&bytes, &digest_owned, &media_type, &tags)?;
+        let tags: Vec<(&str, _)> = tags
+            .iter()
+            .map(|tag| (tag.as_str(), rules.mutability(tag)))
+            .collect();
+        layout.put_manifest(&bytes, &digest_owned, &media_type, &tags, &facts)?;
         Ok(())
     })
     .await?;
@@ -211,36 +219,6 @@ pub(super) async fn put(state: &Shared, name: &str, text: &str, call: Call) -> A
     ))
 }
 
-/// Every blob and child manifest a manifest names must already be in its repository.
-fn check_references(
-    layout: Option<&Layout>,
-    facts: &ManifestFacts,
-    name: &str,
-) -> Result<(), ApiError> {
-    let unknown = |what: &str, digest: &str| {
-        ApiError::new(
-            Code::ManifestBlobUnknown,
-            format!("{what} {digest} is not in {name}"),
-        )
-        .detail(serde_json::json!({ "digest": digest }))
-    };
-    for blob in &facts.blobs {
-        if !layout.is_some_and(|l| l.has_blob(blob)) {
-            return Err(unknown("blob", blob));
-        }
-    }
-    for child in &facts.manifests {
-        let known = match (layout, Reference::parse(child)) {
-            (Some(layout), Ok(reference)) => layout.manifest(reference)?.is_some(),
-            _ => false,
-        };
-        if !known {
-            return Err(unknown("manifest", child));
-        }
-    }
-    Ok(())
-}
-
 pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult {
     lookup_reference(name, text)?;
     let Some(layout) = state.store.existing_repository(name) else {
@@ -250,9 +228,10 @@ pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult 
         ));
     };
     let owned = text.to_string();
+    let allow_immutable = state.tags.allow_delete_immutable;
     let deleted = blocking(move || {
         let reference = Reference::parse(&owned).map_err(|(_, m)| ApiError::internal(m))?;
-        Ok(layout.delete_manifest(reference)?)
+        Ok(layout.delete_manifest(reference, allow_immutable)?)
     })
     .await?;
     if !deleted {

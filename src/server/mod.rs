@@ -9,20 +9,20 @@
 mod blobs;
 pub mod errors;
 mod manifests;
+mod sessions;
 mod tags;
 mod uploads;
 
 use crate::http::{self, CHALLENGE, Htpasswd, ListenError, percent_decode, query_pairs};
-use crate::store::{Store, StoreError, check_repository};
+use crate::store::{Mutability, Store, StoreError, check_repository};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use errors::{ApiError, ApiResult, Code};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the server is started.
@@ -34,6 +34,38 @@ pub struct ServeConfig {
     /// With `htpasswd`: pulls need no credentials, pushes and deletes do.
     pub anonymous_read: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub tags: TagRules,
+}
+
+/// Which pushed tags become immutable (never moved to another manifest), and whether a
+/// delete may remove one. The rule itself is the store's; this says where it applies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TagRules {
+    pub immutable: ImmutableTags,
+    /// An admin's override: immutable tags, and the manifests they name, may be deleted.
+    pub allow_delete_immutable: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImmutableTags {
+    /// Tags move, except those already immutable (a version `upload` recorded).
+    #[default]
+    None,
+    /// Numeric tags, mlambda's version tags (the manager).
+    Numeric,
+    /// Every tag (`registry serve --immutable-tags`).
+    All,
+}
+
+impl TagRules {
+    pub(crate) fn mutability(&self, tag: &str) -> Mutability {
+        let numeric = !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_digit());
+        match self.immutable {
+            ImmutableTags::All => Mutability::Immutable,
+            ImmutableTags::Numeric if numeric => Mutability::Immutable,
+            _ => Mutability::Mutable,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +89,9 @@ pub(crate) struct AppState {
     store: Store,
     auth: Option<Arc<Htpasswd>>,
     anonymous_read: bool,
+    tags: TagRules,
     /// Upload sessions with a digest computed as their bytes arrived.
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<uploads::Progress>>>>,
+    sessions: Arc<sessions::Sessions>,
 }
 
 type Shared = Arc<AppState>;
@@ -67,7 +100,7 @@ type Shared = Arc<AppState>;
 pub async fn serve(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let store = Store::open(&config.root)?;
     let auth = http::load_htpasswd(config.htpasswd.as_deref())?;
-    let app = router(store, auth, config.anonymous_read)?;
+    let app = router(store, auth, config.anonymous_read, config.tags)?;
     let listener = http::bind(config.addr, config.tls.as_ref()).await?;
     ready(listener.local_addr()?);
     Ok(listener.run(app).await?)
@@ -79,6 +112,7 @@ pub fn router(
     store: Store,
     auth: Option<Arc<Htpasswd>>,
     anonymous_read: bool,
+    tags: TagRules,
 ) -> Result<axum::Router, ServeError> {
     let (expired, _) = store
         .uploads()
@@ -86,22 +120,30 @@ pub fn router(
     if expired > 0 {
         tracing::info!("removed {expired} expired upload(s)");
     }
+    let sessions = Arc::new(sessions::Sessions::default());
     let state = Arc::new(AppState {
         store: store.clone(),
         auth,
         anonymous_read,
-        sessions: Mutex::new(HashMap::new()),
+        tags,
+        sessions: sessions.clone(),
     });
-    tokio::spawn(expire_uploads_hourly(store));
+    tokio::spawn(expire_uploads_hourly(store, sessions));
     Ok(axum::Router::new().fallback(handle).with_state(state))
 }
 
-async fn expire_uploads_hourly(store: Store) {
+/// Expires abandoned uploads on disk, and drops the memory of sessions whose files are gone
+/// (expired here or by a `registry gc`) or that nobody touched for as long.
+async fn expire_uploads_hourly(store: Store, sessions: Arc<sessions::Sessions>) {
+    use crate::store::uploads::UPLOAD_MAX_AGE;
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         let uploads = store.uploads();
+        let sessions = sessions.clone();
         let result = tokio::task::spawn_blocking(move || {
-            uploads.expire(crate::store::uploads::UPLOAD_MAX_AGE, false)
+            let expired = uploads.expire(UPLOAD_MAX_AGE, false);
+            sessions.prune(&uploads, UPLOAD_MAX_AGE);
+            expired
         })
         .await;
         if let Ok(Err(e)) = result {
@@ -226,10 +268,12 @@ async fn dispatch(state: &Shared, request: Request) -> ApiResult {
                 .into_response()),
             _ => Err(not_allowed()),
         },
-        Route::Catalog if method == Method::GET => tags::catalog(state, call).await,
-        Route::Tags(name) if method == Method::GET => {
+        Route::Catalog if reading => {
+            without_body_for_head(&method, tags::catalog(state, call).await)
+        }
+        Route::Tags(name) if reading => {
             check_name(&name)?;
-            tags::list(state, &name, call).await
+            without_body_for_head(&method, tags::list(state, &name, call).await)
         }
         Route::Referrers(name, digest) if method == Method::GET => {
             check_name(&name)?;
@@ -268,6 +312,16 @@ async fn dispatch(state: &Shared, request: Request) -> ApiResult {
         }
         _ => Err(not_allowed()),
     }
+}
+
+/// HEAD is answered as GET, headers (`Content-Length` too) and all, without the body.
+fn without_body_for_head(method: &Method, result: ApiResult) -> ApiResult {
+    let response = result?;
+    if method != Method::HEAD {
+        return Ok(response);
+    }
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Body::empty()))
 }
 
 fn not_allowed() -> ApiError {

@@ -27,7 +27,7 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    fn new() -> Progress {
+    pub(crate) fn new() -> Progress {
         Progress {
             hasher: Hasher::new(Algorithm::Sha256),
             hashed: 0,
@@ -52,26 +52,15 @@ fn unknown(id: &str) -> ApiError {
 }
 
 fn session(state: &Shared, id: &str) -> Arc<tokio::sync::Mutex<Progress>> {
-    let mut sessions = match state.sessions.lock() {
-        Ok(sessions) => sessions,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    sessions
-        .entry(id.to_string())
-        .or_insert_with(|| {
-            // Unknown here (the server restarted): the hash no longer covers the bytes.
-            Arc::new(tokio::sync::Mutex::new(Progress {
-                hasher: Hasher::new(Algorithm::Sha256),
-                hashed: u64::MAX,
-            }))
-        })
-        .clone()
+    // Unknown here (the server restarted): the hash no longer covers the bytes.
+    state.sessions.get_or_insert(id, || Progress {
+        hasher: Hasher::new(Algorithm::Sha256),
+        hashed: u64::MAX,
+    })
 }
 
 fn forget(state: &Shared, id: &str) {
-    if let Ok(mut sessions) = state.sessions.lock() {
-        sessions.remove(id);
-    }
+    state.sessions.forget(id);
 }
 
 /// The session's data file, when `id` is a live session of `name`.
@@ -101,21 +90,12 @@ pub(super) async fn start(state: &Shared, name: &str, call: Call) -> ApiResult {
             return Ok(created(name, digest));
         }
     }
-    let store = state.store.clone();
+    // The repository is created when a blob lands in it, not for a session that may never
+    // complete: no empty repository is left by a cancelled or refused upload.
+    let uploads = state.store.uploads();
     let name_owned = name.to_string();
-    let id = blocking(move || {
-        store.repository(&name_owned)?;
-        Ok(store.uploads().create(&name_owned)?)
-    })
-    .await?;
-    state
-        .sessions
-        .lock()
-        .map_err(|_| ApiError::internal("session table poisoned"))?
-        .insert(
-            id.clone(),
-            Arc::new(tokio::sync::Mutex::new(Progress::new())),
-        );
+    let id = blocking(move || Ok(uploads.create(&name_owned)?)).await?;
+    state.sessions.get_or_insert(&id, Progress::new);
     let Some(digest) = query_value(&call.query, "digest").map(str::to_string) else {
         return Ok(respond(
             StatusCode::ACCEPTED,
@@ -245,10 +225,10 @@ async fn receive_and_finish(
         digest.to_string(),
     );
     let result = blocking(move || {
-        let layout = store.repository(&name_owned)?;
+        let layout = || store.repository(&name_owned);
         match store
             .uploads()
-            .finish(&id_owned, &layout, &digest_owned, known)
+            .finish(&id_owned, layout, &digest_owned, known)
         {
             Ok(size) => Ok(Ok(size)),
             Err(FinishError::Mismatch { expected, actual }) => Ok(Err(ApiError::new(

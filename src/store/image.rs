@@ -69,6 +69,8 @@ impl Sink for Layout {
     }
 
     fn put_blob(&self, blob: &Descriptor, source: &dyn Source) -> Result<BlobOutcome, ImageError> {
+        // Before the check: a blob found here must stay until the image is tagged.
+        self.writing().map_err(ImageError::place)?;
         if self.has_blob(&blob.digest) {
             return Ok(BlobOutcome::Existed);
         }

@@ -5,13 +5,15 @@
 //! never leaves a half-written blob or index visible. In the local store, blobs live once in a
 //! shared pool and each repository holds hard links to them.
 
+use super::manifests::Mutability;
 use crate::image::pick_tagged;
 use crate::oci::digest::{HashingWriter, digest_of, parse_digest};
-use crate::oci::{ANNOTATION_REF_NAME, Descriptor, Index};
+use crate::oci::{Descriptor, Index};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
@@ -34,6 +36,16 @@ pub enum StoreError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "{layout}: tag {tag} is immutable and names {digest}: a version tag never moves; use another tag"
+    )]
+    Immutable {
+        tag: String,
+        digest: String,
+        layout: PathBuf,
+    },
+    #[error("the manifest names {what} {digest}, which is not in the repository")]
+    Unresolved { what: &'static str, digest: String },
 }
 
 pub(crate) fn io_err<'a>(
@@ -56,12 +68,17 @@ pub(crate) struct Housekeeping {
     pub lock: PathBuf,
     /// The store's shared blob pool; `None` for a stand-alone layout.
     pub pool: Option<PathBuf>,
+    /// The store's writers lock (see `writers.rs`); `None` for a stand-alone layout.
+    pub writers: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Layout {
     dir: PathBuf,
     house: Housekeeping,
+    /// The writers lock, taken at the first write and held until this layout and all its
+    /// clones are dropped: a build's blobs stay safe from gc until its tag names them.
+    writing: Arc<Mutex<Option<File>>>,
 }
 
 impl Layout {
@@ -71,22 +88,29 @@ impl Layout {
             tmp: dir.join(".mlambda-tmp"),
             lock: dir.join(".mlambda-lock"),
             pool: None,
+            writers: None,
         };
         Layout::create_with(dir, house)
     }
 
+    /// Creates the layout when missing: `index.json` first and the `oci-layout` marker last,
+    /// so that a folder with the marker (what lists a repository) is always a valid layout.
     pub(crate) fn create_with(dir: &Path, house: Housekeeping) -> Result<Layout, StoreError> {
+        let layout = Layout::open_with(dir, house);
+        layout.writing()?;
+        let house = &layout.house;
         fs::create_dir_all(dir.join("blobs/sha256"))
             .map_err(io_err(dir, "cannot create the layout"))?;
         fs::create_dir_all(&house.tmp).map_err(io_err(&house.tmp, "cannot create"))?;
         let marker = dir.join(LAYOUT_FILE);
         if !marker.exists() {
+            let _lock = layout.lock()?;
+            if !dir.join("index.json").exists() {
+                layout.write_index(&Index::default())?;
+            }
             write_atomically(&house.tmp, &marker, LAYOUT_CONTENT.as_bytes())?;
         }
-        Ok(Layout {
-            dir: dir.to_path_buf(),
-            house,
-        })
+        Ok(layout)
     }
 
     /// An existing layout, for reading (a base image, an earlier version).
@@ -101,18 +125,32 @@ impl Layout {
             tmp: dir.join(".mlambda-tmp"),
             lock: dir.join(".mlambda-lock"),
             pool: None,
+            writers: None,
         };
-        Ok(Layout {
-            dir: dir.to_path_buf(),
-            house,
-        })
+        Ok(Layout::open_with(dir, house))
     }
 
     pub(crate) fn open_with(dir: &Path, house: Housekeeping) -> Layout {
         Layout {
             dir: dir.to_path_buf(),
             house,
+            writing: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Takes the store's writers lock for this layout, once, before its first write.
+    pub(crate) fn writing(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.house.writers else {
+            return Ok(());
+        };
+        let mut held = match self.writing.lock() {
+            Ok(held) => held,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if held.is_none() {
+            *held = Some(super::writers::share(path)?);
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -128,8 +166,13 @@ impl Layout {
     }
 
     /// Whether the blob is here, after hard-linking it from the store's pool when only the
-    /// pool has it (a blob that disappears meanwhile, by a gc, is simply not here).
+    /// pool has it (a blob that disappears meanwhile, by a gc, is simply not here). The caller
+    /// means to use the blob, so the writers lock is taken first: once this says yes, gc
+    /// leaves the blob alone until this layout is dropped.
     pub fn has_or_link_pooled(&self, digest: &str) -> bool {
+        if self.writing().is_err() {
+            return false;
+        }
         if self.has_blob(digest) {
             return true;
         }
@@ -207,6 +250,7 @@ impl Layout {
 
     /// A writer for a new blob whose digest is known only once it has all been written.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        self.writing()?;
         let file = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(&self.house.tmp)
@@ -255,6 +299,8 @@ impl Layout {
                 actual,
             });
         }
+        // Before the check: a blob found here must stay until the writer is done with it.
+        self.writing()?;
         if self.has_blob(digest) {
             return Ok(());
         }
@@ -274,6 +320,7 @@ impl Layout {
     /// fsynced, by hard links only: into the pool (never replacing a blob already there), then
     /// into this layout. The file itself stays where it is; the caller removes it.
     pub fn adopt_file(&self, file: &Path, digest: &str) -> Result<(), StoreError> {
+        self.writing()?;
         fs::set_permissions(file, fs::Permissions::from_mode(0o644))
             .map_err(io_err(file, "cannot set permissions"))?;
         let target = self.blob_path(digest)?;
@@ -300,6 +347,7 @@ impl Layout {
 
     /// Removes this layout's link to a blob (the pool keeps its copy until gc); whether it was here.
     pub fn remove_blob(&self, digest: &str) -> Result<bool, StoreError> {
+        self.writing()?;
         let path = self.blob_path(digest)?;
         match fs::remove_file(&path) {
             Ok(()) => sync_parent(&path).map(|()| true),
@@ -342,19 +390,28 @@ impl Layout {
         }
     }
 
-    /// Points `tag` at `manifest` (replacing what it pointed at), atomically and under the lock.
-    pub fn set_tag(&self, tag: &str, mut manifest: Descriptor) -> Result<(), StoreError> {
+    /// Points `tag` at `manifest` (replacing what it pointed at), atomically and under the
+    /// lock; an immutable tag is only ever set again to the same manifest.
+    pub fn set_tag(&self, tag: &str, manifest: Descriptor) -> Result<(), StoreError> {
+        self.set_tag_as(tag, manifest, Mutability::Mutable)
+    }
+
+    /// [`Layout::set_tag`], and marks the tag immutable with [`Mutability::Immutable`] (a
+    /// version's tag).
+    pub fn set_tag_as(
+        &self,
+        tag: &str,
+        manifest: Descriptor,
+        mutability: Mutability,
+    ) -> Result<(), StoreError> {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
-        index.manifests.retain(|m| m.ref_name() != Some(tag));
-        manifest
-            .annotations
-            .insert(ANNOTATION_REF_NAME.into(), tag.into());
-        index.manifests.push(manifest);
+        self.place_tag(&mut index, tag, manifest, mutability)?;
         self.write_index(&index)
     }
 
     pub fn write_index(&self, index: &Index) -> Result<(), StoreError> {
+        self.writing()?;
         let bytes = serde_json::to_vec(index).expect("an index always serialises");
         write_atomically(&self.house.tmp, &self.dir.join("index.json"), &bytes)
     }

@@ -4,7 +4,9 @@
 //! ```text
 //! ROOT/_blobs/blobs/sha256/…   the pool: every blob once
 //! ROOT/_tmp/                   temporary files (same filesystem, so renames are atomic)
-//! ROOT/_locks/                 index.json locks, one per repository
+//! ROOT/_locks/                 index.json locks, one per repository (named by a hash of its
+//!                              name, which may be longer than a file name), and the writers
+//!                              lock that keeps gc away from work in progress (`writers.rs`)
 //! ROOT/_uploads/<id>/          blob upload sessions of the registry server
 //! ROOT/<repository>/           a standard OCI image layout whose blobs link into the pool
 //! ```
@@ -18,11 +20,12 @@ mod image;
 mod layout;
 pub mod manifests;
 pub mod uploads;
+mod writers;
 
 pub use crate::oci::{Reference, check_repository, is_tag};
 pub use layout::{BlobWriter, Layout, StoreError};
 use layout::{Housekeeping, io_err};
-pub use manifests::MANIFEST_LIMIT;
+pub use manifests::{BlobRemoval, MANIFEST_LIMIT, Mutability};
 use std::path::{Path, PathBuf};
 pub use uploads::Uploads;
 
@@ -59,9 +62,7 @@ impl Store {
     pub fn existing_repository(&self, repository: &str) -> Option<Layout> {
         check_repository(repository).ok()?;
         let dir = self.root.join(repository);
-        dir.join("oci-layout")
-            .is_file()
-            .then(|| Layout::open_with(&dir, self.housekeeping(repository)))
+        is_repository(&dir).then(|| Layout::open_with(&dir, self.housekeeping(repository)))
     }
 
     /// Whether some repository of the store holds the blob (for a mount that names no
@@ -86,7 +87,7 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err(&dir, "cannot list")(e)),
             };
-            let is_layout = !prefix.is_empty() && dir.join("oci-layout").is_file();
+            let is_layout = !prefix.is_empty() && is_repository(&dir);
             for entry in entries.flatten() {
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
@@ -115,16 +116,28 @@ impl Store {
         self.root.join("_blobs")
     }
 
+    /// The lock the garbage collector takes exclusively and every writer shares.
+    pub(crate) fn writers_lock(&self) -> PathBuf {
+        self.root.join("_locks/writers.lock")
+    }
+
     fn housekeeping(&self, repository: &str) -> Housekeeping {
+        let hashed = crate::oci::digest::sha256_of(repository.as_bytes());
+        let hex = hashed.trim_start_matches("sha256:");
         Housekeeping {
             tmp: self.root.join("_tmp"),
-            lock: self
-                .root
-                .join("_locks")
-                .join(format!("{}.lock", repository.replace('/', "%"))),
+            lock: self.root.join("_locks").join(format!("{hex}.lock")),
             pool: Some(self.pool_dir()),
+            writers: Some(self.writers_lock()),
         }
     }
+}
+
+/// A repository is a layout with both its marker and its index: the marker is written last
+/// when one is created, and a folder with the marker alone is an incomplete leftover of an
+/// older version, which gc removes.
+fn is_repository(dir: &Path) -> bool {
+    dir.join("oci-layout").is_file() && dir.join("index.json").is_file()
 }
 
 #[cfg(test)]

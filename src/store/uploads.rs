@@ -25,7 +25,6 @@ pub struct UploadState {
 #[derive(Debug, Clone)]
 pub struct Uploads {
     dir: PathBuf,
-    tmp: PathBuf,
 }
 
 /// Why an upload could not be completed.
@@ -41,7 +40,6 @@ impl Uploads {
     pub(crate) fn new(root: &Path) -> Uploads {
         Uploads {
             dir: root.join("_uploads"),
-            tmp: root.join("_tmp"),
         }
     }
 
@@ -66,7 +64,8 @@ impl Uploads {
             path: dir.clone(),
             problem: e.to_string(),
         })?;
-        write_atomically(&self.tmp, &dir.join("state.json"), &bytes)?;
+        // Its temporary file in the session's own folder, out of gc's way.
+        write_atomically(&dir, &dir.join("state.json"), &bytes)?;
         Ok(id)
     }
 
@@ -125,12 +124,13 @@ impl Uploads {
 
     /// Completes a session: checks the data against `digest` (trusting `known`, a digest
     /// computed while the bytes arrived, when it covers all of them), fsyncs it, links it into
-    /// the pool and `layout`, and removes the session. Returns the size. On a mismatch the
-    /// session is removed too: its content can never become that blob.
+    /// the pool and the layout `layout` opens (created only now, for a blob that is good),
+    /// and removes the session. Returns the size. On a mismatch the session is removed too:
+    /// its content can never become that blob.
     pub fn finish(
         &self,
         id: &str,
-        layout: &Layout,
+        layout: impl FnOnce() -> Result<Layout, StoreError>,
         digest: &str,
         known: Option<(String, u64)>,
     ) -> Result<u64, FinishError> {
@@ -160,7 +160,7 @@ impl Uploads {
             });
         }
         file.sync_all().map_err(io_err(&data, "cannot fsync"))?;
-        layout.adopt_file(&data, digest)?;
+        layout()?.adopt_file(&data, digest)?;
         self.remove(id)?;
         Ok(size)
     }

@@ -21,6 +21,7 @@ mod packages;
 mod podman;
 mod push;
 mod read_input;
+mod registry_reliability;
 mod registry_server;
 mod robustness;
 mod runtimes;

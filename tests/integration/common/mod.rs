@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod registry;
 pub mod rootfs;
+pub mod store_check;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
