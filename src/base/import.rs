@@ -102,10 +102,18 @@ pub fn import_base(
     let opened = open_source(source, &options.connect)?;
     let resolved = image::resolve(opened.image.as_ref(), opened.reference.as_deref(), &wanted)?;
     let target = store.repository(&runtime_repository(name))?;
+    // From a registry, `--parallel` blobs are pulled at once; a file is read one blob at a time.
+    let blobs = match opened.registry_repository {
+        Some(_) => options.connect.parallel,
+        None => 1,
+    };
     image::copy(
         opened.image.as_ref(),
         &resolved.manifest,
-        &target,
+        &image::Concurrent {
+            sink: &target,
+            blobs,
+        },
         Some(RUNTIME_TAG),
     )?;
     let manifest = resolved.manifest.descriptor;

@@ -48,7 +48,7 @@ pub struct RemoteArgs {
     /// Read the registry password (or token) from stdin
     #[arg(long, requires = "username")]
     password_stdin: bool,
-    /// Blobs uploaded at once
+    /// Blobs sent (push, upload) or fetched (base import from a registry) at once
     #[arg(long, value_name = "N", default_value_t = 4)]
     parallel: usize,
 }

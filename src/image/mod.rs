@@ -96,6 +96,31 @@ pub trait Sink: Send + Sync {
     }
 }
 
+/// A sink that takes `blobs` at once: a local layout filled from a registry, where the time
+/// goes in waiting on the network rather than on the disk.
+pub struct Concurrent<'a> {
+    pub sink: &'a dyn Sink,
+    pub blobs: usize,
+}
+
+impl Sink for Concurrent<'_> {
+    fn name(&self) -> String {
+        self.sink.name()
+    }
+
+    fn put_blob(&self, blob: &Descriptor, source: &dyn Source) -> Result<BlobOutcome, ImageError> {
+        self.sink.put_blob(blob, source)
+    }
+
+    fn put_manifest(&self, manifest: &Fetched, tag: Option<&str>) -> Result<String, ImageError> {
+        self.sink.put_manifest(manifest, tag)
+    }
+
+    fn parallel(&self) -> usize {
+        self.blobs.max(1)
+    }
+}
+
 /// How a blob got into a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
