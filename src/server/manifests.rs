@@ -5,7 +5,7 @@ use super::errors::{ApiError, ApiResult, Code};
 use super::{Call, Shared, blocking, respond};
 use crate::oci::{Index, MEDIA_INDEX};
 use crate::store::manifests::{check_media_type, digest_like, manifest_facts};
-use crate::store::{MANIFEST_LIMIT, Reference, is_tag};
+use crate::store::{MANIFEST_LIMIT, Reference, StoreError, is_tag};
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use futures_util::StreamExt;
@@ -231,7 +231,18 @@ pub(super) async fn delete(state: &Shared, name: &str, text: &str) -> ApiResult 
     let allow_immutable = state.tags.allow_delete_immutable;
     let deleted = blocking(move || {
         let reference = Reference::parse(&owned).map_err(|(_, m)| ApiError::internal(m))?;
-        Ok(layout.delete_manifest(reference, allow_immutable)?)
+        layout
+            .delete_manifest(reference, allow_immutable)
+            .map_err(|error| match error {
+                // The spec's answer when a registry does not delete tags: 405.
+                StoreError::Immutable { tag, digest, .. } => ApiError::new(
+                    Code::Unsupported,
+                    format!(
+                        "tag {tag} is immutable and names {digest}: this registry deletes it only when started with --allow-delete-immutable"
+                    ),
+                ),
+                other => other.into(),
+            })
     })
     .await?;
     if !deleted {
