@@ -157,15 +157,9 @@ def make_handler(model, max_request):
             except ValueError as error:
                 return self._reply(400, {"error": "the request is not JSON: %s" % error})
             try:
-                inputs = v2.decode_inputs(request, signature)
-                wanted = None
-                if isinstance(request.get("outputs"), list):
-                    wanted = {o.get("name") for o in request["outputs"] if isinstance(o, dict)}
+                encoded = v2.infer(model, signature, request)
             except v2.BadRequest as error:
                 return self._reply(400, {"error": str(error)})
-            try:
-                outputs = model.functions[signature.name](inputs)
-                encoded = v2.encode_outputs(outputs, signature, wanted)
             except v2.ModelError as error:
                 return self._reply(500, {"error": str(error)})
             except Exception as error:  # the model's own error, reported to the caller
@@ -178,11 +172,26 @@ def make_handler(model, max_request):
     return Handler
 
 
+def start_grpc(model, host, port, max_request):
+    """The protocol over gRPC too, where the image has grpcio and protobuf (the tensorflow
+    runtime); elsewhere HTTP alone, and the log says so."""
+    try:
+        import grpc_v2
+    except ImportError as missing:
+        print("gRPC off: this image has no %s" % missing.name, file=sys.stderr)
+        return None
+    server = grpc_v2.serve(model, host, port, max_request)
+    print("gRPC (inference.GRPCInferenceService) on %s:%d" % (host, port), file=sys.stderr)
+    return server
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--max-request", type=int, default=64 << 20, help="the largest request body, in bytes")
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", "8081")),
+                        help="the gRPC port of the protocol, when the image has grpcio (0: none)")
     parser.add_argument("--check", action="store_true", help="load the model, print what was found, exit")
     args = parser.parse_args()
     kind = os.environ.get("MLAMBDA_LOADER", "python")
@@ -214,7 +223,10 @@ def main():
                                               args.host, args.port), file=sys.stderr)
 
     threading.Thread(target=load, daemon=True).start()
+    # Held until the process ends: a gRPC server that is collected stops serving.
+    grpc_server = start_grpc(loading, args.host, args.grpc_port, args.max_request) if args.grpc_port else None
     server.serve_forever()
+    del grpc_server
     return 0
 
 

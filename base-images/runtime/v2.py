@@ -176,3 +176,15 @@ def encode_outputs(outputs, signature, wanted=None):
             raise ModelError("the model returned no output %r" % field.name)
         encoded.append(encode_output(field.name, outputs[field.name], field))
     return encoded
+
+
+def infer(model, signature, request):
+    """The protocol's outputs of `signature` for a request in the JSON form (the gRPC server
+    brings its requests to that form too): BadRequest for what the contract refuses,
+    ModelError or the model's own exception for the rest."""
+    inputs = decode_inputs(request, signature)
+    wanted = None
+    if isinstance(request.get("outputs"), list):
+        wanted = {o.get("name") for o in request["outputs"] if isinstance(o, dict)}
+    outputs = model.functions[signature.name](inputs)
+    return encode_outputs(outputs, signature, wanted)

@@ -22,6 +22,10 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
         include_str!("../../base-images/runtime/loaders.py"),
     ),
     (
+        "runtime/grpc_v2.py",
+        include_str!("../../base-images/runtime/grpc_v2.py"),
+    ),
+    (
         "onnx/pylock.toml",
         include_str!("../../base-images/onnx/pylock.toml"),
     ),

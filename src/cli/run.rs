@@ -68,8 +68,11 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         crate::run::Purpose::Serve(args.addr),
     )?;
     eprintln!(
-        "serving {name}:{} on http://{} (the Open Inference Protocol: /v2/models/{name}), isolated with {}; Ctrl-C stops",
-        record.version, args.addr, launch.isolation
+        "serving {name}:{} on http://{} (the Open Inference Protocol: /v2/models/{name}; gRPC on port {} where the runtime has grpcio), isolated with {}; Ctrl-C stops",
+        record.version,
+        args.addr,
+        crate::run::grpc_port(args.addr),
+        launch.isolation
     );
     let error = Command::new(&launch.program)
         .args(&launch.args)

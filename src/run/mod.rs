@@ -96,6 +96,8 @@ pub fn prepare(
             command.extend(with_address(strings("Cmd"), addr));
             env.push(("HOST".into(), addr.ip().to_string()));
             env.push(("PORT".into(), addr.port().to_string()));
+            // gRPC, where the runtime has it, on the next port (8080 and 8081, as KServe).
+            env.push(("GRPC_PORT".into(), grpc_port(addr).to_string()));
         }
         Purpose::Check if env.iter().any(|(k, _)| k == "MLAMBDA_LOADER") => {
             command.push("--check".into());
@@ -182,6 +184,11 @@ pub fn check(layout: &Layout, tag: &str, cache: &Path) -> Result<String, RunErro
 
 /// A runtime's `--host H --port P` set to `addr` (other commands are left as they are; they
 /// get HOST and PORT in their environment).
+/// The port of the protocol's gRPC service when HTTP is on `addr` (0: none).
+pub fn grpc_port(addr: SocketAddr) -> u16 {
+    addr.port().checked_add(1).unwrap_or(0)
+}
+
 fn with_address(mut cmd: Vec<String>, addr: SocketAddr) -> Vec<String> {
     for i in 0..cmd.len().saturating_sub(1) {
         match cmd[i].as_str() {

@@ -435,7 +435,7 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
     if tool("bwrap").is_none() {
         return;
     }
-    let port = free_port();
+    let port = free_port_pair();
     let running = mlambda_run(home.path(), name, port);
     let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
     let infer = |model: &str, input: &str, data: &str| {
@@ -449,7 +449,34 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
     let default = infer(name, "x", "[1, 2, 5]");
     let regress = infer("regress_x2_to_y3", "inputs", "[1, 4, 7]");
     let metadata = json(&request(port, "GET", "/v2/models/serving_default", "").1);
+    // The same over gRPC, on the next port, through tritonclient's gRPC client.
+    let over_grpc = tritonclient(
+        port + 1,
+        &format!(
+            "import json, numpy as np, tritonclient.grpc as g\n\
+             c = g.InferenceServerClient(ADDR)\n\
+             meta = c.get_model_metadata('{name}', as_json=True)\n\
+             x = g.InferInput('x', [3, 1], 'FP32'); x.set_data_from_numpy(np.array([[1], [2], [5]], dtype=np.float32))\n\
+             y = c.infer('{name}', [x]).as_numpy('y').reshape(-1).tolist()\n\
+             i = g.InferInput('inputs', [3, 1], 'FP32'); i.set_data_from_numpy(np.array([[1], [4], [7]], dtype=np.float32))\n\
+             r = c.infer('regress_x2_to_y3', [i]).as_numpy('outputs').reshape(-1).tolist()\n\
+             bad = g.InferInput('x', [3, 1], 'INT32'); bad.set_data_from_numpy(np.array([[1], [2], [5]], dtype=np.int32))\n\
+             try:\n    c.infer('{name}', [bad]); refused = None\n\
+             except g.InferenceServerException as e:\n    refused = [str(e.status()), e.message()]\n\
+             print(json.dumps({{'ready': c.is_server_ready(), 'inputs': meta['inputs'], 'y': y, 'regress': r, 'refused': refused}}))"
+        ),
+    )
+    .map(|text| json(text.lines().last().unwrap()));
     drop(running);
+    if let Some(over_grpc) = &over_grpc {
+        assert_eq!(over_grpc["ready"], true);
+        assert_eq!(over_grpc["inputs"][0]["name"], "x");
+        assert_eq!(over_grpc["y"], default["data"]);
+        assert_eq!(over_grpc["regress"], regress["data"]);
+        assert_eq!(over_grpc["refused"][0], "StatusCode.INVALID_ARGUMENT");
+        let message = over_grpc["refused"][1].as_str().unwrap();
+        assert!(message.contains("datatype INT32"), "{message}");
+    }
     assert_eq!(metadata["platform"], "tensorflow_savedmodel");
     assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 1]));
     // TensorFlow itself, in the same image, on the same inputs.
@@ -533,14 +560,14 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
 /// output, or `None` when skipped (never under CI).
 fn tritonclient(port: u16, script: &str) -> Option<String> {
     let probe = Command::new("python3")
-        .args(["-c", "import tritonclient.http"])
+        .args(["-c", "import tritonclient.http, tritonclient.grpc"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must have tritonclient[http] in its python3 (.ci/run installs it)"
+            "CI must have tritonclient[http,grpc] in its python3 (.ci/run installs it)"
         );
-        eprintln!("SKIPPED: python3 has no tritonclient (pip install 'tritonclient[http]')");
+        eprintln!("SKIPPED: python3 has no tritonclient (pip install 'tritonclient[http,grpc]')");
         return None;
     }
     let out = run_ok(
@@ -759,4 +786,14 @@ fn a_runtime_from_another_definition_is_assembled_again() {
         .to_string();
     assert!(log.contains("assembled from another definition"), "{log}");
     assert!(log.contains("debian package python3.11-minimal_"), "{log}");
+}
+
+/// A free port whose next one is free too: HTTP and gRPC of `mlambda run`.
+fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
 }
