@@ -10,6 +10,7 @@ mod base_import;
 mod base_import_registry;
 mod build;
 mod digest_cache;
+mod hostile_clients;
 mod infer_fixtures;
 mod infer_generated;
 mod infer_spark_keras_mlflow;
