@@ -70,7 +70,7 @@ fn open_file_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes only the struct it is given, which lives through the call.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (read == 0).then_some(limit.rlim_cur as u64)
+    (read == 0).then_some(limit.rlim_cur)
 }
 
 #[cfg(test)]
