@@ -26,4 +26,5 @@ mod robustness;
 mod runtimes;
 mod serving_yaml;
 mod upload;
+mod upload_faults;
 mod wheels;
