@@ -13,9 +13,13 @@ pub struct Unauthorized(pub &'static str);
 /// The `WWW-Authenticate` challenge of every refusal.
 pub const CHALLENGE: &str = "Basic realm=\"mlambda\"";
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Htpasswd {
     users: BTreeMap<String, String>,
+    /// The entry of the highest bcrypt cost: an unknown user's password is verified against
+    /// it (and refused whatever the outcome), so that a 401 takes as long for a user who does
+    /// not exist as for one who does, and the timing tells nobody which users exist.
+    decoy: String,
     /// sha256 of `Authorization` values already verified: bcrypt is slow on purpose, and a
     /// client sends the same header with every request.
     verified: Mutex<HashSet<String>>,
@@ -45,15 +49,33 @@ impl Htpasswd {
                     number + 1
                 ));
             }
+            if hash.parse::<bcrypt::HashParts>().is_err() {
+                return Err(format!(
+                    "line {}: the bcrypt hash of '{user}' is malformed (create it with htpasswd -B)",
+                    number + 1
+                ));
+            }
             users.insert(user.to_string(), hash.to_string());
         }
-        if users.is_empty() {
-            return Err("no users".into());
-        }
+        let decoy = users
+            .values()
+            .max_by_key(|hash| cost_of(hash))
+            .cloned()
+            .ok_or("no users")?;
         Ok(Htpasswd {
             users,
+            decoy,
             verified: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The hash to verify `user`'s password against, and whether the user exists: the decoy
+    /// for unknown users, so that every refusal costs the same bcrypt work.
+    fn hash_for(&self, user: &str) -> (&str, bool) {
+        match self.users.get(user) {
+            Some(hash) => (hash, true),
+            None => (&self.decoy, false),
+        }
     }
 
     /// Whether an `Authorization` header names a user with the right password.
@@ -81,13 +103,12 @@ impl Htpasswd {
         else {
             return Err(unauthorized("malformed basic credentials"));
         };
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return Err(unauthorized("invalid username or password"));
-        };
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+        let (hash, known) = self.hash_for(&user);
+        let hash = hash.to_string();
+        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .is_ok_and(|verified| verified.unwrap_or(false));
-        if !ok {
+        if !(known && matches) {
             return Err(unauthorized("invalid username or password"));
         }
         if let Ok(mut verified) = self.verified.lock() {
@@ -98,6 +119,12 @@ impl Htpasswd {
         }
         Ok(())
     }
+}
+
+/// The cost of a hash `parse` accepted.
+fn cost_of(hash: &str) -> u32 {
+    hash.parse::<bcrypt::HashParts>()
+        .map_or(0, |parts| parts.get_cost())
 }
 
 /// Standard base64, padded or not (clients differ); `None` when malformed.
@@ -128,6 +155,7 @@ mod tests {
     fn only_bcrypt_entries_are_accepted() {
         assert!(Htpasswd::parse("u:$apr1$x$y").is_err());
         assert!(Htpasswd::parse("").is_err());
+        assert!(Htpasswd::parse("u:$2y$05$short").is_err());
         let ok = Htpasswd::parse(&format!("u:{}\n", bcrypt::hash("p", 4).unwrap())).unwrap();
         let ok = Arc::new(ok);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -137,6 +165,26 @@ mod tests {
             assert!(ok.check(Some("Basic dTpw")).await.is_ok());
             assert!(ok.check(Some("Basic dTpx")).await.is_err());
             assert!(ok.check(None).await.is_err());
+        });
+    }
+
+    #[test]
+    fn unknown_users_cost_the_same_bcrypt_work() {
+        let cheap = bcrypt::hash("p", 4).unwrap();
+        let dear = bcrypt::hash("q", 6).unwrap();
+        let htpasswd = Htpasswd::parse(&format!("a:{cheap}\nb:{dear}\n")).unwrap();
+        assert_eq!(htpasswd.hash_for("a"), (cheap.as_str(), true));
+        // Verified against the dearest entry, as slow as the slowest real user.
+        assert_eq!(htpasswd.hash_for("ghost"), (dear.as_str(), false));
+        let htpasswd = Arc::new(htpasswd);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The decoy's own password lets no unknown user in ("ghost:q").
+            let refused = htpasswd.check(Some("Basic Z2hvc3Q6cQ==")).await;
+            assert_eq!(refused, Err(Unauthorized("invalid username or password")));
+            assert!(htpasswd.check(Some("Basic Yjpx")).await.is_ok());
         });
     }
 }

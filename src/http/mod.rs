@@ -1,17 +1,21 @@
 //! What both servers (`mlambda registry serve` and the manager) need from HTTP: a listener
-//! with optional TLS that stops on SIGINT/SIGTERM, htpasswd credentials, and query parsing.
+//! with optional TLS that stops on SIGINT/SIGTERM and bounds what hostile clients can hold
+//! (timeouts, a connection limit), htpasswd credentials, and query parsing.
 //! Each server answers in its own error envelope; nothing here writes a response body.
 
+mod accept;
+mod connection;
 mod htpasswd;
+mod limits;
 mod query;
 
 pub use htpasswd::{CHALLENGE, Htpasswd, Unauthorized};
+pub use limits::Limits;
 pub use query::{percent_decode, query_pairs, query_value};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -40,18 +44,26 @@ pub fn load_htpasswd(path: Option<&Path>) -> Result<Option<Arc<Htpasswd>>, Liste
 pub struct Listener {
     tcp: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
 }
 
-/// Binds `addr`; `tls` is the PEM certificate chain and key.
+/// Binds `addr`; `tls` is the PEM certificate chain and key. The [`Limits`] are the
+/// defaults or what the environment says.
 pub async fn bind(
     addr: SocketAddr,
     tls: Option<&(PathBuf, PathBuf)>,
 ) -> Result<Listener, ListenError> {
+    let limits = Limits::from_env()?;
     let tls = tls.map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ListenError::Bind { addr, source })?;
-    Ok(Listener { tcp, tls })
+    tracing::info!(
+        "at most {} connections at once; one without a request in progress closes after {}s",
+        limits.connections,
+        limits.timeout.as_secs()
+    );
+    Ok(Listener { tcp, tls, limits })
 }
 
 impl Listener {
@@ -70,13 +82,8 @@ impl Listener {
         app: axum::Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ListenError> {
-        match self.tls {
-            None => axum::serve(self.tcp, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ListenError::Io),
-            Some(acceptor) => serve_tls(self.tcp, acceptor, app, shutdown).await,
-        }
+        accept::serve(self.tcp, self.tls, app, self.limits, shutdown).await;
+        Ok(())
     }
 }
 
@@ -125,46 +132,4 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Li
         .map_err(|e| ListenError::Config(format!("TLS: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ListenError> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::info!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("connection with {peer}: {e}");
-            }
-        });
-    }
 }

@@ -114,8 +114,9 @@ fn unpack_tar(tar_bytes: impl Read, dest: &Path, limits: Limits) -> Result<Unpac
                 prepare_parent(dest, &rel).map_err(|p| refused(&p))?;
                 let mode = entry.header().mode().unwrap_or(0o644);
                 let budget = limits.unpacked_bytes - unpacked.bytes;
-                let written =
-                    write_file(&mut entry, &target, mode, budget)?.ok_or(UnpackError::TooBig {
+                let written = write_file(&mut entry, &target, mode, budget)
+                    .map_err(|e| created(&raw, e))?
+                    .ok_or(UnpackError::TooBig {
                         limit: limits.unpacked_bytes,
                     })?;
                 unpacked.bytes += written;
@@ -134,7 +135,8 @@ fn unpack_tar(tar_bytes: impl Read, dest: &Path, limits: Limits) -> Result<Unpac
                     )));
                 }
                 prepare_parent(dest, &rel).map_err(|p| refused(&p))?;
-                std::os::unix::fs::symlink(&link, &target).map_err(UnpackError::Io)?;
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(|e| created(&raw, UnpackError::Io(e)))?;
                 links.push((raw.clone(), target));
             }
             tar::EntryType::Link => {
@@ -153,7 +155,8 @@ fn unpack_tar(tar_bytes: impl Read, dest: &Path, limits: Limits) -> Result<Unpac
                     ));
                 }
                 prepare_parent(dest, &rel).map_err(|p| refused(&p))?;
-                fs::hard_link(&source_path, &target).map_err(UnpackError::Io)?;
+                fs::hard_link(&source_path, &target)
+                    .map_err(|e| created(&raw, UnpackError::Io(e)))?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 return Err(refused(
@@ -171,6 +174,21 @@ fn unpack_tar(tar_bytes: impl Read, dest: &Path, limits: Limits) -> Result<Unpac
     }
     check_links_stay_inside(dest, &links)?;
     Ok(unpacked)
+}
+
+/// What the file system says of a name it cannot hold, in the client's terms.
+const NAME_TOO_LONG: &str = "a name in this path is too long for the file system (at most 255 bytes per file or folder name); rename it";
+
+/// An error creating entry `raw`: a name the file system cannot hold is the archive's fault,
+/// anything else the server's.
+fn created(raw: &str, error: UnpackError) -> UnpackError {
+    match error {
+        UnpackError::Io(e) if e.kind() == io::ErrorKind::InvalidFilename => UnpackError::Refused {
+            entry: raw.to_string(),
+            problem: NAME_TOO_LONG.into(),
+        },
+        other => other,
+    }
 }
 
 fn read_error(error: io::Error) -> UnpackError {
@@ -224,7 +242,10 @@ fn make_dirs(dest: &Path, rel: &Path) -> Result<(), String> {
                 return Err("a directory of this path is a symbolic link: entries are never written through links".into());
             }
             Ok(_) => return Err("a directory of this path is a file".into()),
-            Err(_) => fs::create_dir(&current).map_err(|e| e.to_string())?,
+            Err(_) => fs::create_dir(&current).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidFilename => NAME_TOO_LONG.to_string(),
+                _ => e.to_string(),
+            })?,
         }
     }
     Ok(())

@@ -223,8 +223,19 @@ async fn drain(multipart: &mut Multipart) {
     }
 }
 
-/// The request body broke off or is not multipart; the size limit is counted by us, not here.
+/// The request body is not multipart, or broke off; the size limit is counted by us, not here.
 fn multipart_error(error: MultipartError) -> Failure {
+    if error.status().is_server_error() {
+        // axum says 500 when reading the body fails: the client stopped sending before the
+        // end it announced, or its connection broke. Nothing on the server went wrong.
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the request body broke off before its end ({}); send the upload again",
+                error.body_text()
+            ),
+        );
+    }
     json_error(
         error.status(),
         format!("cannot read the upload: {}", error.body_text()),

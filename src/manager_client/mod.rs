@@ -6,7 +6,7 @@ mod pack;
 use crate::model::spec::ModelSpec;
 use crate::remote::{ConnectOptions, is_loopback, tls_config};
 use crate::remote::{Credential, find_credential};
-use pack::{PackError, archive_entries, pack};
+use pack::{PackError, PackFailure, archive_entries, pack};
 use reqwest::blocking::{Client, RequestBuilder, multipart};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -22,6 +22,10 @@ pub enum ClientError {
     /// The server's own words (`{"error": ...}`) with the status.
     #[error("the manager refused the upload (HTTP {status}): {message}")]
     Refused { status: u16, message: String },
+    #[error(
+        "lost the connection to the manager at {url} while sending the folder ({message}); check that `mlambda serve` still runs there (its log says why it stopped, or whether the folder is above its --max-upload), then upload again"
+    )]
+    Lost { url: String, message: String },
     #[error(transparent)]
     Pack(#[from] PackError),
     #[error("the build log of {0} ended before the build did, and could not be resumed")]
@@ -166,25 +170,30 @@ impl ManagerClient {
             .request(reqwest::Method::POST, "api/v2/model/upload")
             .multipart(form)
             .send();
-        let packed = packer
-            .join()
-            .unwrap_or_else(|_| Err("the packing thread failed".into()));
-        if let Err(message) = packed {
+        // After a failed request the packer may still wait on the pipe: it is waited for only
+        // when it ended already, so that a file that could not be read is still the one blamed.
+        let packed = if sent.is_ok() || packer.is_finished() {
+            packer
+                .join()
+                .unwrap_or_else(|_| Err(PackFailure::Read("the packing thread failed".into())))
+        } else {
+            Err(PackFailure::Send)
+        };
+        if let Err(PackFailure::Read(message)) = packed {
             return Err(ClientError::Pack(PackError {
                 path: spec.dir.display().to_string(),
                 message,
             }));
         }
+        // Packing stops when the request stops taking the archive: the request says why.
         let response = sent.map_err(|e| {
-            if e.is_body() {
-                ClientError::Connect {
-                    url: self.base.to_string(),
-                    message: format!(
-                        "the manager closed the connection while the folder was being sent (it stopped, or the folder is far above its --max-upload): {e}"
-                    ),
-                }
-            } else {
+            if e.is_connect() {
                 self.unreachable(e)
+            } else {
+                ClientError::Lost {
+                    url: self.base.to_string(),
+                    message: causes(&e),
+                }
             }
         })?;
         read_json(response)
@@ -276,12 +285,7 @@ impl ManagerClient {
     }
 
     fn unreachable(&self, error: reqwest::Error) -> ClientError {
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            message = format!("{message}: {cause}");
-            source = cause.source();
-        }
+        let mut message = causes(&error);
         if error.is_connect() {
             message.push_str(" (is `mlambda serve` running there?)");
         }
@@ -290,6 +294,17 @@ impl ManagerClient {
             message,
         }
     }
+}
+
+/// The error and its causes, as one line.
+fn causes(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
 }
 
 #[derive(Default)]

@@ -79,7 +79,48 @@ pub fn archive_entries(spec: &ModelSpec) -> Result<Vec<ArchiveEntry>, PackError>
     Ok(entries)
 }
 
-pub fn pack(entries: &[ArchiveEntry], out: &mut impl Write) -> Result<(), String> {
+/// Why packing stopped: the folder, or where the archive goes.
+#[derive(Debug)]
+pub enum PackFailure {
+    /// A file of the folder could not be read ("<path>: <why>").
+    Read(String),
+    /// The archive could not be written out: what it feeds (the upload) stopped taking it,
+    /// and says why itself.
+    Send,
+}
+
+/// Writes the archive of `entries` to `out`, telling a file that cannot be read apart from
+/// an `out` that stops taking bytes (tar reports both as one I/O error of the entry).
+pub fn pack(entries: &[ArchiveEntry], out: &mut impl Write) -> Result<(), PackFailure> {
+    let mut out = Outgoing { out, broken: false };
+    match pack_into(entries, &mut out) {
+        Ok(()) => Ok(()),
+        Err(_) if out.broken => Err(PackFailure::Send),
+        Err(reading) => Err(PackFailure::Read(reading)),
+    }
+}
+
+/// A writer that remembers whether it failed.
+struct Outgoing<W> {
+    out: W,
+    broken: bool,
+}
+
+impl<W: Write> Write for Outgoing<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let written = self.out.write(data);
+        self.broken |= written.is_err();
+        written
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.out.flush();
+        self.broken |= flushed.is_err();
+        flushed
+    }
+}
+
+fn pack_into(entries: &[ArchiveEntry], out: &mut impl Write) -> Result<(), String> {
     let gzip = GzipWriter::new(out).map_err(|e| e.to_string())?;
     let mut tar = tar::Builder::new(gzip);
     tar.follow_symlinks(false);
@@ -226,5 +267,60 @@ mod tests {
             .unwrap();
         assert_eq!(back, [&text[..], &noise, &text, &noise[..1000]].concat());
         assert!(bytes.len() < noise.len() + text.len());
+    }
+
+    fn file_entry(source: &Path, size: u64) -> ArchiveEntry {
+        ArchiveEntry {
+            source: source.to_path_buf(),
+            path: "weights.bin".into(),
+            kind: EntryKind::File {
+                size,
+                executable: false,
+            },
+        }
+    }
+
+    /// Takes `room` bytes, then fails as a pipe whose reader is gone.
+    struct Closing {
+        room: usize,
+    }
+
+    impl Write for Closing {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = data.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_blamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("weights.bin");
+        match pack(&[file_entry(&missing, 10)], &mut Vec::new()) {
+            Err(PackFailure::Read(message)) => {
+                assert!(message.contains("weights.bin"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_upload_that_stops_taking_the_archive_is_not_blamed_on_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("weights.bin");
+        std::fs::write(&weights, vec![7u8; 1 << 20]).unwrap();
+        let packed = pack(
+            &[file_entry(&weights, 1 << 20)],
+            &mut Closing { room: 4096 },
+        );
+        assert!(matches!(packed, Err(PackFailure::Send)), "{packed:?}");
     }
 }
