@@ -7,6 +7,7 @@
 
 mod capped;
 mod flatbuf;
+mod gguf;
 mod hdf5;
 mod keras;
 mod mlflow;
@@ -15,10 +16,12 @@ mod onnx;
 mod pickle;
 mod proto;
 mod pytorch;
+mod safetensors;
 mod spark;
 mod tensorflow;
 mod text;
 mod tflite;
+mod weights;
 mod wire;
 
 pub use keras::{infer_keras_h5_reader, infer_keras_reader};
@@ -29,6 +32,7 @@ pub use pytorch::infer_pt2_reader;
 pub use spark::infer_spark_dir;
 pub use tensorflow::{infer_savedmodel_reader, infer_savedmodel_text_reader};
 pub use tflite::infer_tflite_reader;
+pub use weights::{summary as weights_summary, weight_facts};
 
 use crate::contract::Signature;
 use std::fmt::Write as _;

@@ -15,6 +15,7 @@ mod infer_generated;
 mod infer_spark_keras_mlflow;
 mod infer_streaming;
 mod infer_tflite_torch;
+mod infer_weights;
 mod manager;
 mod manager_page;
 mod packages;
