@@ -159,15 +159,18 @@ impl Meta {
             .and_then(Value::as_str)
             .map(str::to_string);
         let mut params = Map::new();
+        let mut set = Map::new();
         for key in ["defaultParamMap", "paramMap"] {
             match line.get(key) {
                 Some(Value::Object(map)) => {
                     params.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    set.clone_from(map);
                 }
                 None | Some(Value::Null) => {}
                 Some(_) => return Err(corrupt(file, format!("\"{key}\" is not an object"))),
             }
         }
+        prefer_multi_column(&mut params, &set);
         Ok(Meta {
             file: file.to_path_buf(),
             class,
@@ -218,6 +221,33 @@ impl Meta {
                 .map(|f| f as i64)
         })?;
         (size > 0).then_some(size)
+    }
+}
+
+/// Stages with both single- and multi-column params (StringIndexer, OneHotEncoder, Imputer,
+/// Bucketizer, StopWordsRemover…) keep a default `outputCol` (`<uid>__output`) in
+/// `defaultParamMap` even when they use `inputCols`/`outputCols`; Spark uses the multi-column
+/// params whenever they are set, so a single-column param that was not set by the user
+/// (`set`, the `paramMap`) is dropped then. A stage that sets both is invalid in Spark and is
+/// left as it is.
+fn prefer_multi_column(params: &mut Map<String, Value>, set: &Map<String, Value>) {
+    let multi_set = |key: &str| {
+        params
+            .get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|cols| !cols.is_empty())
+    };
+    let uses_multi = multi_set("inputCols") || multi_set("outputCols");
+    // `outputCol` goes only for `outputCols`: VectorAssembler and the like read `inputCols`
+    // and really write their one `outputCol`, default name included.
+    let drop = [
+        ("inputCol", uses_multi),
+        ("outputCol", multi_set("outputCols")),
+    ];
+    for (single, dropped) in drop {
+        if dropped && !set.contains_key(single) {
+            params.remove(single);
+        }
     }
 }
 

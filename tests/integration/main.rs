@@ -13,6 +13,7 @@ mod digest_cache;
 mod infer_fixtures;
 mod infer_generated;
 mod infer_spark_keras_mlflow;
+mod infer_spark_multicol;
 mod infer_streaming;
 mod infer_tflite_torch;
 mod infer_weights;
