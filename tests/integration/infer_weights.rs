@@ -361,3 +361,30 @@ fn weight_facts_become_image_annotations_when_a_contract_is_given() {
     assert!(message.contains("tiny.gguf"), "{message}");
     assert!(message.contains("contract:\n  infer:"), "{message}");
 }
+
+#[test]
+fn show_reports_the_weight_facts_of_a_version() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("sharded");
+    common::copy_tree(&own("weights/safetensors_sharded"), &model);
+    std::fs::write(model.join("serving.yaml"), CONTRACT).unwrap();
+    run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json", "--base", "scratch"])
+            .arg(&model),
+    );
+    let shown = json_of(&run_ok(
+        mlambda(home.path()).args(["show", "tiny:1", "--json"]),
+    ));
+    let metadata = &shown["metadata"];
+    assert_eq!(metadata["io.mlambda.weights.format"], "safetensors");
+    assert_eq!(metadata["io.mlambda.weights.tensors"], "3");
+    assert_eq!(metadata["io.mlambda.weights.parameters"], "88");
+    let text = run_ok(mlambda(home.path()).args(["show", "tiny:1"]));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("metadata:\n  io.mlambda.weights.dtypes: F16:1 F32:2\n"),
+        "{text}"
+    );
+}
