@@ -79,6 +79,9 @@ pub enum InferError {
     },
     #[error("{}: {reason}. Write the contract in serving.yaml", path.display())]
     NoContract { path: PathBuf, reason: String },
+    /// The model file is fine but a file it needs (ONNX external data) is not in the folder.
+    #[error("{}: {reason}", path.display())]
+    MissingFile { path: PathBuf, reason: String },
     #[error(
         "{}: cannot tell which model to infer the contract from, there are several: {}; {help}",
         dir.display(),

@@ -12,6 +12,7 @@ mod build;
 mod digest_cache;
 mod infer_fixtures;
 mod infer_generated;
+mod infer_onnx_external;
 mod infer_spark_keras_mlflow;
 mod infer_spark_multicol;
 mod infer_streaming;
