@@ -162,6 +162,13 @@ impl<R: Read + Seek> Walker<R> {
                 }
                 match fixed_size(item) {
                     Some(size) => self.skip(count * size, what)?,
+                    // A vocabulary's strings are stepped over, not read.
+                    None if item == 8 => {
+                        for _ in 0..count {
+                            let n = self.u64(what)?;
+                            self.skip(n, what)?;
+                        }
+                    }
                     None => {
                         for _ in 0..count {
                             self.value(item, depth + 1, what)?;
@@ -218,6 +225,13 @@ fn parse<R: Read + Seek>(reader: R, len: u64) -> Result<Header, String> {
         ));
     }
     let version = walker.u32("the version")?;
+    if matches!(version.swap_bytes(), 2 | 3) {
+        return Err(
+            "a big-endian GGUF file (made for s390x); mlambda reads little-endian ones, \
+             convert it with llama.cpp's gguf tools"
+                .into(),
+        );
+    }
     if !matches!(version, 2 | 3) {
         return Err(format!(
             "GGUF version {version}; mlambda reads versions 2 and 3 (convert older files with \

@@ -661,6 +661,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn multi_column_params_win_over_single_column_defaults() {
+        let meta = |line: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("part-00000");
+            std::fs::write(&file, line).unwrap();
+            Meta::read(&file).unwrap().params
+        };
+        // OneHotEncoder: the default outputCol is not used.
+        let params = meta(
+            r#"{"class":"org.apache.spark.ml.feature.OneHotEncoderModel","paramMap":{"inputCols":["a"],"outputCols":["b"]},"defaultParamMap":{"outputCol":"OneHotEncoder_1__output"}}"#,
+        );
+        assert!(!params.contains_key("outputCol"));
+        // VectorAssembler: inputCols and its one default outputCol, which it writes.
+        let params = meta(
+            r#"{"class":"org.apache.spark.ml.feature.VectorAssembler","paramMap":{"inputCols":["a","b"]},"defaultParamMap":{"outputCol":"VectorAssembler_1__output"}}"#,
+        );
+        assert_eq!(params["outputCol"], "VectorAssembler_1__output");
+        // Single-column use: the default outputCol is the output.
+        let params = meta(
+            r#"{"class":"org.apache.spark.ml.feature.OneHotEncoderModel","paramMap":{"inputCol":"a"},"defaultParamMap":{"outputCol":"OneHotEncoder_1__output"}}"#,
+        );
+        assert_eq!(params["outputCol"], "OneHotEncoder_1__output");
+    }
+
+    #[test]
     fn model_type_versions() {
         assert_eq!(major_minor("2.4.4").as_deref(), Some("2.4"));
         assert_eq!(major_minor("4.0.0-preview1").as_deref(), Some("4.0"));

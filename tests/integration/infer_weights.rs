@@ -253,6 +253,7 @@ fn hostile_gguf_headers_are_clear_errors() {
     magic[..4].copy_from_slice(b"GGML");
     refused(name, &magic, "does not start with \"GGUF\"");
     refused(name, &gguf(1, 0, 0, &[]), "GGUF version 1");
+    refused(name, &gguf(3u32.swap_bytes(), 0, 0, &[]), "big-endian");
     refused(name, &gguf(3, u64::MAX, 0, &[]), "more than its");
     refused(name, &gguf(3, 0, u64::MAX, &[]), "more than its");
     // A key of 2^64 - 1 bytes; a string value of 2^63 bytes.
