@@ -4,7 +4,8 @@
 //! They say what tensors a model has, not what it takes and returns, so no signature is
 //! invented from them (`nometa` refuses them with a skeleton when no contract is given). What
 //! they do say — tensor count, dtypes, parameter count, architecture, context length,
-//! quantization — becomes the version's metadata (`io.mlambda.weights.*` keys), which the
+//! quantization, the last three from transformers' `config.json` beside safetensors weights —
+//! becomes the version's metadata (`io.mlambda.weights.*` keys), which the
 //! image carries as annotations, whatever the contract came from.
 
 use super::{Folder, InferError, gguf, safetensors};
@@ -13,6 +14,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 pub(crate) const INDEX: &str = "model.safetensors.index.json";
+/// What transformers' `save_pretrained` writes beside safetensors weights.
+const CONFIG: &str = "config.json";
 const PREFIX: &str = "io.mlambda.weights";
 
 /// The facts of the weight files at the top of `dir`, as metadata keys; empty when there are
@@ -67,6 +70,11 @@ pub fn weight_facts(dir: &Path) -> Result<BTreeMap<String, String>, InferError> 
     put("tensors", tensors.to_string());
     put("parameters", parameters.to_string());
     put("dtypes", counts(&dtypes));
+    if !safetensors.is_empty() && folder.has(CONFIG) {
+        for (key, value) in transformers_config(&folder.dir.join(CONFIG)) {
+            put(key, value);
+        }
+    }
     // Several GGUF files are shards of one model (or alternatives): the first one speaks.
     if let Some(header) = ggufs_read.first() {
         put("gguf.version", header.version.to_string());
@@ -90,6 +98,52 @@ pub fn weight_facts(dir: &Path) -> Result<BTreeMap<String, String>, InferError> 
     Ok(facts)
 }
 
+/// What a transformers `config.json` says that the safetensors header does not: the model
+/// class, context length, vocabulary and quantization method. Only a file with transformers'
+/// `model_type` key counts; any other `config.json` (or an unreadable one) is not this
+/// format's and gives nothing, as the weights' facts do not depend on it.
+fn transformers_config(path: &Path) -> Vec<(&'static str, String)> {
+    let Ok(bytes) = super::capped::read_file(path, "config.json") else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Object(config)) = serde_json::from_slice(&bytes) else {
+        return Vec::new();
+    };
+    let Some(model_type) = config.get("model_type").and_then(|v| v.as_str()) else {
+        return Vec::new();
+    };
+    let mut facts = Vec::new();
+    let architecture = config
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(|a| a.as_str())
+        .unwrap_or(model_type);
+    facts.push(("architecture", clean(architecture)));
+    // The names differ by model family; the first present is the one the family uses.
+    let context = [
+        "max_position_embeddings",
+        "n_positions",
+        "max_sequence_length",
+        "seq_length",
+    ]
+    .iter()
+    .find_map(|key| config.get(*key).and_then(|v| v.as_u64()));
+    if let Some(n) = context {
+        facts.push(("context-length", n.to_string()));
+    }
+    if let Some(n) = config.get("vocab_size").and_then(|v| v.as_u64()) {
+        facts.push(("vocabulary", n.to_string()));
+    }
+    let quantization = config
+        .get("quantization_config")
+        .and_then(|q| q.get("quant_method"))
+        .and_then(|m| m.as_str());
+    if let Some(method) = quantization {
+        facts.push(("quantization", clean(method)));
+    }
+    facts
+}
+
 /// One line for the user: "safetensors: 3 tensors, 1,234 parameters (F32:3)".
 pub fn summary(facts: &BTreeMap<String, String>) -> Option<String> {
     let get = |key: &str| facts.get(&format!("{PREFIX}.{key}"));
@@ -105,6 +159,7 @@ pub fn summary(facts: &BTreeMap<String, String>) -> Option<String> {
         ("architecture", "architecture"),
         ("context-length", "context length"),
         ("file-type", "file type"),
+        ("quantization", "quantization"),
     ] {
         if let Some(value) = get(key) {
             let _ = write!(line, ", {label} {value}");

@@ -58,6 +58,43 @@ fn sharded_safetensors_facts_add_up_over_the_shards() {
         facts["files"],
         "model-00001-of-00002.safetensors model-00002-of-00002.safetensors"
     );
+    // From the config.json transformers wrote beside the shards, as AutoConfig reads it.
+    let answer = expected(&dir);
+    assert_eq!(
+        facts["architecture"],
+        answer["architecture"].as_str().unwrap()
+    );
+    assert_eq!(
+        facts["context-length"],
+        answer["context_length"].to_string()
+    );
+    assert_eq!(facts["vocabulary"], answer["vocabulary"].to_string());
+    assert!(!facts.contains_key("quantization"));
+}
+
+#[test]
+fn transformers_quantization_and_foreign_config_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::copy_tree(&own("weights/safetensors_single"), tmp.path());
+    // The shape of a config saved after quantizing with bitsandbytes (crafted: that writer
+    // needs torch and a GPU).
+    let config = r#"{"model_type": "mistral", "architectures": ["MistralForCausalLM"],
+        "max_position_embeddings": 32768, "vocab_size": 32000,
+        "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true}}"#;
+    std::fs::write(tmp.path().join("config.json"), config).unwrap();
+    let facts = facts(tmp.path());
+    assert_eq!(facts["architecture"], "MistralForCausalLM");
+    assert_eq!(facts["context-length"], "32768");
+    assert_eq!(facts["quantization"], "bitsandbytes");
+    // Another framework's config.json, or a broken one, adds nothing and breaks nothing.
+    for other in [r#"{"layers": []}"#, "{", "[1]"] {
+        std::fs::write(tmp.path().join("config.json"), other).unwrap();
+        let facts = weight_facts(tmp.path()).unwrap();
+        assert!(
+            !facts.contains_key("io.mlambda.weights.architecture"),
+            "{other}"
+        );
+    }
 }
 
 #[test]
@@ -384,8 +421,13 @@ fn show_reports_the_weight_facts_of_a_version() {
     assert_eq!(metadata["io.mlambda.weights.parameters"], "88");
     let text = run_ok(mlambda(home.path()).args(["show", "tiny:1"]));
     let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("metadata:\n  io.mlambda.weights."), "{text}");
     assert!(
-        text.contains("metadata:\n  io.mlambda.weights.dtypes: F16:1 F32:2\n"),
+        text.contains("\n  io.mlambda.weights.dtypes: F16:1 F32:2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  io.mlambda.weights.architecture: LlamaForCausalLM\n"),
         "{text}"
     );
 }
