@@ -204,7 +204,7 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, InferError> {
             source,
         })?
         .len();
-    parse(BufReader::new(file), len).map_err(|reason| InferError::Corrupt {
+    parse(BufReader::new(file), len).map_err(|reason| InferError::CorruptWeights {
         path: path.to_path_buf(),
         format: FORMAT,
         reason,

@@ -77,6 +77,18 @@ pub enum InferError {
         format: &'static str,
         reason: String,
     },
+    /// A damaged weight file (safetensors, GGUF): read whatever the contract came from, so
+    /// writing one does not help, unlike [`InferError::Corrupt`].
+    #[error(
+        "{}: not a valid {format}: {reason}. The file is corrupt or truncated: save or \
+         download the weights again",
+        path.display()
+    )]
+    CorruptWeights {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
     #[error("{}: {reason}. Write the contract in serving.yaml", path.display())]
     NoContract { path: PathBuf, reason: String },
     /// The model file is fine but a file it needs (ONNX external data) is not in the folder.

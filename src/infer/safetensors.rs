@@ -37,7 +37,7 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, InferError> {
         source,
     };
     let file_len = file.metadata().map_err(io)?.len();
-    let corrupt = |reason: String| InferError::Corrupt {
+    let corrupt = |reason: String| InferError::CorruptWeights {
         path: path.to_path_buf(),
         format: FORMAT,
         reason,

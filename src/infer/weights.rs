@@ -183,7 +183,7 @@ fn clean(text: &str) -> String {
 
 /// The index of a sharded checkpoint must name only shards that are in the folder.
 fn check_index(path: &Path, folder: &Folder) -> Result<(), InferError> {
-    let corrupt = |reason: String| InferError::Corrupt {
+    let corrupt = |reason: String| InferError::CorruptWeights {
         path: path.to_path_buf(),
         format: "safetensors index",
         reason,

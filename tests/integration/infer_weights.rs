@@ -167,7 +167,14 @@ fn refused(name: &str, bytes: &[u8], reason: &str) {
     assert!(message.contains(reason), "{reason}: {message}");
     // Inference without a contract reports the same damage, not a skeleton.
     let err = infer(tmp.path(), None).expect_err(reason);
-    assert!(matches!(err, InferError::Corrupt { .. }), "{reason}: {err}");
+    assert!(
+        matches!(err, InferError::CorruptWeights { .. }),
+        "{reason}: {err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("save or download the weights again")
+    );
 }
 
 fn safetensors_file(header: &str, data: usize) -> Vec<u8> {
