@@ -27,7 +27,7 @@ mod wire;
 pub use keras::{infer_keras_h5_reader, infer_keras_reader};
 pub use mlflow::infer_mlmodel;
 pub use nometa::{explain_mxnet_symbol, explain_pickle, explain_torch_zip};
-pub use onnx::infer_onnx_reader;
+pub use onnx::{check_external_data_in, infer_onnx_reader};
 pub use pytorch::infer_pt2_reader;
 pub use spark::infer_spark_dir;
 pub use tensorflow::{infer_savedmodel_reader, infer_savedmodel_text_reader};

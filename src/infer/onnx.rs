@@ -31,6 +31,25 @@ fn infer_file(path: &Path) -> Result<Inferred, InferError> {
     from_model(model, path)
 }
 
+/// Checks the external data of every ONNX model at the top of `dir`, whatever the contract
+/// came from: an image missing the data would build and fail at run time. (The pruned read
+/// skips the weights, so reading the model file again costs little.)
+pub fn check_external_data_in(dir: &Path) -> Result<(), InferError> {
+    for path in detect(&Folder::read(dir)?) {
+        // A model file this reader cannot parse is what a hand-written contract is for: only
+        // the missing data fails the build here.
+        let Ok(file) = super::open_model_file(&path) else {
+            continue;
+        };
+        let Ok(model) = decode_pruned::<pb::ModelProto, _>(file, "onnx.ModelProto", &path, FORMAT)
+        else {
+            continue;
+        };
+        check_external_data(&model, &path)?;
+    }
+    Ok(())
+}
+
 /// ONNX's external data value for "the tensor's bytes are in the file `location`".
 const EXTERNAL: i32 = 1;
 

@@ -128,3 +128,39 @@ fn a_big_external_data_file_is_its_own_layer() {
         "{contents:?}"
     );
 }
+
+#[test]
+fn a_missing_data_file_fails_the_build_even_with_a_written_contract() {
+    let (tmp, dir) = copy();
+    std::fs::remove_file(dir.join("model.onnx.data")).unwrap();
+    std::fs::write(
+        dir.join("serving.yaml"),
+        "name: external\ncontract:\n  infer:\n    inputs:\n      x: {shape: [-1, 8], type: float32}\n    outputs:\n      y: {shape: [-1, 4], type: float32}\n",
+    )
+    .unwrap();
+    let message = common::run_fail(
+        mlambda(&tmp.path().join("home"))
+            .args(["build", "--base", "scratch", "--output"])
+            .arg(format!("oci:{}", tmp.path().join("layout").display()))
+            .arg(&dir),
+    );
+    assert!(message.contains("model.onnx.data"), "{message}");
+    assert!(message.contains("not in the model folder"), "{message}");
+}
+
+#[test]
+fn an_unreadable_onnx_file_with_a_written_contract_still_builds() {
+    let (tmp, dir) = copy();
+    std::fs::write(dir.join("model.onnx"), b"\xff\xff\xff not protobuf").unwrap();
+    std::fs::write(
+        dir.join("serving.yaml"),
+        "name: external\ncontract:\n  infer:\n    inputs:\n      x: {shape: [-1, 8], type: float32}\n    outputs:\n      y: {shape: [-1, 4], type: float32}\n",
+    )
+    .unwrap();
+    run_ok(
+        mlambda(&tmp.path().join("home"))
+            .args(["build", "--base", "scratch", "--output"])
+            .arg(format!("oci:{}", tmp.path().join("layout").display()))
+            .arg(&dir),
+    );
+}
