@@ -3,8 +3,11 @@
 use super::output::{print_json, print_table};
 use crate::catalog::VersionRecord;
 use crate::contract;
+use crate::oci::Location;
 use crate::pipeline::Home;
+use crate::store::Layout;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +139,7 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
         let mut value = version_json(&record);
         value["contract"] = contract.as_ref().map_or(Value::Null, contract::to_json);
         value["log"] = json!(record.log);
+        value["metadata"] = json!(image_metadata(&record));
         if let Some(lock) = &record.packages {
             let packages = crate::packages::lock::recorded_packages(lock).unwrap_or_default();
             value["packages"] = packages
@@ -162,6 +166,13 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
         if let Some(error) = &record.error {
             line("error", Some(error));
         }
+        let metadata = image_metadata(&record);
+        if !metadata.is_empty() {
+            println!("metadata:");
+            for (key, value) in &metadata {
+                println!("  {key}: {value}");
+            }
+        }
         if let Some(contract) = &contract {
             println!("{}", contract::to_yaml(contract).trim_end());
         }
@@ -186,6 +197,32 @@ pub fn show(home: &Home, args: ShowArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The version's metadata (serving.yaml `metadata:`, facts of weight files) as its image's
+/// annotations keep it: the catalogue does not store it, the local image does. Nothing when
+/// the image is gone or was never built; the standard `org.opencontainers.*` keys are left
+/// out (they repeat what `show` prints above).
+fn image_metadata(record: &VersionRecord) -> BTreeMap<String, String> {
+    let read = || -> Option<BTreeMap<String, String>> {
+        let Ok(Location::Layout { dir, tag }) = Location::parse(record.local_image.as_deref()?)
+        else {
+            return None;
+        };
+        let layout = Layout::open(&dir).ok()?;
+        let descriptor = layout.resolve(tag.as_deref()).ok()?;
+        let manifest = layout.read_blob(&descriptor.digest, 4 << 20).ok()?;
+        let manifest: Value = serde_json::from_slice(&manifest).ok()?;
+        let annotations = manifest.get("annotations")?.as_object()?;
+        Some(
+            annotations
+                .iter()
+                .filter(|(key, _)| !key.starts_with("org.opencontainers."))
+                .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
+                .collect(),
+        )
+    };
+    read().unwrap_or_default()
 }
 
 fn version_json(record: &VersionRecord) -> Value {

@@ -7,6 +7,7 @@
 
 mod capped;
 mod flatbuf;
+mod gguf;
 mod hdf5;
 mod keras;
 mod mlflow;
@@ -15,20 +16,23 @@ mod onnx;
 mod pickle;
 mod proto;
 mod pytorch;
+mod safetensors;
 mod spark;
 mod tensorflow;
 mod text;
 mod tflite;
+mod weights;
 mod wire;
 
 pub use keras::{infer_keras_h5_reader, infer_keras_reader};
 pub use mlflow::infer_mlmodel;
 pub use nometa::{explain_mxnet_symbol, explain_pickle, explain_torch_zip};
-pub use onnx::infer_onnx_reader;
+pub use onnx::{check_external_data_in, infer_onnx_reader};
 pub use pytorch::infer_pt2_reader;
 pub use spark::infer_spark_dir;
 pub use tensorflow::{infer_savedmodel_reader, infer_savedmodel_text_reader};
 pub use tflite::infer_tflite_reader;
+pub use weights::{summary as weights_summary, weight_facts};
 
 use crate::contract::Signature;
 use std::fmt::Write as _;
@@ -73,8 +77,23 @@ pub enum InferError {
         format: &'static str,
         reason: String,
     },
+    /// A damaged weight file (safetensors, GGUF): read whatever the contract came from, so
+    /// writing one does not help, unlike [`InferError::Corrupt`].
+    #[error(
+        "{}: not a valid {format}: {reason}. The file is corrupt or truncated: save or \
+         download the weights again",
+        path.display()
+    )]
+    CorruptWeights {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
     #[error("{}: {reason}. Write the contract in serving.yaml", path.display())]
     NoContract { path: PathBuf, reason: String },
+    /// The model file is fine but a file it needs (ONNX external data) is not in the folder.
+    #[error("{}: {reason}", path.display())]
+    MissingFile { path: PathBuf, reason: String },
     #[error(
         "{}: cannot tell which model to infer the contract from, there are several: {}; {help}",
         dir.display(),

@@ -11,7 +11,7 @@
 
 use super::pickle;
 use super::pytorch::{entry_names, read_entry};
-use super::{Detector, Folder, InferError, Inferred};
+use super::{Detector, Folder, InferError, Inferred, weights};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -33,6 +33,16 @@ pub(crate) const DETECTORS: &[Detector] = &[
         framework: "mxnet",
         detect: detect_mxnet,
         infer: infer_mxnet,
+    },
+    Detector {
+        framework: "safetensors",
+        detect: |folder| weights::representative(folder, "safetensors"),
+        infer: infer_weights,
+    },
+    Detector {
+        framework: "gguf",
+        detect: |folder| weights::representative(folder, "gguf"),
+        infer: infer_weights,
     },
 ];
 
@@ -518,6 +528,30 @@ fn skeleton_of(method: &Method) -> SkeletonSignature {
         inputs: method.args.iter().map(|(n, t)| slot(n, t)).collect(),
         outputs,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight files: safetensors, GGUF
+
+/// Weights say what tensors a model has, not what it takes and returns: the refusal reports
+/// what the headers say (and checks them: a damaged header is the error instead).
+fn infer_weights(path: &Path) -> Result<Inferred, InferError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let facts = weights::weight_facts(dir)?;
+    let format = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        "GGUF file"
+    } else {
+        "safetensors checkpoint"
+    };
+    let what = weights::summary(&facts).unwrap_or_default();
+    let reason = format!(
+        "{what}. Weight files hold tensors, not the model's inputs and outputs, nor the code \
+         that runs them"
+    );
+    Err(no_metadata(path, format, &reason, &[generic("infer")]))
 }
 
 // ---------------------------------------------------------------------------------------------

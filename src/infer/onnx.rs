@@ -26,7 +26,109 @@ fn detect(folder: &Folder) -> Vec<PathBuf> {
 
 fn infer_file(path: &Path) -> Result<Inferred, InferError> {
     let file = super::open_model_file(path)?;
-    infer_onnx_reader(file, path)
+    let model: pb::ModelProto = decode_pruned(file, "onnx.ModelProto", path, FORMAT)?;
+    check_external_data(&model, path)?;
+    from_model(model, path)
+}
+
+/// Checks the external data of every ONNX model at the top of `dir`, whatever the contract
+/// came from: an image missing the data would build and fail at run time. (The pruned read
+/// skips the weights, so reading the model file again costs little.)
+pub fn check_external_data_in(dir: &Path) -> Result<(), InferError> {
+    for path in detect(&Folder::read(dir)?) {
+        // A model file this reader cannot parse is what a hand-written contract is for: only
+        // the missing data fails the build here.
+        let Ok(file) = super::open_model_file(&path) else {
+            continue;
+        };
+        let Ok(model) = decode_pruned::<pb::ModelProto, _>(file, "onnx.ModelProto", &path, FORMAT)
+        else {
+            continue;
+        };
+        check_external_data(&model, &path)?;
+    }
+    Ok(())
+}
+
+/// ONNX's external data value for "the tensor's bytes are in the file `location`".
+const EXTERNAL: i32 = 1;
+
+/// Weights stored outside the model file (`model.onnx` + `model.onnx.data`) are loaded from
+/// the folder of the model file at run time: each file they name must be there, inside the
+/// folder, or the image would not run. (They travel in the payload like any file; past the
+/// big-file threshold each one is its own layer.)
+fn check_external_data(model: &pb::ModelProto, path: &Path) -> Result<(), InferError> {
+    let Some(graph) = &model.graph else {
+        return Ok(());
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tensors = graph.initializer.iter().chain(
+        graph
+            .sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref()),
+    );
+    let mut checked: HashSet<&str> = HashSet::new();
+    for tensor in tensors {
+        let location = tensor
+            .external_data
+            .iter()
+            .find(|e| e.key == "location")
+            .map(|e| e.value.as_str());
+        let location = match (tensor.data_location, location) {
+            (_, Some(location)) => location,
+            (EXTERNAL, None) => {
+                return Err(external_error(
+                    path,
+                    &tensor.name,
+                    "is stored outside the model file but names no location".into(),
+                ));
+            }
+            _ => continue,
+        };
+        if !checked.insert(location) {
+            continue;
+        }
+        let relative = Path::new(location);
+        let inside = !location.is_empty()
+            && relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(external_error(
+                path,
+                &tensor.name,
+                format!(
+                    "is stored in {}, which is not a path inside the model folder; save the \
+                     model again with its external data beside it",
+                    quote(location)
+                ),
+            ));
+        }
+        if !dir.join(relative).is_file() {
+            return Err(external_error(
+                path,
+                &tensor.name,
+                format!(
+                    "is stored in {}, which is not in the model folder; copy it beside {}",
+                    quote(location),
+                    file_name(path)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn external_error(path: &Path, tensor: &str, problem: String) -> InferError {
+    InferError::MissingFile {
+        path: path.to_path_buf(),
+        reason: format!(
+            "the weights of initializer {} {problem} (ONNX external data is read from the \
+             model file's folder at run time)",
+            quote(tensor)
+        ),
+    }
 }
 
 /// Infers from an ONNX model read from `reader`; `path` names it in messages. Reads only the

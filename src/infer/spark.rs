@@ -159,15 +159,18 @@ impl Meta {
             .and_then(Value::as_str)
             .map(str::to_string);
         let mut params = Map::new();
+        let mut set = Map::new();
         for key in ["defaultParamMap", "paramMap"] {
             match line.get(key) {
                 Some(Value::Object(map)) => {
                     params.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    set.clone_from(map);
                 }
                 None | Some(Value::Null) => {}
                 Some(_) => return Err(corrupt(file, format!("\"{key}\" is not an object"))),
             }
         }
+        prefer_multi_column(&mut params, &set);
         Ok(Meta {
             file: file.to_path_buf(),
             class,
@@ -218,6 +221,33 @@ impl Meta {
                 .map(|f| f as i64)
         })?;
         (size > 0).then_some(size)
+    }
+}
+
+/// Stages with both single- and multi-column params (StringIndexer, OneHotEncoder, Imputer,
+/// Bucketizer, StopWordsRemover…) keep a default `outputCol` (`<uid>__output`) in
+/// `defaultParamMap` even when they use `inputCols`/`outputCols`; Spark uses the multi-column
+/// params whenever they are set, so a single-column param that was not set by the user
+/// (`set`, the `paramMap`) is dropped then. A stage that sets both is invalid in Spark and is
+/// left as it is.
+fn prefer_multi_column(params: &mut Map<String, Value>, set: &Map<String, Value>) {
+    let multi_set = |key: &str| {
+        params
+            .get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|cols| !cols.is_empty())
+    };
+    let uses_multi = multi_set("inputCols") || multi_set("outputCols");
+    // `outputCol` goes only for `outputCols`: VectorAssembler and the like read `inputCols`
+    // and really write their one `outputCol`, default name included.
+    let drop = [
+        ("inputCol", uses_multi),
+        ("outputCol", multi_set("outputCols")),
+    ];
+    for (single, dropped) in drop {
+        if dropped && !set.contains_key(single) {
+            params.remove(single);
+        }
     }
 }
 
@@ -629,6 +659,31 @@ fn combine(stages: &[Stage], training: &HashSet<String>) -> (Vec<Field>, Vec<Fie
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_column_params_win_over_single_column_defaults() {
+        let meta = |line: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("part-00000");
+            std::fs::write(&file, line).unwrap();
+            Meta::read(&file).unwrap().params
+        };
+        // OneHotEncoder: the default outputCol is not used.
+        let params = meta(
+            r#"{"class":"org.apache.spark.ml.feature.OneHotEncoderModel","paramMap":{"inputCols":["a"],"outputCols":["b"]},"defaultParamMap":{"outputCol":"OneHotEncoder_1__output"}}"#,
+        );
+        assert!(!params.contains_key("outputCol"));
+        // VectorAssembler: inputCols and its one default outputCol, which it writes.
+        let params = meta(
+            r#"{"class":"org.apache.spark.ml.feature.VectorAssembler","paramMap":{"inputCols":["a","b"]},"defaultParamMap":{"outputCol":"VectorAssembler_1__output"}}"#,
+        );
+        assert_eq!(params["outputCol"], "VectorAssembler_1__output");
+        // Single-column use: the default outputCol is the output.
+        let params = meta(
+            r#"{"class":"org.apache.spark.ml.feature.OneHotEncoderModel","paramMap":{"inputCol":"a"},"defaultParamMap":{"outputCol":"OneHotEncoder_1__output"}}"#,
+        );
+        assert_eq!(params["outputCol"], "OneHotEncoder_1__output");
+    }
 
     #[test]
     fn model_type_versions() {

@@ -118,6 +118,11 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
         })
     });
     let payload = resolve_payload(dir, requested.as_deref())?;
+    // Weight files say what the model is even when the contract is written by hand.
+    let weights = crate::infer::weight_facts(dir)?;
+    // Inference checks it too, but not when the contract is written by hand.
+    crate::infer::check_external_data_in(dir)?;
+    notes.extend(crate::infer::weights_summary(&weights));
     notes.extend(payload.warnings.iter().cloned());
 
     Ok(ModelSpec {
@@ -135,6 +140,7 @@ pub fn load_model(dir: &Path, overrides: &Overrides) -> Result<ModelSpec, ModelE
             .unwrap_or_default()
             .into_iter()
             .chain(overrides.metadata.clone())
+            .chain(weights)
             .collect(),
         contract_source,
         payload,
