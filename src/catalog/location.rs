@@ -56,16 +56,9 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
-/// The URL with any password replaced, so that it can be printed and logged.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
+/// The URL with any password replaced, so that it can be printed and logged (the one rule,
+/// shared with package indexes).
+pub use crate::packages::index::redact;
 
 #[cfg(test)]
 mod tests {

@@ -132,7 +132,7 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
     }
 }
 
-/// An index URL for messages: without the password it may carry.
+/// A URL for messages (an index's, a catalogue's): without the password it may carry.
 pub fn redact(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
