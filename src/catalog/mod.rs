@@ -155,8 +155,8 @@ pub struct ModelSummary {
     pub updated: String,
 }
 
-/// Where the versions are recorded. SQLite is the engine today ([`open`]); a shared engine
-/// for several build hosts implements the same trait.
+/// Where the versions are recorded: SQLite on one host, PostgreSQL shared by several
+/// ([`open`] chooses by [`Location`]).
 pub trait Catalog: DigestCache + Send {
     /// Takes the next version number of `model` and records it `Pending`, in one transaction,
     /// so concurrent builds of one model never share a number.
