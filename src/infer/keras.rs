@@ -418,19 +418,181 @@ fn recorded_input_shape(layer: &Map<String, Value>) -> Option<Shape> {
     shape_of(shape).ok()
 }
 
-/// A layer's output shape, from the shape of its input, for the layers whose rule is simple.
+/// A layer's output shape, from the shape of its input, for the layers whose rule is known.
+/// Any other layer (Lambda, custom layers) gets no shape: better none than a wrong one.
 fn output_shape(layer: &Map<String, Value>, input: Option<Shape>) -> Option<Shape> {
     let class = layer.get("class_name")?.as_str()?;
-    let mut shape = recorded_input_shape(layer).or(input)?;
+    let shape = recorded_input_shape(layer).or(input)?;
+    if shape.unknown_rank {
+        return None;
+    }
+    let sizes: Vec<i64> = shape.dims.iter().map(|d| d.size).collect();
+    let out = rule(class, layer_config(layer), sizes)?;
+    Some(Shape::from_sizes(&out))
+}
+
+/// The shape rule of one layer class, on sizes (-1 unknown, the first is the batch).
+fn rule(class: &str, config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
     match class {
         "Dense" => {
-            let units = layer_config(layer).get("units")?.as_i64()?;
-            shape.dims.last_mut()?.size = if units > 0 { units } else { -1 };
-            Some(shape)
+            let units = config.get("units")?.as_i64()?;
+            *sizes.last_mut()? = if units > 0 { units } else { -1 };
+            Some(sizes)
         }
-        c if SAME_SHAPE.contains(&c) => Some(shape),
+        c if SAME_SHAPE.contains(&c) => Some(sizes),
+        "Flatten" => {
+            let batch = *sizes.first()?;
+            Some(vec![batch, product(&sizes[1..])])
+        }
+        "Reshape" => reshape(config, &sizes),
+        "Conv1D" | "Conv2D" | "Conv3D" => conv(config, sizes),
+        "MaxPooling1D" | "MaxPooling2D" | "MaxPooling3D" | "AveragePooling1D"
+        | "AveragePooling2D" | "AveragePooling3D" | "MaxPool1D" | "MaxPool2D" | "MaxPool3D"
+        | "AvgPool1D" | "AvgPool2D" | "AvgPool3D" => pool(config, sizes),
+        c if c.starts_with("Global") && c.contains("Pool") => global_pool(config, &sizes),
         _ => None,
     }
+}
+
+/// The product of sizes, -1 if any is unknown (or it overflows: a hostile config).
+fn product(sizes: &[i64]) -> i64 {
+    sizes
+        .iter()
+        .try_fold(
+            1i64,
+            |acc, &s| if s < 0 { None } else { acc.checked_mul(s) },
+        )
+        .unwrap_or(-1)
+}
+
+/// Reshape: the target shape (without the batch), with its one -1 worked out when it can be.
+fn reshape(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let target = config
+        .get("target_shape")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_i64().map(|s| if s > 0 { s } else { -1 }))
+        .collect::<Option<Vec<i64>>>()?;
+    let mut out = vec![*sizes.first()?];
+    let total = product(&sizes[1..]);
+    let known = product(
+        &target
+            .iter()
+            .copied()
+            .filter(|&s| s > 0)
+            .collect::<Vec<_>>(),
+    );
+    let missing = target.iter().filter(|&&s| s < 0).count();
+    for &s in &target {
+        out.push(if s > 0 {
+            s
+        } else if missing == 1 && total > 0 && known > 0 && total % known == 0 {
+            total / known
+        } else {
+            -1
+        });
+    }
+    Some(out)
+}
+
+/// An int or a list of ints in a layer config (`kernel_size`, `strides`, ...), as `rank` ints.
+fn ints(value: Option<&Value>, rank: usize) -> Option<Vec<i64>> {
+    let out = match value? {
+        Value::Array(list) => list.iter().map(Value::as_i64).collect::<Option<Vec<_>>>()?,
+        v => vec![v.as_i64()?; rank],
+    };
+    (out.len() == rank && out.iter().all(|&s| s > 0)).then_some(out)
+}
+
+/// Whether the channels come first (`channels_first`); Keras' default is channels last.
+fn channels_first(config: &Value) -> bool {
+    config.get("data_format").and_then(Value::as_str) == Some("channels_first")
+}
+
+/// The spatial sizes' positions: after the batch, before or after the channels.
+fn spatial(config: &Value, len: usize) -> Option<std::ops::Range<usize>> {
+    let rank = len.checked_sub(2).filter(|&r| r > 0)?;
+    Some(if channels_first(config) {
+        2..2 + rank
+    } else {
+        1..1 + rank
+    })
+}
+
+/// One spatial size through a window: `valid` keeps whole windows, `same`/`causal` pad to
+/// ceil(size / stride), as Keras' conv_output_length does.
+fn window(size: i64, kernel: i64, stride: i64, dilation: i64, padding: &str) -> Option<i64> {
+    if size < 0 {
+        return Some(-1);
+    }
+    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
+    match padding {
+        "valid" => Some(if size >= span {
+            (size - span) / stride + 1
+        } else {
+            0
+        }),
+        "same" | "causal" => Some((size + stride - 1) / stride),
+        _ => None,
+    }
+}
+
+fn conv(config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
+    let range = spatial(config, sizes.len())?;
+    let rank = range.len();
+    let kernel = ints(config.get("kernel_size"), rank)?;
+    let strides = ints(config.get("strides").or(Some(&Value::from(1))), rank)?;
+    let dilation = ints(config.get("dilation_rate").or(Some(&Value::from(1))), rank)?;
+    let padding = config
+        .get("padding")
+        .and_then(Value::as_str)
+        .unwrap_or("valid");
+    let filters = config.get("filters")?.as_i64().filter(|&f| f > 0)?;
+    for (i, pos) in range.enumerate() {
+        sizes[pos] = window(sizes[pos], kernel[i], strides[i], dilation[i], padding)?;
+    }
+    let channels = if channels_first(config) {
+        1
+    } else {
+        sizes.len() - 1
+    };
+    sizes[channels] = filters;
+    Some(sizes)
+}
+
+fn pool(config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
+    let range = spatial(config, sizes.len())?;
+    let rank = range.len();
+    let pool_size = ints(config.get("pool_size"), rank)?;
+    // `strides: null` means strides of the pool size.
+    let strides = match config.get("strides") {
+        None | Some(Value::Null) => pool_size.clone(),
+        v => ints(v, rank)?,
+    };
+    let padding = config
+        .get("padding")
+        .and_then(Value::as_str)
+        .unwrap_or("valid");
+    for (i, pos) in range.enumerate() {
+        sizes[pos] = window(sizes[pos], pool_size[i], strides[i], 1, padding)?;
+    }
+    Some(sizes)
+}
+
+/// Global pooling: `[batch, channels]`, or with `keepdims` every spatial size becomes 1.
+fn global_pool(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let range = spatial(config, sizes.len())?;
+    if config.get("keepdims").and_then(Value::as_bool) == Some(true) {
+        let mut out = sizes.to_vec();
+        range.for_each(|pos| out[pos] = 1);
+        return Some(out);
+    }
+    let channels = if channels_first(config) {
+        1
+    } else {
+        sizes.len() - 1
+    };
+    Some(vec![sizes[0], sizes[channels]])
 }
 
 /// An input layer's shape: `batch_shape` (Keras 3) or `batch_input_shape` (Keras 2).
