@@ -450,8 +450,56 @@ fn rule(class: &str, config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
         | "AveragePooling2D" | "AveragePooling3D" | "MaxPool1D" | "MaxPool2D" | "MaxPool3D"
         | "AvgPool1D" | "AvgPool2D" | "AvgPool3D" => pool(config, sizes),
         c if c.starts_with("Global") && c.contains("Pool") => global_pool(config, &sizes),
+        "LSTM" | "GRU" | "SimpleRNN" => recurrent(config, &sizes),
+        "Embedding" => {
+            sizes.push(positive(config.get("output_dim"))?);
+            Some(sizes)
+        }
+        "RepeatVector" => {
+            let [batch, features] = sizes[..] else {
+                return None;
+            };
+            Some(vec![batch, positive(config.get("n"))?, features])
+        }
+        "Permute" => permute(config, &sizes),
         _ => None,
     }
+}
+
+/// A positive int in a layer config.
+fn positive(value: Option<&Value>) -> Option<i64> {
+    value?.as_i64().filter(|&n| n > 0)
+}
+
+/// LSTM/GRU/SimpleRNN on `[batch, time, features]`: the last step, or every step with
+/// `return_sequences`. With `return_state` the layer returns a list: no single shape.
+fn recurrent(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let [batch, time, _] = sizes[..] else {
+        return None;
+    };
+    if config.get("return_state").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let units = positive(config.get("units"))?;
+    if config.get("return_sequences").and_then(Value::as_bool) == Some(true) {
+        Some(vec![batch, time, units])
+    } else {
+        Some(vec![batch, units])
+    }
+}
+
+/// Permute: `dims` are 1-based positions of the input's non-batch sizes.
+fn permute(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let dims = config.get("dims")?.as_array()?;
+    if dims.len() + 1 != sizes.len() {
+        return None;
+    }
+    let mut out = vec![sizes[0]];
+    for d in dims {
+        let d = usize::try_from(d.as_u64()?).ok()?;
+        out.push(*sizes.get(d).filter(|_| d > 0)?);
+    }
+    Some(out)
 }
 
 /// The product of sizes, -1 if any is unknown (or it overflows: a hostile config).
