@@ -793,7 +793,7 @@ fn strip_build_config(value: &mut Value) {
 }
 
 /// Models whose every layer has a rule: their output shape must be Keras' own.
-const COVERED: &[&str] = &["mlp", "conv", "conv_global", "lstm", "tokens"];
+const COVERED: &[&str] = &["mlp", "conv", "conv_global", "lstm", "tokens", "two_inputs"];
 
 #[test]
 fn keras_output_shapes_match_what_keras_reports() {
