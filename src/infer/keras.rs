@@ -422,6 +422,10 @@ fn recorded_input_shape(layer: &Map<String, Value>) -> Option<Shape> {
 /// Any other layer (Lambda, custom layers) gets no shape: better none than a wrong one.
 fn output_shape(layer: &Map<String, Value>, input: Option<Shape>) -> Option<Shape> {
     let class = layer.get("class_name")?.as_str()?;
+    if MERGE.contains(&class) {
+        return merge(class, layer_config(layer), &merge_inputs(layer)?)
+            .map(|s| Shape::from_sizes(&s));
+    }
     let shape = recorded_input_shape(layer).or(input)?;
     if shape.unknown_rank {
         return None;
@@ -464,6 +468,57 @@ fn rule(class: &str, config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
         "Permute" => permute(config, &sizes),
         _ => None,
     }
+}
+
+/// Layers that combine several inputs.
+const MERGE: &[&str] = &[
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+];
+
+/// The shapes a merge layer was called with, where Keras 3 records them: the list of
+/// tensors that is the first argument of its first inbound node.
+fn merge_inputs(layer: &Map<String, Value>) -> Option<Vec<Vec<i64>>> {
+    let node = layer.get("inbound_nodes")?.get(0)?;
+    let tensors = node.get("args")?.get(0)?.as_array()?;
+    tensors
+        .iter()
+        .map(|t| {
+            let shape = shape_of(t.get("config")?.get("shape")?).ok()?;
+            Some(shape.dims.iter().map(|d| d.size).collect())
+        })
+        .collect()
+}
+
+/// Concatenate sums the sizes along its axis; the element-wise merges keep a shape all
+/// inputs share (broadcasting between different shapes is left unknown).
+fn merge(class: &str, config: &Value, inputs: &[Vec<i64>]) -> Option<Vec<i64>> {
+    let first = inputs.first()?;
+    if inputs.iter().any(|s| s.len() != first.len()) {
+        return None;
+    }
+    if class != "Concatenate" {
+        return inputs.iter().all(|s| s == first).then(|| first.clone());
+    }
+    let rank = i64::try_from(first.len()).ok()?;
+    let axis = config.get("axis").and_then(Value::as_i64).unwrap_or(-1);
+    let axis = usize::try_from(if axis < 0 { axis + rank } else { axis }).ok()?;
+    if axis == 0 || axis >= first.len() {
+        return None;
+    }
+    let mut out = first.clone();
+    let sizes: Vec<i64> = inputs.iter().map(|s| s[axis]).collect();
+    out[axis] = if sizes.iter().any(|&s| s < 0) {
+        -1
+    } else {
+        sizes.iter().try_fold(0i64, |a, &s| a.checked_add(s))?
+    };
+    Some(out)
 }
 
 /// A positive int in a layer config.

@@ -793,7 +793,15 @@ fn strip_build_config(value: &mut Value) {
 }
 
 /// Models whose every layer has a rule: their output shape must be Keras' own.
-const COVERED: &[&str] = &["mlp", "conv", "conv_global", "lstm", "tokens", "two_inputs"];
+const COVERED: &[&str] = &[
+    "mlp",
+    "conv",
+    "conv_global",
+    "lstm",
+    "tokens",
+    "two_inputs",
+    "merged",
+];
 
 #[test]
 fn keras_output_shapes_match_what_keras_reports() {
