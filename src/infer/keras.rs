@@ -364,7 +364,19 @@ fn sequential(
     // Follow the shape down the stack while every layer's rule is known.
     let mut shape = input.shape.clone();
     for layer in layers.iter().skip(usize::from(is_input)) {
+        let known = shape.is_some();
         shape = output_shape(layer, shape);
+        if known && shape.is_none() {
+            // Name the layer that stopped the propagation, so the user knows what to write.
+            let class = layer
+                .get("class_name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            warnings.push(format!(
+                "layer {} ({class}): no shape rule for it, so the shapes after it are unknown",
+                quote(layer_name(layer).unwrap_or("?"))
+            ));
+        }
     }
     let name = layer_name(last).unwrap_or("output").to_string();
     Ok((vec![input], vec![output(last, &name, shape, warnings)]))

@@ -835,3 +835,21 @@ fn keras_output_shapes_match_what_keras_reports() {
         }
     }
 }
+
+#[test]
+fn keras_unknown_layer_gives_no_shape_and_a_warning_naming_it() {
+    let config = r#"{"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [null, 3]}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}},
+        {"class_name": "Lambda", "config": {"name": "odd"}}]}}"#;
+    let inferred = read_keras(&keras_zip(config, None)).expect("infer");
+    assert_eq!(only_output_shape(&inferred), "any");
+    assert!(
+        inferred
+            .warnings
+            .iter()
+            .any(|w| w.contains("odd") && w.contains("Lambda")),
+        "{:?}",
+        inferred.warnings
+    );
+}
