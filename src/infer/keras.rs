@@ -7,8 +7,9 @@
 //! A Sequential model without an InputLayer is described by its first layer's
 //! `batch_input_shape`, or by `build_input_shape`, and named `<first layer>_input` as Keras 2
 //! named it. Outputs: the output layers, named by layer name, dtype from the layer's dtype
-//! policy. The config does not record output shapes: for a Dense layer (and a few layers that
-//! keep their input's shape) whose input shape is known (Keras 3 records it in `build_config`
+//! policy. The config does not record output shapes: for the layers with a rule (Dense,
+//! shape-preserving layers, Flatten, Reshape, Conv, pooling, merges, Embedding, recurrent
+//! layers, RepeatVector, Permute; see `rule`) whose input shape is known (Keras 3 records it in `build_config`
 //! or the inbound node; in a Sequential model it follows from the layers above), the shape is
 //! computed; otherwise it is left absent (any shape) with a warning.
 //! Only `config.json`/`metadata.json` or the root attributes are read, never the weights.
