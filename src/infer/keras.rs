@@ -9,9 +9,10 @@
 //! named it. Outputs: the output layers, named by layer name, dtype from the layer's dtype
 //! policy. The config does not record output shapes: for the layers with a rule (Dense,
 //! shape-preserving layers, Flatten, Reshape, Conv, pooling, merges, Embedding, recurrent
-//! layers, RepeatVector, Permute; see `rule`) whose input shape is known (Keras 3 records it in `build_config`
-//! or the inbound node; in a Sequential model it follows from the layers above), the shape is
-//! computed; otherwise it is left absent (any shape) with a warning.
+//! layers, RepeatVector, Permute; see `rule`) whose input shape is known (Keras 3 records
+//! it in `build_config` or the inbound node; in a Sequential model it follows from the
+//! layers above), the shape is computed; otherwise it is left absent (any shape) with a
+//! warning.
 //! Only `config.json`/`metadata.json` or the root attributes are read, never the weights.
 
 use super::capped::{MAX_METADATA, read_all, too_large, utf8};
