@@ -7,10 +7,12 @@
 //! A Sequential model without an InputLayer is described by its first layer's
 //! `batch_input_shape`, or by `build_input_shape`, and named `<first layer>_input` as Keras 2
 //! named it. Outputs: the output layers, named by layer name, dtype from the layer's dtype
-//! policy. The config does not record output shapes: for a Dense layer (and a few layers that
-//! keep their input's shape) whose input shape is known (Keras 3 records it in `build_config`
-//! or the inbound node; in a Sequential model it follows from the layers above), the shape is
-//! computed; otherwise it is left absent (any shape) with a warning.
+//! policy. The config does not record output shapes: for the layers with a rule (Dense,
+//! shape-preserving layers, Flatten, Reshape, Conv, pooling, merges, Embedding, recurrent
+//! layers, RepeatVector, Permute; see `rule`) whose input shape is known (Keras 3 records
+//! it in `build_config` or the inbound node; in a Sequential model it follows from the
+//! layers above), the shape is computed; otherwise it is left absent (any shape) with a
+//! warning.
 //! Only `config.json`/`metadata.json` or the root attributes are read, never the weights.
 
 use super::capped::{MAX_METADATA, read_all, too_large, utf8};
@@ -364,7 +366,19 @@ fn sequential(
     // Follow the shape down the stack while every layer's rule is known.
     let mut shape = input.shape.clone();
     for layer in layers.iter().skip(usize::from(is_input)) {
+        let known = shape.is_some();
         shape = output_shape(layer, shape);
+        if known && shape.is_none() {
+            // Name the layer that stopped the propagation, so the user knows what to write.
+            let class = layer
+                .get("class_name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            warnings.push(format!(
+                "layer {} ({class}): no shape rule for it, so the shapes after it are unknown",
+                quote(layer_name(layer).unwrap_or("?"))
+            ));
+        }
     }
     let name = layer_name(last).unwrap_or("output").to_string();
     Ok((vec![input], vec![output(last, &name, shape, warnings)]))
@@ -418,19 +432,284 @@ fn recorded_input_shape(layer: &Map<String, Value>) -> Option<Shape> {
     shape_of(shape).ok()
 }
 
-/// A layer's output shape, from the shape of its input, for the layers whose rule is simple.
+/// A layer's output shape, from the shape of its input, for the layers whose rule is known.
+/// Any other layer (Lambda, custom layers) gets no shape: better none than a wrong one.
 fn output_shape(layer: &Map<String, Value>, input: Option<Shape>) -> Option<Shape> {
     let class = layer.get("class_name")?.as_str()?;
-    let mut shape = recorded_input_shape(layer).or(input)?;
+    if MERGE.contains(&class) {
+        return merge(class, layer_config(layer), &merge_inputs(layer)?)
+            .map(|s| Shape::from_sizes(&s));
+    }
+    let shape = recorded_input_shape(layer).or(input)?;
+    if shape.unknown_rank {
+        return None;
+    }
+    let sizes: Vec<i64> = shape.dims.iter().map(|d| d.size).collect();
+    let out = rule(class, layer_config(layer), sizes)?;
+    Some(Shape::from_sizes(&out))
+}
+
+/// The shape rule of one layer class, on sizes (-1 unknown, the first is the batch).
+fn rule(class: &str, config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
     match class {
         "Dense" => {
-            let units = layer_config(layer).get("units")?.as_i64()?;
-            shape.dims.last_mut()?.size = if units > 0 { units } else { -1 };
-            Some(shape)
+            let units = config.get("units")?.as_i64()?;
+            *sizes.last_mut()? = if units > 0 { units } else { -1 };
+            Some(sizes)
         }
-        c if SAME_SHAPE.contains(&c) => Some(shape),
+        c if SAME_SHAPE.contains(&c) => Some(sizes),
+        "Flatten" => {
+            let batch = *sizes.first()?;
+            Some(vec![batch, product(&sizes[1..])])
+        }
+        "Reshape" => reshape(config, &sizes),
+        "Conv1D" | "Conv2D" | "Conv3D" => conv(config, sizes),
+        "MaxPooling1D" | "MaxPooling2D" | "MaxPooling3D" | "AveragePooling1D"
+        | "AveragePooling2D" | "AveragePooling3D" | "MaxPool1D" | "MaxPool2D" | "MaxPool3D"
+        | "AvgPool1D" | "AvgPool2D" | "AvgPool3D" => pool(config, sizes),
+        c if c.starts_with("Global") && c.contains("Pool") => global_pool(config, &sizes),
+        "LSTM" | "GRU" | "SimpleRNN" => recurrent(config, &sizes),
+        "Embedding" => {
+            sizes.push(positive(config.get("output_dim"))?);
+            Some(sizes)
+        }
+        "RepeatVector" => {
+            let [batch, features] = sizes[..] else {
+                return None;
+            };
+            Some(vec![batch, positive(config.get("n"))?, features])
+        }
+        "Permute" => permute(config, &sizes),
         _ => None,
     }
+}
+
+/// Layers that combine several inputs.
+const MERGE: &[&str] = &[
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+];
+
+/// The shapes a merge layer was called with, where Keras 3 records them: the list of
+/// tensors that is the first argument of its first inbound node.
+fn merge_inputs(layer: &Map<String, Value>) -> Option<Vec<Vec<i64>>> {
+    let node = layer.get("inbound_nodes")?.get(0)?;
+    let tensors = node.get("args")?.get(0)?.as_array()?;
+    tensors
+        .iter()
+        .map(|t| {
+            let shape = shape_of(t.get("config")?.get("shape")?).ok()?;
+            Some(shape.dims.iter().map(|d| d.size).collect())
+        })
+        .collect()
+}
+
+/// Concatenate sums the sizes along its axis; the element-wise merges keep a shape all
+/// inputs share (broadcasting between different shapes is left unknown).
+fn merge(class: &str, config: &Value, inputs: &[Vec<i64>]) -> Option<Vec<i64>> {
+    let first = inputs.first()?;
+    if inputs.iter().any(|s| s.len() != first.len()) {
+        return None;
+    }
+    if class != "Concatenate" {
+        return inputs.iter().all(|s| s == first).then(|| first.clone());
+    }
+    let rank = i64::try_from(first.len()).ok()?;
+    let axis = config.get("axis").and_then(Value::as_i64).unwrap_or(-1);
+    let axis = usize::try_from(if axis < 0 { axis + rank } else { axis }).ok()?;
+    if axis == 0 || axis >= first.len() {
+        return None;
+    }
+    let mut out = first.clone();
+    let sizes: Vec<i64> = inputs.iter().map(|s| s[axis]).collect();
+    out[axis] = if sizes.iter().any(|&s| s < 0) {
+        -1
+    } else {
+        sizes.iter().try_fold(0i64, |a, &s| a.checked_add(s))?
+    };
+    Some(out)
+}
+
+/// A positive int in a layer config.
+fn positive(value: Option<&Value>) -> Option<i64> {
+    value?.as_i64().filter(|&n| n > 0)
+}
+
+/// LSTM/GRU/SimpleRNN on `[batch, time, features]`: the last step, or every step with
+/// `return_sequences`. With `return_state` the layer returns a list: no single shape.
+fn recurrent(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let [batch, time, _] = sizes[..] else {
+        return None;
+    };
+    if config.get("return_state").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let units = positive(config.get("units"))?;
+    if config.get("return_sequences").and_then(Value::as_bool) == Some(true) {
+        Some(vec![batch, time, units])
+    } else {
+        Some(vec![batch, units])
+    }
+}
+
+/// Permute: `dims` are 1-based positions of the input's non-batch sizes.
+fn permute(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let dims = config.get("dims")?.as_array()?;
+    if dims.len() + 1 != sizes.len() {
+        return None;
+    }
+    let mut out = vec![sizes[0]];
+    for d in dims {
+        let d = usize::try_from(d.as_u64()?).ok()?;
+        out.push(*sizes.get(d).filter(|_| d > 0)?);
+    }
+    Some(out)
+}
+
+/// The product of sizes, -1 if any is unknown (or it overflows: a hostile config).
+fn product(sizes: &[i64]) -> i64 {
+    sizes
+        .iter()
+        .try_fold(
+            1i64,
+            |acc, &s| if s < 0 { None } else { acc.checked_mul(s) },
+        )
+        .unwrap_or(-1)
+}
+
+/// Reshape: the target shape (without the batch), with its one -1 worked out when it can be.
+fn reshape(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let target = config
+        .get("target_shape")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_i64().map(|s| if s > 0 { s } else { -1 }))
+        .collect::<Option<Vec<i64>>>()?;
+    let mut out = vec![*sizes.first()?];
+    let total = product(&sizes[1..]);
+    let known = product(
+        &target
+            .iter()
+            .copied()
+            .filter(|&s| s > 0)
+            .collect::<Vec<_>>(),
+    );
+    let missing = target.iter().filter(|&&s| s < 0).count();
+    for &s in &target {
+        out.push(if s > 0 {
+            s
+        } else if missing == 1 && total > 0 && known > 0 && total % known == 0 {
+            total / known
+        } else {
+            -1
+        });
+    }
+    Some(out)
+}
+
+/// An int or a list of ints in a layer config (`kernel_size`, `strides`, ...), as `rank` ints.
+fn ints(value: Option<&Value>, rank: usize) -> Option<Vec<i64>> {
+    let out = match value? {
+        Value::Array(list) => list.iter().map(Value::as_i64).collect::<Option<Vec<_>>>()?,
+        v => vec![v.as_i64()?; rank],
+    };
+    (out.len() == rank && out.iter().all(|&s| s > 0)).then_some(out)
+}
+
+/// Whether the channels come first (`channels_first`); Keras' default is channels last.
+fn channels_first(config: &Value) -> bool {
+    config.get("data_format").and_then(Value::as_str) == Some("channels_first")
+}
+
+/// The spatial sizes' positions: after the batch, before or after the channels.
+fn spatial(config: &Value, len: usize) -> Option<std::ops::Range<usize>> {
+    let rank = len.checked_sub(2).filter(|&r| r > 0)?;
+    Some(if channels_first(config) {
+        2..2 + rank
+    } else {
+        1..1 + rank
+    })
+}
+
+/// One spatial size through a window: `valid` keeps whole windows, `same`/`causal` pad to
+/// ceil(size / stride), as Keras' conv_output_length does.
+fn window(size: i64, kernel: i64, stride: i64, dilation: i64, padding: &str) -> Option<i64> {
+    if size < 0 {
+        return Some(-1);
+    }
+    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
+    match padding {
+        "valid" => Some(if size >= span {
+            (size - span) / stride + 1
+        } else {
+            0
+        }),
+        "same" | "causal" => Some((size + stride - 1) / stride),
+        _ => None,
+    }
+}
+
+fn conv(config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
+    let range = spatial(config, sizes.len())?;
+    let rank = range.len();
+    let kernel = ints(config.get("kernel_size"), rank)?;
+    let strides = ints(config.get("strides").or(Some(&Value::from(1))), rank)?;
+    let dilation = ints(config.get("dilation_rate").or(Some(&Value::from(1))), rank)?;
+    let padding = config
+        .get("padding")
+        .and_then(Value::as_str)
+        .unwrap_or("valid");
+    let filters = config.get("filters")?.as_i64().filter(|&f| f > 0)?;
+    for (i, pos) in range.enumerate() {
+        sizes[pos] = window(sizes[pos], kernel[i], strides[i], dilation[i], padding)?;
+    }
+    let channels = if channels_first(config) {
+        1
+    } else {
+        sizes.len() - 1
+    };
+    sizes[channels] = filters;
+    Some(sizes)
+}
+
+fn pool(config: &Value, mut sizes: Vec<i64>) -> Option<Vec<i64>> {
+    let range = spatial(config, sizes.len())?;
+    let rank = range.len();
+    let pool_size = ints(config.get("pool_size"), rank)?;
+    // `strides: null` means strides of the pool size.
+    let strides = match config.get("strides") {
+        None | Some(Value::Null) => pool_size.clone(),
+        v => ints(v, rank)?,
+    };
+    let padding = config
+        .get("padding")
+        .and_then(Value::as_str)
+        .unwrap_or("valid");
+    for (i, pos) in range.enumerate() {
+        sizes[pos] = window(sizes[pos], pool_size[i], strides[i], 1, padding)?;
+    }
+    Some(sizes)
+}
+
+/// Global pooling: `[batch, channels]`, or with `keepdims` every spatial size becomes 1.
+fn global_pool(config: &Value, sizes: &[i64]) -> Option<Vec<i64>> {
+    let range = spatial(config, sizes.len())?;
+    if config.get("keepdims").and_then(Value::as_bool) == Some(true) {
+        let mut out = sizes.to_vec();
+        range.for_each(|pos| out[pos] = 1);
+        return Some(out);
+    }
+    let channels = if channels_first(config) {
+        1
+    } else {
+        sizes.len() - 1
+    };
+    Some(vec![sizes[0], sizes[channels]])
 }
 
 /// An input layer's shape: `batch_shape` (Keras 3) or `batch_input_shape` (Keras 2).

@@ -743,3 +743,113 @@ fn spark_label_indexer_is_training_only() {
         ]
     );
 }
+
+/// The fixtures of `scripts/fixtures/make_keras_shapes.py`, with Keras' own output shapes.
+const SHAPE_FIXTURES: &str = "tests/fixtures/keras_shapes";
+
+fn keras_shapes_expected() -> serde_json::Map<String, Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(SHAPE_FIXTURES)
+        .join("expected.json");
+    let text = std::fs::read_to_string(path).expect("expected.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn expected_shape(value: &Value) -> String {
+    let dims: Vec<String> = value
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| d.as_i64().expect("int").to_string())
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// The output's shape as `show` writes it, without name and dtype.
+fn only_output_shape(inferred: &Inferred) -> String {
+    let outputs = show(&only_signature(inferred).outputs);
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    outputs[0]
+        .split_once(' ')
+        .expect("dtype")
+        .1
+        .split_once(' ')
+        .expect("shape")
+        .1
+        .to_string()
+}
+
+/// Removes Keras 3's `build_config` everywhere, so that every shape must be propagated
+/// through the layers rather than read from what Keras recorded.
+fn strip_build_config(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("build_config");
+            map.values_mut().for_each(strip_build_config);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_build_config),
+        _ => {}
+    }
+}
+
+/// Models whose every layer has a rule: their output shape must be Keras' own.
+const COVERED: &[&str] = &[
+    "mlp",
+    "conv",
+    "conv_global",
+    "lstm",
+    "tokens",
+    "two_inputs",
+    "merged",
+];
+
+#[test]
+fn keras_output_shapes_match_what_keras_reports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHAPE_FIXTURES);
+    for (name, expected) in keras_shapes_expected() {
+        let expected = expected_shape(&expected);
+        let keras = std::fs::read(root.join(format!("{name}.keras"))).expect("read");
+        let h5 = std::fs::read(root.join(format!("{name}.h5"))).expect("read");
+        let from_zip = read_keras(&keras).expect("keras");
+        let from_h5 = infer_keras_h5_reader(Cursor::new(h5), Path::new("/m/model.h5")).expect("h5");
+        // The same model with nothing recorded: the shape comes from the rules alone.
+        let mut archive = zip::ZipArchive::new(Cursor::new(keras)).expect("zip");
+        let mut config: Value = {
+            let file = archive.by_name("config.json").expect("config.json");
+            serde_json::from_reader(file).expect("json")
+        };
+        strip_build_config(&mut config);
+        let stripped = read_keras(&keras_zip(&config.to_string(), None)).expect("stripped");
+        for (what, inferred) in [
+            ("keras", &from_zip),
+            ("h5", &from_h5),
+            ("stripped", &stripped),
+        ] {
+            let got = only_output_shape(inferred);
+            if COVERED.contains(&name.as_str()) {
+                assert_eq!(got, expected, "{name} ({what})");
+            } else {
+                // Never a wrong shape: Keras' own, or none.
+                assert!(got == expected || got == "any", "{name} ({what}): {got}");
+            }
+        }
+    }
+}
+
+#[test]
+fn keras_unknown_layer_gives_no_shape_and_a_warning_naming_it() {
+    let config = r#"{"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [null, 3]}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}},
+        {"class_name": "Lambda", "config": {"name": "odd"}}]}}"#;
+    let inferred = read_keras(&keras_zip(config, None)).expect("infer");
+    assert_eq!(only_output_shape(&inferred), "any");
+    assert!(
+        inferred
+            .warnings
+            .iter()
+            .any(|w| w.contains("odd") && w.contains("Lambda")),
+        "{:?}",
+        inferred.warnings
+    );
+}
