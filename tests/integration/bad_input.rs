@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::http::{client, json};
-use common::manager::ManagerServer;
+use common::manager::{ManagerServer, post_upload};
 use common::*;
 use std::path::Path;
 use std::process::Command;
@@ -292,20 +292,7 @@ fn a_name_too_long_sent_to_the_manager() {
     let payload = archive.into_inner().unwrap().finish().unwrap();
     for length in [251, 300] {
         let metadata = serde_json::json!({ "name": "n".repeat(length) }).to_string();
-        let form = reqwest::blocking::multipart::Form::new()
-            .text("metadata", metadata)
-            .part(
-                "payload",
-                reqwest::blocking::multipart::Part::bytes(payload.clone())
-                    .file_name("model.tar.gz"),
-            );
-        let response = client()
-            .post(server.url("/api/v2/model/upload"))
-            .multipart(form)
-            .send()
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = json(response);
+        let (status, body) = post_upload(&server, payload.clone(), &metadata);
         assert_eq!(status, 400, "{body}");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains("at most 128"), "{error}");

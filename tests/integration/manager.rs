@@ -539,26 +539,6 @@ fn with_entry(name: &str, kind: tar::EntryType, link: &str) -> Vec<u8> {
     gzip(&archive_with(|t| raw_entry(t, name, kind, link, b"")))
 }
 
-fn post_upload(
-    server: &ManagerServer,
-    payload: Vec<u8>,
-    metadata: &str,
-) -> (u16, serde_json::Value) {
-    let form = reqwest::blocking::multipart::Form::new()
-        .text("metadata", metadata.to_string())
-        .part(
-            "payload",
-            reqwest::blocking::multipart::Part::bytes(payload).file_name("model.tar.gz"),
-        );
-    let response = client()
-        .post(server.url("/api/v2/model/upload"))
-        .multipart(form)
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, json(response))
-}
-
 fn assert_nothing_left(server: &ManagerServer, outside: &Path) {
     assert_eq!(get_json(server, "/api/v2/model"), serde_json::json!([]));
     let uploads = server.home.join("manager/uploads");

@@ -2,8 +2,7 @@
 //! (not 500) for what the client sent, and `upload --host` blames the lost connection, not
 //! the model file, when the manager goes away mid-upload.
 
-use crate::common::http::{client, json};
-use crate::common::manager::ManagerServer;
+use crate::common::manager::{ManagerServer, post_upload};
 use crate::common::{mlambda_bin, run_fail};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -39,19 +38,11 @@ fn a_file_name_longer_than_the_file_system_allows_is_refused_with_400() {
     let nested = format!("{}/weights.bin", "d".repeat(300));
     for name in [long.as_str(), nested.as_str()] {
         let payload = tar_gz(&[("serving.yaml", b"kind: Model\n"), (name, b"weights")]);
-        let form = reqwest::blocking::multipart::Form::new()
-            .text("metadata", r#"{"name": "long", "runtime": "scratch"}"#)
-            .part(
-                "payload",
-                reqwest::blocking::multipart::Part::bytes(payload).file_name("model.tar.gz"),
-            );
-        let response = client()
-            .post(server.url("/api/v2/model/upload"))
-            .multipart(form)
-            .send()
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = json(response);
+        let (status, body) = post_upload(
+            &server,
+            payload,
+            r#"{"name": "long", "runtime": "scratch"}"#,
+        );
         let error = body["error"].as_str().unwrap_or_default();
         assert_eq!(status, 400, "{name}: {body}");
         assert!(error.contains("too long"), "{body}");

@@ -1,7 +1,7 @@
 //! `mlambda serve` as the tests run it: the real binary in a private home, on a free port of
 //! 127.0.0.1, up once its API answers.
 
-use super::http::{Ready, Served, client};
+use super::http::{Ready, Served, client, json};
 use super::{mlambda, mlambda_bin};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,4 +88,26 @@ pub fn wait_for_status(
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// POST /api/v2/model/upload with `payload` (a tar.gz) and `metadata` (JSON): the status
+/// and the JSON answer.
+pub fn post_upload(
+    server: &ManagerServer,
+    payload: Vec<u8>,
+    metadata: &str,
+) -> (u16, serde_json::Value) {
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("metadata", metadata.to_string())
+        .part(
+            "payload",
+            reqwest::blocking::multipart::Part::bytes(payload).file_name("model.tar.gz"),
+        );
+    let response = client()
+        .post(server.url("/api/v2/model/upload"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, json(response))
 }
