@@ -46,10 +46,7 @@ impl SqliteCatalog {
     /// Opens (creating when missing) the catalogue, and marks builds whose process died `Failed`.
     pub fn open(path: &Path) -> Result<SqliteCatalog, CatalogError> {
         let display = path.display().to_string();
-        let sql = |source| CatalogError::Sql {
-            path: display.clone(),
-            source,
-        };
+        let sql = sql_error(&display);
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -95,10 +92,7 @@ impl SqliteCatalog {
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
-        move |source| CatalogError::Sql {
-            path: self.path.clone(),
-            source,
-        }
+        sql_error(&self.path)
     }
 
     /// Moves a build that is still open (`Pending` or `Running`) on; one that another process
@@ -166,12 +160,19 @@ impl SqliteCatalog {
     }
 }
 
+/// The error of a statement on the catalogue at `path` (a transaction holds the connection,
+/// so this borrows the path alone).
+fn sql_error(path: &str) -> impl Fn(rusqlite::Error) -> CatalogError + Copy + '_ {
+    move |source| CatalogError::Sql {
+        path: path.to_string(),
+        source,
+    }
+}
+
 /// Renews the leases of `owner`'s open builds (the heartbeat of `lease.rs`).
 pub(super) fn renew_leases(path: &Path, owner: &str, seconds: i64) -> Result<(), CatalogError> {
-    let sql = |source| CatalogError::Sql {
-        path: path.display().to_string(),
-        source,
-    };
+    let display = path.display().to_string();
+    let sql = sql_error(&display);
     let conn = Connection::open(path).map_err(sql)?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
     conn.execute(
@@ -188,10 +189,7 @@ impl Catalog for SqliteCatalog {
     /// so concurrent builds of one model never share a number.
     fn start_version(&mut self, new: &NewVersion) -> Result<u32, CatalogError> {
         let path = self.path.clone();
-        let sql = move |source| CatalogError::Sql {
-            path: path.clone(),
-            source,
-        };
+        let sql = sql_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -408,10 +406,7 @@ impl Catalog for SqliteCatalog {
 
     fn import(&mut self, records: &[VersionRecord]) -> Result<usize, CatalogError> {
         let path = self.path.clone();
-        let sql = move |source| CatalogError::Sql {
-            path: path.clone(),
-            source,
-        };
+        let sql = sql_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
