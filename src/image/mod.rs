@@ -121,6 +121,26 @@ impl Sink for Concurrent<'_> {
     }
 }
 
+/// Where the blobs being written can also be sent while they are written: a build and its
+/// push in one pass (the distribution spec's upload session, PATCHed as the layer is written
+/// and closed with the digest once known). A mirror never fails what it mirrors: a copy that
+/// cannot be made is given up, and the push after the build sends that blob as usual.
+pub trait Mirror: Send + Sync + std::fmt::Debug {
+    /// A copy for one new blob, or `None` when none can be made now.
+    fn open(&self) -> Option<Box<dyn MirrorStream>>;
+}
+
+/// One blob's copy as it is written. Dropped without [`MirrorStream::close`], it is abandoned
+/// (the build failed): nothing of it may become a blob where it was sent.
+pub trait MirrorStream: Send {
+    /// The blob's next bytes (a copy that broke ignores them).
+    fn write(&mut self, bytes: &[u8]);
+    /// The blob's end: the copy is closed under `digest` on its own thread.
+    fn close(&mut self, digest: &str, size: u64);
+    /// Until the copy is in place (or given up).
+    fn wait(self: Box<Self>);
+}
+
 /// How a blob got into a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

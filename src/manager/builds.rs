@@ -4,7 +4,7 @@
 
 use crate::base::BaseChoice;
 use crate::model::spec::ModelSpec;
-use crate::pipeline::push::{Remote, push_after_build};
+use crate::pipeline::push::{OnePass, Remote};
 use crate::pipeline::{self, BuildRequest, BuildSettings, Home};
 use crate::remote::{Quiet, Watcher};
 use crate::store::Store;
@@ -132,14 +132,24 @@ fn run(
         };
         let watcher: Watcher = Arc::new(Quiet);
         let built = match remote {
-            Some(remote) => pipeline::build_version(
-                catalog.as_ref(),
-                store,
-                &request,
-                version,
-                &mut |_| {},
-                &mut push_after_build(store, &spec.name, remote, &watcher),
-            ),
+            Some(remote) => {
+                let pass = OnePass::connect(remote, &spec.name, settings).map_err(|e| {
+                    let _ = catalog.fail(&spec.name, version, &e.to_string());
+                    e.to_string()
+                })?;
+                let request = BuildRequest {
+                    settings: &pass.settings,
+                    ..request
+                };
+                pipeline::build_version(
+                    catalog.as_ref(),
+                    store,
+                    &request,
+                    version,
+                    &mut |_| {},
+                    &mut pass.after_build(store, &spec.name, &watcher),
+                )
+            }
             None => pipeline::build_version(
                 catalog.as_ref(),
                 store,

@@ -180,7 +180,7 @@ fn big_file_layer(
     options: &LayerOptions,
     before: Option<CacheKey>,
 ) -> Result<(Layer, Option<CacheKey>), LayerError> {
-    let mut tar = LayerTar::start(layout, Compression::None)?;
+    let mut tar = LayerTar::start_mirrored(layout, Compression::None)?;
     tar.append_entry(entry, options)?;
     let layer = tar.finish(layout, format!("model file {}", entry.rel))?;
     let unchanged = before
@@ -406,7 +406,19 @@ pub struct LayerTar {
 
 impl LayerTar {
     pub fn start(layout: &Layout, compression: Compression) -> Result<LayerTar, LayerError> {
-        let blob = layout.blob_writer()?;
+        LayerTar::begin(layout.blob_writer()?, compression)
+    }
+
+    /// [`LayerTar::start`] for a big layer that is new: sent to the layout's mirror while it
+    /// is written (see [`Layout::mirrored_blob_writer`]).
+    pub fn start_mirrored(
+        layout: &Layout,
+        compression: Compression,
+    ) -> Result<LayerTar, LayerError> {
+        LayerTar::begin(layout.mirrored_blob_writer()?, compression)
+    }
+
+    fn begin(blob: BlobWriter, compression: Compression) -> Result<LayerTar, LayerError> {
         let (encoder, media_type) = match compression {
             Compression::None => (Encoder::Plain(blob), MEDIA_LAYER_TAR),
             // Level 6 as gzip's default: small files are mostly text and code.

@@ -4,6 +4,7 @@
 use crate::base::{self, BaseChoice, BaseError, BaseImage};
 use crate::catalog::{BuildResult, Catalog, CatalogError, NewVersion};
 use crate::contract;
+use crate::image::Mirror;
 use crate::model::spec::ModelSpec;
 use crate::model_image::layer::{Compression, DigestCache};
 use crate::model_image::layer::{LayerOptions, payload_layer_count};
@@ -11,6 +12,7 @@ use crate::model_image::{self, BuildError, BuiltImage, ImageMeta, ModelParts};
 use crate::packages::{self, Prepared};
 use crate::store::{Layout, Mutability, Store, StoreError};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 mod home;
 pub mod push;
@@ -93,6 +95,9 @@ pub struct BuildSettings {
     /// Start the image's runtime after the build (`serve.py --check`): a model that does not
     /// load fails the version. Images are unpacked for it under this folder.
     pub check: Option<PathBuf>,
+    /// Where the version's new layers are also sent while they are written (`upload
+    /// --registry`: see [`push::upload_to_registry`]).
+    pub mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl BuildSettings {
@@ -103,6 +108,7 @@ impl BuildSettings {
             packages: packages::Settings::default(),
             wheel_cache: home.wheel_cache(),
             check: None,
+            mirror: None,
         }
     }
 }
@@ -309,7 +315,10 @@ pub fn build_version(
         }
         let earlier = catalog.package_locks(&spec.name)?;
         let packages = prepare_packages(spec, &base, settings, &earlier, &mut build_log)?;
-        let layout = store.repository(&spec.name)?;
+        let mut layout = store.repository(&spec.name)?;
+        if let Some(mirror) = &settings.mirror {
+            layout = layout.mirrored(mirror.clone());
+        }
         let built = build_to_layout(
             spec,
             &base,

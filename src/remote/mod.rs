@@ -16,10 +16,12 @@
 //! - `pull`: a manifest by tag or digest, a blob's body from any offset, a blob's size.
 //! - `upload`: one blob (HEAD, mount, monolithic or chunked upload, resume) and the manifest.
 //! - `image`: `RemoteImage` (a source) and `RemotePush` (a sink) over the two.
+//! - `mirror`: a build's new blobs streamed to the registry while they are written.
 
 mod auth;
 mod error;
 mod image;
+mod mirror;
 mod pull;
 mod retry;
 mod target;
@@ -35,6 +37,7 @@ pub use crate::image::BlobOutcome;
 pub use auth::{Credential, find_credential};
 pub use error::RemoteError;
 pub use image::{RemoteImage, RemotePush, quiet};
+pub use mirror::{MirrorReport, RegistryMirror};
 pub use pull::{FetchedManifest, MANIFEST_ACCEPT};
 pub use retry::{RetryPolicy, error_chain, is_transient_error, is_transient_status, retry_after};
 pub use target::{ConnectOptions, Target, is_loopback};

@@ -473,7 +473,7 @@ pub(super) fn put_manifest(
 }
 
 /// `Location` resolved against the URL it answered (it may be relative).
-fn location(from: &Url, headers: &HeaderMap) -> Result<Url, Fault> {
+pub(super) fn location(from: &Url, headers: &HeaderMap) -> Result<Url, Fault> {
     let text = headers
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -492,7 +492,7 @@ fn location(from: &Url, headers: &HeaderMap) -> Result<Url, Fault> {
 /// `Range: 0-N` → N+1, the bytes the registry has. CNCF distribution answers `0-0` for an
 /// empty upload as well as for one byte: taken as 0, since sending a byte again is harmless
 /// where skipping one is not.
-fn range_end(headers: &HeaderMap) -> Option<u64> {
+pub(super) fn range_end(headers: &HeaderMap) -> Option<u64> {
     let text = headers.get(RANGE)?.to_str().ok()?;
     let text = text.trim().trim_start_matches("bytes=");
     let (_, end) = text.split_once('-')?;
@@ -502,7 +502,7 @@ fn range_end(headers: &HeaderMap) -> Option<u64> {
     }
 }
 
-fn with_digest(location: &Url, digest: &str) -> Url {
+pub(super) fn with_digest(location: &Url, digest: &str) -> Url {
     let mut url = location.clone();
     url.query_pairs_mut().append_pair("digest", digest);
     url
@@ -513,7 +513,7 @@ fn transfer_timeout(bytes: u64) -> Duration {
     Duration::from_secs(120 + bytes / (256 * 1024))
 }
 
-fn short(digest: &str) -> &str {
+pub(super) fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
 }

@@ -6,7 +6,7 @@
 //! shared pool and each repository holds hard links to them.
 
 use super::manifests::Mutability;
-use crate::image::pick_tagged;
+use crate::image::{Mirror, MirrorStream, pick_tagged};
 use crate::oci::digest::{HashingWriter, digest_of, parse_digest};
 use crate::oci::{Descriptor, Index};
 use std::fs::{self, File};
@@ -79,6 +79,9 @@ pub struct Layout {
     /// The writers lock, taken at the first write and held until this layout and all its
     /// clones are dropped: a build's blobs stay safe from gc until its tag names them.
     writing: Arc<Mutex<Option<File>>>,
+    /// Where the blobs written through [`Layout::blob_writer`] are also sent as they are
+    /// written (`upload --registry`: the build and the push in one pass).
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl Layout {
@@ -135,6 +138,7 @@ impl Layout {
             dir: dir.to_path_buf(),
             house,
             writing: Arc::new(Mutex::new(None)),
+            mirror: None,
         }
     }
 
@@ -248,6 +252,15 @@ impl Layout {
         Ok(bytes)
     }
 
+    /// This layout, with the blobs written through [`Layout::mirrored_blob_writer`] also sent
+    /// to `mirror` as they are written.
+    pub fn mirrored(&self, mirror: Arc<dyn Mirror>) -> Layout {
+        Layout {
+            mirror: Some(mirror),
+            ..self.clone()
+        }
+    }
+
     /// A writer for a new blob whose digest is known only once it has all been written.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         self.writing()?;
@@ -257,12 +270,29 @@ impl Layout {
             .map_err(io_err(&self.house.tmp, "cannot create a temporary file"))?;
         Ok(BlobWriter {
             inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            mirror: None,
         })
+    }
+
+    /// [`Layout::blob_writer`] for a big blob that is new (a model file not seen before, a
+    /// package layer not built before): sent to the layout's mirror, when it has one, while
+    /// it is written. Other blobs go with the push after the build, which skips what the
+    /// registry has — a stream cannot, as the digest is known only at its end.
+    pub fn mirrored_blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        let mut writer = self.blob_writer()?;
+        writer.mirror = self.mirror.as_ref().and_then(|m| m.open());
+        Ok(writer)
     }
 
     /// Makes a finished blob visible under its digest (fsync, then rename or link).
     pub fn commit_blob(&self, writer: BlobWriter) -> Result<(String, u64), StoreError> {
-        let (buffered, digest, size) = writer.inner.finish();
+        let BlobWriter { inner, mut mirror } = writer;
+        let (buffered, digest, size) = inner.finish();
+        // The copy is closed on its own thread while the file is flushed and fsynced here;
+        // it is waited for only when the blob is in place, and not at all when it is not.
+        if let Some(copy) = mirror.as_mut() {
+            copy.close(&digest, size);
+        }
         let file = buffered.into_inner().map_err(|e| StoreError::Io {
             path: self.house.tmp.clone(),
             action: "cannot write",
@@ -273,6 +303,9 @@ impl Layout {
                 .sync_all()
                 .map_err(io_err(file.path(), "cannot fsync"))?;
             self.place(file, &digest)?;
+        }
+        if let Some(copy) = mirror {
+            copy.wait();
         }
         Ok((digest, size))
     }
@@ -448,11 +481,16 @@ impl Layout {
 
 pub struct BlobWriter {
     inner: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    mirror: Option<Box<dyn MirrorStream>>,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        let n = self.inner.write(buf)?;
+        if let Some(copy) = self.mirror.as_mut() {
+            copy.write(&buf[..n]);
+        }
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()

@@ -21,6 +21,7 @@ mod infer_tflite_torch;
 mod infer_weights;
 mod manager;
 mod manager_page;
+mod one_pass;
 mod packages;
 mod podman;
 mod push;

@@ -166,7 +166,7 @@ pub fn install_wheels(
     }
     let dirs = parent_dirs(&files, wheels)?;
 
-    let mut tar = LayerTar::start(layout, options.compression)?;
+    let mut tar = LayerTar::start_mirrored(layout, options.compression)?;
     let mut found = Found::default();
     let dir_failed = |source| LayerError::Write {
         layer: comment.clone(),

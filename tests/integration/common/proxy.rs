@@ -17,6 +17,9 @@ pub struct Logged {
     pub status: u16,
     /// The request's `Range` header, if any.
     pub range: Option<String>,
+    /// The body was streamed (`Transfer-Encoding: chunked`): its length was not known when
+    /// it was sent.
+    pub streamed: bool,
 }
 
 #[derive(Default)]
@@ -134,31 +137,56 @@ fn handle(
     let path = target.split('?').next().unwrap_or_default().to_string();
     let is_upload = path.contains("/blobs/uploads/") && (method == "PUT" || method == "PATCH");
 
+    // A streamed body (`Transfer-Encoding: chunked`, a blob sent as it is written).
+    let chunked =
+        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let log = |status: u16| {
         state.lock().unwrap().log.push(Logged {
             method: method.clone(),
             target: target.clone(),
             status,
             range: header("range"),
+            streamed: chunked,
         })
     };
 
     // A connection cut in the middle of a blob.
-    if is_upload && length > 1 {
+    if is_upload && (length > 1 || chunked) {
         let mut s = state.lock().unwrap();
         if s.cut_uploads > 0 {
             s.cut_uploads -= 1;
             s.cuts_done += 1;
             drop(s);
-            let mut half = vec![0u8; length / 2];
-            let _ = reader.read_exact(&mut half);
+            if chunked {
+                let _ = read_chunk(&mut reader);
+            } else {
+                let mut half = vec![0u8; length / 2];
+                let _ = reader.read_exact(&mut half);
+            }
             log(0);
             let _ = conn.shutdown(Shutdown::Both);
             return Ok(());
         }
     }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            match read_chunk(&mut reader) {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                // The client broke its stream off: logged, nothing forwarded.
+                Err(_) => {
+                    log(0);
+                    return Ok(());
+                }
+            }
+        }
+        body
+    } else {
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        body
+    };
 
     // The token endpoint.
     if path == "/token" {
@@ -243,7 +271,14 @@ fn handle(
         if k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("authorization") {
             continue;
         }
+        // A streamed body goes on whole, with its length.
+        if chunked && k.eq_ignore_ascii_case("transfer-encoding") {
+            continue;
+        }
         head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if chunked {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("Connection: close\r\n\r\n");
     up.write_all(head.as_bytes())?;
@@ -295,6 +330,26 @@ fn handle(
     }
     conn.write_all(rest)?;
     conn.flush()
+}
+
+/// One chunk of a chunked body; `None` after the last (its trailers read).
+fn read_chunk(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let mut size_line = String::new();
+    reader.read_line(&mut size_line)?;
+    let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
+        .map_err(|e| std::io::Error::other(format!("bad chunk size {size_line:?}: {e}")))?;
+    if size == 0 {
+        loop {
+            let mut trailer = String::new();
+            if reader.read_line(&mut trailer)? == 0 || trailer.trim_end().is_empty() {
+                return Ok(None);
+            }
+        }
+    }
+    let mut chunk = vec![0u8; size + 2];
+    reader.read_exact(&mut chunk)?;
+    chunk.truncate(size);
+    Ok(Some(chunk))
 }
 
 /// The `digest=` of an upload-closing PUT, if any.
