@@ -15,6 +15,10 @@ pub struct Args {
     /// Where the model's server listens
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// How the image's program is isolated: the first that works here (bubblewrap, chroot as
+    /// root, podman), or the one named
+    #[arg(long, value_enum, default_value_t = crate::run::Isolation::Auto)]
+    isolation: crate::run::Isolation,
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
@@ -66,6 +70,7 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<ExitCode> {
         &tag,
         &home.run_cache(),
         crate::run::Purpose::Serve(args.addr),
+        args.isolation,
     )?;
     eprintln!(
         "serving {name}:{} on http://{} (the Open Inference Protocol: /v2/models/{name}; gRPC on port {} where the runtime has grpcio), isolated with {}; Ctrl-C stops",

@@ -2,7 +2,9 @@
 //! once into a folder of the home (one per manifest digest), and its entrypoint runs there
 //! with the image's environment, in an isolated root: bubblewrap when it is installed (a
 //! read-only root of its own, its own /proc, /dev and /tmp, the host's network), else chroot
-//! as root. The runtime's `--host`/`--port` are set from the address asked for.
+//! as root, else podman (`podman run --rootfs` of the unpacked folder: its own namespaces and
+//! cgroup, as configured in the user's containers.conf). `--isolation` picks one. The
+//! runtime's `--host`/`--port` are set from the address asked for.
 
 pub mod unpack;
 
@@ -36,9 +38,22 @@ pub enum RunError {
     #[error("the check did not finish within {0} s")]
     CheckTimeout(u64),
     #[error(
-        "cannot isolate the image here: bubblewrap is not installed (Debian: apt-get install bubblewrap) and chroot needs root; or run the image with podman"
+        "cannot isolate the image here: bubblewrap is not installed (Debian: apt-get install bubblewrap), chroot needs root, and podman is not installed (Debian: apt-get install podman)"
     )]
     NoIsolation,
+    #[error("--isolation {0}: {1}")]
+    IsolationUnavailable(&'static str, &'static str),
+}
+
+/// How the image's program is isolated from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Isolation {
+    /// The first that works here: bubblewrap, chroot (as root), podman.
+    #[default]
+    Auto,
+    Bubblewrap,
+    Chroot,
+    Podman,
 }
 
 /// The program to exec, with what it needs.
@@ -47,7 +62,7 @@ pub struct Launch {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// `bubblewrap` or `chroot`, for the user.
+    /// `bubblewrap`, `chroot` or `podman`, for the user.
     pub isolation: &'static str,
     pub rootfs: PathBuf,
 }
@@ -67,6 +82,7 @@ pub fn prepare(
     tag: &str,
     cache: &Path,
     purpose: Purpose,
+    isolation: Isolation,
 ) -> Result<Launch, RunError> {
     let resolved = resolve(layout, Some(tag), &WantedPlatform::host())?;
     let config = read_config(layout, &resolved.parsed)?;
@@ -111,7 +127,7 @@ pub fn prepare(
         .as_str()
         .filter(|w| !w.is_empty())
         .unwrap_or("/");
-    isolate(&rootfs, command, env, workdir)
+    isolate(&rootfs, command, env, workdir, isolation)
 }
 
 /// How long a model may take to load for a check.
@@ -120,7 +136,7 @@ const CHECK_TIMEOUT_S: u64 = 600;
 /// Starts the image's runtime with `--check`: Ok with what it found (its JSON line), or the
 /// runtime's own error when the model does not load or a signature has no implementation.
 pub fn check(layout: &Layout, tag: &str, cache: &Path) -> Result<String, RunError> {
-    let launch = prepare(layout, tag, cache, Purpose::Check)?;
+    let launch = prepare(layout, tag, cache, Purpose::Check, Isolation::Auto)?;
     let mut child = std::process::Command::new(&launch.program)
         .args(&launch.args)
         .env_clear()
@@ -262,52 +278,129 @@ fn isolate(
     command: Vec<String>,
     env: Vec<(String, String)>,
     workdir: &str,
+    isolation: Isolation,
 ) -> Result<Launch, RunError> {
+    let missing =
+        |what: (&'static str, &'static str)| Err(RunError::IsolationUnavailable(what.0, what.1));
+    match isolation {
+        Isolation::Bubblewrap => match on_path("bwrap") {
+            Some(bwrap) => Ok(bubblewrap(bwrap, rootfs, command, env, workdir)),
+            None => missing((
+                "bubblewrap",
+                "bwrap is not installed (Debian: apt-get install bubblewrap)",
+            )),
+        },
+        Isolation::Chroot => match on_path("chroot").filter(|_| is_root()) {
+            Some(chroot) => Ok(chrooted(chroot, rootfs, command, env)),
+            None => missing(("chroot", "chroot needs root")),
+        },
+        Isolation::Podman => match on_path("podman") {
+            Some(podman) => Ok(podman_run(podman, rootfs, command, env, workdir)),
+            None => missing((
+                "podman",
+                "podman is not installed (Debian: apt-get install podman)",
+            )),
+        },
+        Isolation::Auto => {
+            if let Some(bwrap) = on_path("bwrap") {
+                Ok(bubblewrap(bwrap, rootfs, command, env, workdir))
+            } else if let Some(chroot) = on_path("chroot").filter(|_| is_root()) {
+                Ok(chrooted(chroot, rootfs, command, env))
+            } else if let Some(podman) = on_path("podman") {
+                Ok(podman_run(podman, rootfs, command, env, workdir))
+            } else {
+                Err(RunError::NoIsolation)
+            }
+        }
+    }
+}
+
+fn bubblewrap(
+    bwrap: PathBuf,
+    rootfs: &Path,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    workdir: &str,
+) -> Launch {
     let rootfs_text = rootfs.display().to_string();
-    if let Some(bwrap) = on_path("bwrap") {
-        let mut args: Vec<String> = [
-            "--ro-bind",
-            &rootfs_text,
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--unshare-all",
-            "--share-net",
-            "--die-with-parent",
-            "--clearenv",
-        ]
+    let mut args: Vec<String> = [
+        "--ro-bind",
+        &rootfs_text,
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--unshare-all",
+        "--share-net",
+        "--die-with-parent",
+        "--clearenv",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (key, value) in &env {
+        args.extend(["--setenv".to_string(), key.clone(), value.clone()]);
+    }
+    args.extend(["--chdir".to_string(), workdir.to_string(), "--".to_string()]);
+    args.extend(command);
+    Launch {
+        program: bwrap,
+        args,
+        env: Vec::new(),
+        isolation: "bubblewrap",
+        rootfs: rootfs.to_path_buf(),
+    }
+}
+
+fn chrooted(
+    chroot: PathBuf,
+    rootfs: &Path,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+) -> Launch {
+    let mut args = vec![rootfs.display().to_string()];
+    args.extend(command);
+    Launch {
+        program: chroot,
+        args,
+        env,
+        isolation: "chroot",
+        rootfs: rootfs.to_path_buf(),
+    }
+}
+
+/// `podman run --rootfs`: the unpacked folder as the container's root, read-only (podman
+/// adds its tmpfs on /tmp, /run and /var/tmp), the host's network as the other isolations
+/// have it. The rest — OCI runtime, rlimits, storage — is the user's containers.conf. podman
+/// is exec'd in mlambda's place, so Ctrl-C reaches it and it stops and removes the container.
+fn podman_run(
+    podman: PathBuf,
+    rootfs: &Path,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    workdir: &str,
+) -> Launch {
+    let mut args: Vec<String> = ["run", "--rm", "--network", "host", "--read-only"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for (key, value) in &env {
-            args.extend(["--setenv".to_string(), key.clone(), value.clone()]);
-        }
-        args.extend(["--chdir".to_string(), workdir.to_string(), "--".to_string()]);
-        args.extend(command);
-        return Ok(Launch {
-            program: bwrap,
-            args,
-            env: Vec::new(),
-            isolation: "bubblewrap",
-            rootfs: rootfs.to_path_buf(),
-        });
+    args.extend(["--workdir".to_string(), workdir.to_string()]);
+    for (key, value) in &env {
+        args.extend(["--env".to_string(), format!("{key}={value}")]);
     }
-    if is_root()
-        && let Some(chroot) = on_path("chroot")
-    {
-        let mut args = vec![rootfs_text];
-        args.extend(command);
-        return Ok(Launch {
-            program: chroot,
-            args,
-            env,
-            isolation: "chroot",
-            rootfs: rootfs.to_path_buf(),
-        });
+    // With --rootfs, the first argument is the folder, not an image.
+    args.extend(["--rootfs".to_string(), rootfs.display().to_string()]);
+    args.extend(command);
+    // podman itself needs the caller's environment (HOME, XDG_RUNTIME_DIR, CONTAINERS_CONF).
+    let inherited = std::env::vars().collect();
+    Launch {
+        program: podman,
+        args,
+        env: inherited,
+        isolation: "podman",
+        rootfs: rootfs.to_path_buf(),
     }
-    Err(RunError::NoIsolation)
 }

@@ -158,3 +158,91 @@ fn podman_runs_a_model_image_that_answers_the_protocol() {
         serde_json::json!(["podman runs it"])
     );
 }
+
+/// `mlambda run --isolation podman`: the unpacked image under podman (`run --rootfs`), with
+/// podman's own configuration as a user sets it (here runc, fixed rlimits and a private vfs
+/// store, as RECIPE.md says this machine needs); Ctrl-C stops it and leaves no container.
+#[test]
+fn mlambda_run_under_podman_serves_the_protocol_and_stops_on_ctrl_c() {
+    let Some(tool) = tool("podman") else { return };
+    if common::tool("runc").is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    run_ok(mlambda(&home).arg("upload").arg(example_dir()));
+    let conf = work.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    let storage = work.path().join("storage.conf");
+    std::fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            work.path().join("graph").display(),
+            work.path().join("runroot").display()
+        ),
+    )
+    .unwrap();
+    let port = common::http::free_port();
+    let stderr_path = work.path().join("run.log");
+    let mut running = mlambda(&home)
+        .args(["run", "example_tokenizer_model:1", "--isolation", "podman"])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .env("CONTAINERS_CONF", &conf)
+        .env("CONTAINERS_STORAGE_CONF", &storage)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let listening = common::rootfs::listening_within(port, 180);
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    if !listening {
+        let _ = running.kill();
+        panic!("mlambda run under podman never served: {}", log());
+    }
+    common::rootfs::wait_ready(port);
+    let answer = common::rootfs::request(
+        port,
+        "POST",
+        "/v2/models/example_tokenizer_model/infer",
+        r#"{"inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [1, 1], "data": ["Isolated By Podman"]}]}"#,
+    );
+    // Ctrl-C: SIGINT to the process (podman, exec'd in mlambda's place).
+    run_ok(Command::new("kill").args(["-INT", &running.id().to_string()]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stopped = loop {
+        if let Some(status) = running.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = running.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let answer: serde_json::Value = serde_json::from_str(&answer.1).unwrap();
+    assert_eq!(
+        answer["outputs"][0]["data"],
+        serde_json::json!(["isolated by podman"])
+    );
+    assert!(log().contains("isolated with podman"), "{}", log());
+    assert!(stopped.is_some(), "Ctrl-C did not stop it: {}", log());
+    let left = run_ok(
+        Command::new(&tool)
+            .args(["ps", "--all", "--quiet"])
+            .env("CONTAINERS_CONF", &conf)
+            .env("CONTAINERS_STORAGE_CONF", &storage),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "containers left"
+    );
+    assert!(!common::rootfs::listening_within(port, 1), "still serving");
+}
