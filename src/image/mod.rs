@@ -128,6 +128,20 @@ impl Sink for Concurrent<'_> {
 pub trait Mirror: Send + Sync + std::fmt::Debug {
     /// A copy for one new blob, or `None` when none can be made now.
     fn open(&self) -> Option<Box<dyn MirrorStream>>;
+
+    /// The registry it sends to (`host[:port]`), under which the catalogue remembers where
+    /// blobs were pushed.
+    fn registry(&self) -> String;
+
+    /// Blobs the image will hold that exist already (a base's layers), readable from
+    /// `source`: sent, or mounted from a repository of `mount_from` (digest → repositories),
+    /// in the background while the build goes on.
+    fn existing(
+        &self,
+        blobs: &[Descriptor],
+        source: std::sync::Arc<dyn Source>,
+        mount_from: &std::collections::HashMap<String, Vec<String>>,
+    );
 }
 
 /// One blob's copy as it is written. Dropped without [`MirrorStream::close`], it is abandoned

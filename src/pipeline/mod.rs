@@ -313,6 +313,13 @@ pub fn build_version(
         if let Some(note) = note {
             build_log(Event::Note(note));
         }
+        if let (Some(mirror), Some(source)) = (&settings.mirror, &base.source) {
+            // The base's layers go to the registry (or are mounted there) while the model's
+            // own are built.
+            let digests: Vec<String> = base.layers.iter().map(|l| l.digest.clone()).collect();
+            let mount_from = catalog.blob_locations(&mirror.registry(), &digests)?;
+            mirror.existing(&base.layers, source.clone(), &mount_from);
+        }
         let earlier = catalog.package_locks(&spec.name)?;
         let packages = prepare_packages(spec, &base, settings, &earlier, &mut build_log)?;
         let mut layout = store.repository(&spec.name)?;

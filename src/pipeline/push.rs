@@ -91,6 +91,7 @@ impl OnePass {
     ) -> impl FnMut(&dyn Catalog, u32, &Uploaded) -> Result<Option<Pushed>, PipelineError> + 'a
     {
         move |catalog, version, uploaded| {
+            self.mirror.settle();
             let layout = store.repository(name)?;
             let target = PushTarget {
                 registry: &self.registry,
@@ -205,10 +206,13 @@ fn push_layout(
     };
     let mut pushed = push_image(registry, &request, remote.options.parallel, watcher)?;
     let report = mirrored.map(RegistryMirror::report).unwrap_or_default();
-    // The push found those there because this build sent them: they were uploaded.
+    // The push found those there because this build sent them: they were uploaded (or
+    // mounted) by it.
     for (digest, outcome) in &mut pushed.blobs {
         if report.sent.contains(digest) {
             *outcome = crate::remote::BlobOutcome::Uploaded;
+        } else if let Some((_, early)) = report.early.iter().find(|(d, _)| d == digest) {
+            *outcome = *early;
         }
     }
     let digests: Vec<String> = pushed.blobs.iter().map(|(d, _)| d.clone()).collect();

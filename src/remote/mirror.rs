@@ -10,12 +10,18 @@
 //! deleted, and the push after the build sends that blob as usual: a mirror never fails a
 //! build. An abandoned blob (the build failed) is never closed, so it never becomes a blob on
 //! the registry; the tag is only ever written by the push after the build.
+//!
+//! The blobs that exist already (a base image's layers) go the ordinary way (HEAD, mount,
+//! upload: `upload::push_blob`) on a thread of their own while the build writes the rest; the
+//! push after the build waits for it (`settle`) and then finds them there.
 
-use super::upload::{location, range_end, short, with_digest};
+use super::upload::{location, push_blob, range_end, short, with_digest};
 use super::{Answer, Fault, Registry, RemoteError, error_detail};
-use crate::image::{Mirror, MirrorStream};
+use crate::image::{BlobOutcome, Mirror, MirrorStream, Source};
+use crate::oci::Descriptor;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +40,8 @@ pub struct RegistryMirror {
     registry: Arc<Registry>,
     repository: String,
     report: Arc<Mutex<MirrorReport>>,
+    /// The threads sending existing blobs (see [`Mirror::existing`]).
+    early: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// What the copies came to.
@@ -41,6 +49,8 @@ pub struct RegistryMirror {
 pub struct MirrorReport {
     /// Blobs that are on the registry, sent while they were written.
     pub sent: Vec<String>,
+    /// Existing blobs (a base's), and how they got to the registry during the build.
+    pub early: Vec<(String, BlobOutcome)>,
     /// Copies given up, and why (their blobs go with the push after the build).
     pub given_up: Vec<String>,
 }
@@ -61,6 +71,16 @@ impl RegistryMirror {
             registry,
             repository: repository.to_string(),
             report: Arc::default(),
+            early: Mutex::default(),
+        }
+    }
+
+    /// Waits for the existing blobs being sent: the push after the build must not start
+    /// them again.
+    pub fn settle(&self) {
+        let threads = std::mem::take(&mut *self.early.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
         }
     }
 
@@ -73,6 +93,58 @@ impl RegistryMirror {
 }
 
 impl Mirror for RegistryMirror {
+    fn registry(&self) -> String {
+        self.registry.target.authority.clone()
+    }
+
+    fn existing(
+        &self,
+        blobs: &[Descriptor],
+        source: Arc<dyn Source>,
+        mount_from: &HashMap<String, Vec<String>>,
+    ) {
+        let blobs: Vec<(Descriptor, Vec<String>)> = blobs
+            .iter()
+            .map(|b| {
+                (
+                    b.clone(),
+                    mount_from.get(&b.digest).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let (registry, repository) = (self.registry.clone(), self.repository.clone());
+        let report = self.report.clone();
+        let sending = std::thread::Builder::new()
+            .name("mirror-existing".into())
+            .spawn(move || {
+                let quiet = super::quiet();
+                for (blob, sources) in blobs {
+                    let outcome = push_blob(
+                        &registry,
+                        source.as_ref(),
+                        &repository,
+                        &blob,
+                        &sources,
+                        &quiet,
+                    );
+                    let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
+                    match outcome {
+                        Ok(outcome) => report.early.push((blob.digest.clone(), outcome)),
+                        Err(error) => report
+                            .given_up
+                            .push(format!("{}: {error}", short(&blob.digest))),
+                    }
+                }
+            });
+        // No thread: the push after the build sends them, as without a mirror.
+        if let Ok(thread) = sending {
+            self.early
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(thread);
+        }
+    }
+
     fn open(&self) -> Option<Box<dyn MirrorStream>> {
         let pipe = Arc::new(Pipe::default());
         let (done, finished) = std::sync::mpsc::channel();

@@ -41,18 +41,37 @@ fn model(root: &Path) -> PathBuf {
 }
 
 fn upload(home: &Path, registry: &str, dir: &Path) -> Command {
+    upload_on(home, registry, dir, "scratch")
+}
+
+fn upload_on(home: &Path, registry: &str, dir: &Path, base: &str) -> Command {
     let mut command = mlambda(home);
     command
-        .args([
-            "upload",
-            "--json",
-            "--base",
-            "scratch",
-            "--registry",
-            registry,
-        ])
+        .args(["upload", "--json", "--base", base, "--registry", registry])
         .arg(dir);
     command
+}
+
+/// A base image with a layer of its own (a folder built on scratch), as `oci:DIR:v1`; and
+/// the digests of its layers.
+fn base_image(home: &Path, root: &Path) -> (String, Vec<String>) {
+    let source = root.join("base-src");
+    fs::create_dir_all(source.join("lib")).unwrap();
+    fs::write(source.join("lib/runtime.py"), "print('runtime')\n").unwrap();
+    fs::write(
+        source.join("serving.yaml"),
+        "name: runtime\nmodel-type: python:3.11\ncontract:\n  f:\n    inputs:\n      x: {type: string, shape: scalar}\n    outputs:\n      y: {type: string, shape: scalar}\n",
+    )
+    .unwrap();
+    let base = format!("oci:{}:v1", root.join("base").display());
+    run_ok(
+        mlambda(home)
+            .args(["build", "--base", "scratch", "-o", &base])
+            .arg(&source),
+    );
+    let layers = layout_layers(&root.join("base"), "v1");
+    assert!(!layers.is_empty());
+    (base, layers)
 }
 
 /// The digest of the layer that holds `weights.bin` (the biggest) in the local store.
@@ -88,11 +107,22 @@ fn a_new_big_file_goes_to_the_registry_while_its_layer_is_written() {
     let work = tempfile::tempdir().unwrap();
     let dir = model(work.path());
     let home = work.path().join("home");
-    let uploaded = json_of(&run_ok(&mut upload(&home, &proxy.url("t"), &dir)));
+    let (base, base_layers) = base_image(&home, work.path());
+    let uploaded = json_of(&run_ok(&mut upload_on(&home, &proxy.url("t"), &dir, &base)));
     assert_eq!(uploaded["status"], "Finished");
     assert_eq!(uploaded["pushed_digest"], uploaded["digest"]);
     let weights = weights_layer(&home);
     let log = proxy.take_log();
+
+    // The base's layers went up while the weights were still being written: their uploads
+    // closed before the weights' stream did.
+    let stream_done = log.iter().position(|l| l.streamed).unwrap();
+    for layer in &base_layers {
+        let sent = log
+            .iter()
+            .position(|l| put_digest(l).as_deref() == Some(layer.as_str()) && l.status == 201);
+        assert!(sent.is_some_and(|at| at < stream_done), "{layer}: {log:#?}");
+    }
 
     // One streamed PATCH (no length: sent as written), then the PUT that names its digest.
     let streamed: Vec<_> = log.iter().filter(|l| l.streamed).collect();
@@ -115,8 +145,12 @@ fn a_new_big_file_goes_to_the_registry_while_its_layer_is_written() {
         .position(|l| l.method == "PUT" && l.target.contains("/manifests/"))
         .unwrap();
     assert!(patch_at < manifest_at, "{log:#?}");
-    // Every blob counts as uploaded by this push, the streamed one included.
-    assert_eq!(uploaded["blobs"]["uploaded"], 4, "{uploaded}");
+    // Every blob counts as uploaded by this push, the streamed one and the base's included.
+    assert_eq!(
+        uploaded["blobs"]["uploaded"],
+        4 + base_layers.len(),
+        "{uploaded}"
+    );
     assert!(
         log_of(&home).contains("1 layer was sent while it was written"),
         "{}",
