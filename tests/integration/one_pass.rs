@@ -8,11 +8,10 @@ use crate::common;
 use common::proxy::{Proxy, put_digest};
 use common::registry::{Distribution, RegistryOptions, registry_serve, skopeo_raw_manifest};
 use common::*;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const NAME: &str = "one_pass_model";
 /// Above the 64 MiB from which a file has a layer of its own.
@@ -169,13 +168,7 @@ fn a_new_big_file_goes_to_the_registry_while_its_layer_is_written() {
             .map(|l| l["digest"].as_str().unwrap())
             .collect();
         assert!(layers.contains(&weights.as_str()));
-        let out = tempfile::tempdir().unwrap();
-        run_ok(
-            Command::new(&skopeo)
-                .args(["copy", "--src-tls-verify=false"])
-                .arg(format!("docker://{direct}"))
-                .arg(format!("oci:{}:pulled", out.path().display())),
-        );
+        skopeo_copies(&skopeo, &direct);
     }
     // The streamed blob's bytes are the layer's, as the registry serves them.
     let mut served = reqwest::blocking::get(format!(
@@ -237,37 +230,19 @@ fn a_stream_cut_half_way_is_sent_again_after_the_build() {
         let direct = format!("{}/t/{NAME}:1", registry.authority());
         let raw = skopeo_raw_manifest(&skopeo, &direct, &["--tls-verify=false"]);
         assert!(String::from_utf8_lossy(&raw).contains(&weights));
-        let out = tempfile::tempdir().unwrap();
-        run_ok(
-            Command::new(&skopeo)
-                .args(["copy", "--src-tls-verify=false"])
-                .arg(format!("docker://{direct}"))
-                .arg(format!("oci:{}:pulled", out.path().display())),
-        );
+        skopeo_copies(&skopeo, &direct);
     }
 }
 
-/// Waits until the local store has a temporary blob bigger than `bytes` (the weights' layer is
-/// being written, and so streamed); false when the upload ended first.
-fn writing(home: &Path, bytes: u64, upload: &mut std::process::Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let written = fs::read_dir(home.join("registry/_tmp"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .max()
-            .unwrap_or(0);
-        if written > bytes {
-            return true;
-        }
-        if upload.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("the upload did not start writing the weights within 120 s");
+/// skopeo copies `reference` from the registry into a layout, checking every digest.
+fn skopeo_copies(skopeo: &Path, reference: &str) {
+    let out = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new(skopeo)
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("oci:{}:pulled", out.path().display())),
+    );
 }
 
 /// Every file under `dir`, relative.
@@ -304,16 +279,11 @@ fn a_build_that_fails_half_way_leaves_no_tag_no_blob_and_no_session_on_the_regis
         .spawn()
         .unwrap();
     assert!(
-        writing(&home, 8 << 20, &mut running),
+        writing_a_blob(&home.join("registry"), 8 << 20, &mut running),
         "the upload ended before the test saw it write"
     );
     // Rewritten in place while it is read: the build fails (see read_input.rs).
-    let weights = OpenOptions::new()
-        .write(true)
-        .open(dir.join("weights.bin"))
-        .unwrap();
-    weights.write_all_at(b"torn", 0).unwrap();
-    weights.write_all_at(b"torn", WEIGHTS - (4 << 20)).unwrap();
+    tear_in_place(&dir.join("weights.bin"), WEIGHTS, 4 << 20);
     let output = running.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the upload must fail: {stderr}");

@@ -4,11 +4,9 @@
 use crate::common;
 
 use common::*;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const NAME: &str = "torn_weights_model";
 /// Big enough that the read lasts long after the test sees it begin.
@@ -32,29 +30,6 @@ fn model_dir(root: &Path) -> std::path::PathBuf {
     dir
 }
 
-/// Waits until a temporary blob of the store holds more than `bytes`: a layer's file is being
-/// read. `None` when the upload ended first.
-fn wait_for_read(store: &Path, bytes: u64, upload: &mut std::process::Child) -> Option<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let written = fs::read_dir(store.join("_tmp"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .max()
-            .unwrap_or(0);
-        if written > bytes {
-            return Some(());
-        }
-        if upload.try_wait().unwrap().is_some() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("the upload did not start reading the weights within 120 s");
-}
-
 /// `dd conv=notrunc` into the weights while the upload reads them: the version fails and says
 /// why, instead of a Finished image whose layer is neither file.
 #[test]
@@ -69,17 +44,11 @@ fn weights_rewritten_during_the_read_fail_the_version() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let reading = wait_for_read(&home.join("registry"), 8 << 20, &mut upload);
     assert!(
-        reading.is_some(),
+        writing_a_blob(&home.join("registry"), 8 << 20, &mut upload),
         "the upload ended before the test saw it read"
     );
-    let weights = OpenOptions::new()
-        .write(true)
-        .open(dir.join("weights.bin"))
-        .unwrap();
-    weights.write_all_at(b"torn", 0).unwrap();
-    weights.write_all_at(b"torn", WEIGHTS - (6 << 20)).unwrap();
+    tear_in_place(&dir.join("weights.bin"), WEIGHTS, 6 << 20);
     let output = upload.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

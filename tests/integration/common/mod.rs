@@ -384,3 +384,35 @@ pub fn downloaded_deb(package: &str) -> Option<tempfile::TempDir> {
     }
     Some(debs)
 }
+
+/// Waits until the store under `store` has a temporary blob bigger than `bytes`: an upload is
+/// writing a layer (and reading its file). False when the upload ended first.
+pub fn writing_a_blob(store: &Path, bytes: u64, upload: &mut std::process::Child) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        let written = std::fs::read_dir(store.join("_tmp"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0);
+        if written > bytes {
+            return true;
+        }
+        if upload.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    panic!("the upload did not start writing a blob within 120 s");
+}
+
+/// Rewrites a few bytes of `file` (`len` bytes long) in place, at its start and `tail` bytes
+/// before its end, as a program saving over it would: a read in progress sees it change.
+pub fn tear_in_place(file: &Path, len: u64, tail: u64) {
+    use std::os::unix::fs::FileExt;
+    let open = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    open.write_all_at(b"torn", 0).unwrap();
+    open.write_all_at(b"torn", len - tail).unwrap();
+}
