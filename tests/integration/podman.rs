@@ -20,6 +20,20 @@ fn podman(podman: &Path, work: &Path) -> Command {
     command
 }
 
+/// podman, where runc is there too (RECIPE.md: this machine runs containers only with runc).
+fn podman_with_runc() -> Option<std::path::PathBuf> {
+    let podman = tool("podman")?;
+    common::tool("runc")?;
+    Some(podman)
+}
+
+/// A home under `work` with the tokenizer example uploaded as version 1 (python runtime).
+fn tokenizer_home(work: &Path) -> std::path::PathBuf {
+    let home = work.join("home");
+    run_ok(mlambda(&home).arg("upload").arg(example_dir()));
+    home
+}
+
 /// Pulls `reference` and returns the manifest digest podman recorded for it.
 fn pull_digest(tool: &Path, work: &Path, reference: &str) -> String {
     run_ok(podman(tool, work).args(["pull", "--tls-verify=false", reference]));
@@ -65,13 +79,11 @@ fn podman_pulls_from_registry_serve_and_from_the_managers_registry() {
 /// this machine needs.)
 #[test]
 fn podman_runs_a_model_image_that_answers_the_protocol() {
-    let Some(tool) = tool("podman") else { return };
-    if common::tool("runc").is_none() {
+    let Some(tool) = podman_with_runc() else {
         return;
-    }
+    };
     let work = tempfile::tempdir().unwrap();
-    let home = work.path().join("home");
-    run_ok(mlambda(&home).arg("upload").arg(example_dir()));
+    let home = tokenizer_home(work.path());
     let layout = home.join("registry/example_tokenizer_model");
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
@@ -164,13 +176,11 @@ fn podman_runs_a_model_image_that_answers_the_protocol() {
 /// store, as RECIPE.md says this machine needs); Ctrl-C stops it and leaves no container.
 #[test]
 fn mlambda_run_under_podman_serves_the_protocol_and_stops_on_ctrl_c() {
-    let Some(tool) = tool("podman") else { return };
-    if common::tool("runc").is_none() {
+    let Some(tool) = podman_with_runc() else {
         return;
-    }
+    };
     let work = tempfile::tempdir().unwrap();
-    let home = work.path().join("home");
-    run_ok(mlambda(&home).arg("upload").arg(example_dir()));
+    let home = tokenizer_home(work.path());
     let conf = work.path().join("containers.conf");
     std::fs::write(
         &conf,
