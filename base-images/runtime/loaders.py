@@ -257,12 +257,26 @@ def _spark_gateway(conf):
     info_dir = tempfile.mkdtemp()
     info = os.path.join(info_dir, "conn")
     env["_PYSPARK_DRIVER_CONN_INFO_PATH"] = info
-    # The JVM ends when this pipe closes, i.e. with the server.
-    jvm = subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
+    # The JVM ends when this pipe closes, i.e. with the server. Its messages go on to our
+    # stderr; the last ones are kept to say why it stopped, if it does.
+    jvm = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    last = []
+
+    def relay():
+        for line in jvm.stderr:
+            sys.stderr.write(line.decode("utf-8", "replace"))
+            if not line.lstrip().startswith(b"at "):
+                last[:] = (last + [line.decode("utf-8", "replace").rstrip()])[-5:]
+
+    import threading
+    relaying = threading.Thread(target=relay, daemon=True)
+    relaying.start()
     while jvm.poll() is None and not os.path.isfile(info):
         time.sleep(0.05)
     if not os.path.isfile(info):
-        raise LoadError("Spark's JVM exited (status %s) before it was ready; its messages are above" % jvm.returncode)
+        relaying.join(2)
+        raise LoadError("Spark's JVM exited (status %s) before it was ready: %s" % (
+            jvm.returncode, " / ".join(last) or "no message"))
     time.sleep(0.05)  # the file is renamed into place whole, but give the writer its close
     with open(info, "rb") as handle:
         port = struct.unpack("!i", handle.read(4))[0]
@@ -294,9 +308,16 @@ def _spark(files, signatures):
             ("spark.ui.enabled", "false"), ("spark.ui.showConsoleProgress", "false"),
             ("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "512m")),
             ("spark.driver.host", "127.0.0.1"), ("spark.driver.bindAddress", "127.0.0.1"),
-            ("spark.sql.shuffle.partitions", "1"), ("spark.local.dir", "/tmp"),
+            ("spark.sql.shuffle.partitions", "1"),
             ("spark.sql.warehouse.dir", "/tmp/spark-warehouse"),
-            ("spark.driver.extraJavaOptions", "-Djava.io.tmpdir=/tmp")]
+            ("spark.jars.ivy", "/tmp/.ivy2"),
+            # A user with no /etc/passwd entry has no home ('?'), where Spark would put its Ivy cache.
+            ("spark.driver.extraJavaOptions", "-Djava.io.tmpdir=/tmp -Duser.home=/tmp")]
+    import pwd
+    try:
+        pwd.getpwuid(os.getuid())
+    except KeyError:
+        raise LoadError("Spark needs the user to have an /etc/passwd entry (Hadoop asks for its name); uid %d has none: run as root, 1000 or 65534, the ones this image names" % os.getuid())
     jvm = _spark_gateway(conf)
     from pyspark.sql import SparkSession
     from pyspark.ml import PipelineModel

@@ -49,6 +49,9 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
         "spark/sources.toml",
         include_str!("../../base-images/spark/sources.toml"),
     ),
+    ("spark/passwd", include_str!("../../base-images/spark/passwd")),
+    ("spark/group", include_str!("../../base-images/spark/group")),
+    ("spark/hosts", include_str!("../../base-images/spark/hosts")),
     (
         "fetch-debs.sh",
         include_str!("../../base-images/fetch-debs.sh"),
