@@ -31,6 +31,26 @@ def _python(files, signatures):
     return functions
 
 
+def _mlflow_file(files, flavor, key):
+    """The file an MLflow folder's MLmodel names for `flavor` (e.g. sklearn's `pickled_model`),
+    read without a YAML library (the runtimes have none): None when there is no MLmodel or no
+    such entry. mlflow itself is not installed: the flavor's file is loaded directly."""
+    path = os.path.join(files, "MLmodel")
+    if not os.path.isfile(path):
+        return None
+    section = None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            indent = len(line) - len(line.lstrip(" "))
+            text = line.strip()
+            if indent == 2 and text.endswith(":"):
+                section = text[:-1]
+            elif indent == 4 and section == flavor and text.startswith(key + ":"):
+                value = text[len(key) + 1:].strip().strip("'\"")
+                return os.path.join(files, value) if value and value != "null" else None
+    return None
+
+
 def _find(files, suffix):
     found = []
     for root, _, names in os.walk(files):
@@ -43,7 +63,7 @@ def _find(files, suffix):
 def _onnx(files, signatures):
     """An ONNX model on onnxruntime: one signature, the graph's inputs and outputs."""
     import onnxruntime
-    path = _find(files, ".onnx")
+    path = _mlflow_file(files, "onnx", "data") or _find(files, ".onnx")
     try:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as error:
@@ -118,8 +138,9 @@ def _sklearn(files, signatures):
     estimator's feature names when it was fitted on one), and the one output is the result."""
     import joblib
     import numpy
-    found = [os.path.join(root, n) for root, _, names in os.walk(files)
-             for n in names if n.endswith((".joblib", ".pkl", ".pickle"))]
+    named = _mlflow_file(files, "sklearn", "pickled_model")
+    found = [named] if named else [os.path.join(root, n) for root, _, names in os.walk(files)
+                                   for n in names if n.endswith((".joblib", ".pkl", ".pickle"))]
     if len(found) != 1:
         raise LoadError("expected one .joblib/.pkl file in the model's files, found %d" % len(found))
     try:

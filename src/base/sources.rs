@@ -165,3 +165,87 @@ fn copy_layer(
     }
     Ok(layer.finish(layout, format!("python package {what} (source distribution, copied)"))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Layout;
+
+    /// A .tar.gz laid out as pyspark's sdist is: the package, and its jars beside it.
+    fn sdist(path: &Path) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ));
+        let mut add = |name: &str, data: &[u8], mode: u32| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data).unwrap();
+        };
+        add("pkg-1.0/pkg/__init__.py", b"VERSION = '1.0'\n", 0o644);
+        add("pkg-1.0/deps/jars/core.jar", b"PK", 0o644);
+        add("pkg-1.0/deps/bin/run", b"#!/bin/sh\n", 0o755);
+        add("pkg-1.0/PKG-INFO", b"Name: pkg\nVersion: 1.0\n", 0o644);
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    fn source(copy: &[(&str, &str)]) -> Source {
+        Source {
+            name: "pkg".into(),
+            version: "1.0".into(),
+            url: "https://files.example/pkg-1.0.tar.gz".into(),
+            size: None,
+            sha256: String::new(),
+            copy: copy
+                .iter()
+                .map(|(from, to)| Copy {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_named_folders_of_a_source_distribution_are_copied_where_setup_py_puts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("pkg-1.0.tar.gz");
+        sdist(&archive);
+        let layout = Layout::create(&dir.path().join("layout")).unwrap();
+        let pkg = source(&[
+            ("pkg-1.0/pkg", "pkg"),
+            ("pkg-1.0/deps/jars", "pkg/jars"),
+            ("pkg-1.0/PKG-INFO", "pkg-1.0.dist-info/METADATA"),
+        ]);
+        let layer = copy_layer(&archive, &pkg, "site", &layout, &LayerOptions::default()).unwrap();
+        let blob = layout.open_blob(&layer.descriptor.digest).unwrap();
+        let mut names = Vec::new();
+        for entry in tar::Archive::new(flate2::read::GzDecoder::new(blob))
+            .entries()
+            .unwrap()
+        {
+            names.push(entry.unwrap().path().unwrap().display().to_string());
+        }
+        assert_eq!(
+            names,
+            [
+                "site/pkg/",
+                "site/pkg/__init__.py",
+                "site/pkg/jars/",
+                "site/pkg/jars/core.jar",
+                "site/pkg-1.0.dist-info/",
+                "site/pkg-1.0.dist-info/METADATA",
+            ]
+        );
+
+        // A folder the archive does not have is an error that names it, not a silent gap.
+        let wrong = source(&[("pkg-1.0/python/pkg", "pkg")]);
+        let error = copy_layer(&archive, &wrong, "site", &layout, &LayerOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("has no 'pkg-1.0/python/pkg'"), "{error}");
+    }
+}

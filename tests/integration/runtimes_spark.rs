@@ -170,3 +170,55 @@ fn a_spark_pipeline_runs_on_the_spark_runtime() {
     assert!(refused.contains("'colour'"), "{refused}");
     drop(running);
 }
+
+/// An MLflow folder of the sklearn flavor, with no serving.yaml, runs on the scikit-learn
+/// runtime: the flavor's pickled model is loaded as it is, the folder's requirements are
+/// installed but mlflow itself (not needed to serve) is left out, and the answers are what
+/// the estimator computed on the same columns.
+#[test]
+fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
+    if tool("bwrap").is_none() {
+        eprintln!("SKIPPED: no bwrap");
+        return;
+    }
+    // MLflow writes `==` pins without hashes: uv resolves them.
+    if tool("uv").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have uv");
+        eprintln!("SKIPPED: no uv to resolve the folder's requirements.txt");
+        return;
+    }
+    let home = home_with_shared_wheels();
+    let uploaded = json_of(&run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json", "--check"])
+            .arg(own_fixture("mlflow/sklearn_columns")),
+    ));
+    assert_eq!(uploaded["base"], "runtime scikit-learn");
+    assert_eq!(uploaded["status"], "Finished", "{uploaded}");
+    let log = json_of(&run_ok(mlambda(home.path()).args([
+        "show",
+        "sklearn_columns:1",
+        "--json",
+    ])))["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        log.contains("mlflow==3.17.2 left out of the MLflow folder's requirements.txt"),
+        "{log}"
+    );
+    assert!(!log.contains("python package mlflow "), "{log}");
+    assert!(log.contains("python package pandas "), "{log}");
+    let port = free_port();
+    let running = mlambda_run(home.path(), "sklearn_columns", port);
+    for case in expected_outputs(&own_fixture("mlflow/sklearn_columns.expected_outputs.json")) {
+        let answer: Value = serde_json::from_str(&post_json(
+            port,
+            "/v2/models/sklearn_columns/infer",
+            &case.request,
+        ))
+        .unwrap();
+        assert_outputs_are(&answer, &case.outputs, &case.signature);
+    }
+    drop(running);
+}
