@@ -51,8 +51,8 @@ pub fn lock_for(
     if !path.is_file() {
         return Ok(None);
     }
-    let text = read_text(&path)?;
-    let text = without_mlflow(folder, text, log);
+    let given = read_text(&path)?;
+    let text = without_mlflow(folder, given.clone(), log);
     let origin = path.display().to_string();
     let (requirements, options) = read_requirements(&text, &origin, target)?;
     let provenance = provenance(&text, target);
@@ -110,7 +110,26 @@ pub fn lock_for(
                     lock_dir: None,
                 }
             } else {
-                let mut lock = uv_compile(&path, target, fetcher, &options, log)?;
+                // uv reads a file: the one given, or its text without mlflow beside it.
+                let edited;
+                let file = if text == given {
+                    path.clone()
+                } else {
+                    edited = tempfile::Builder::new()
+                        .prefix("mlambda-requirements-")
+                        .tempdir()
+                        .map_err(|e| PackagesError::Io {
+                            path: std::env::temp_dir().display().to_string(),
+                            source: e,
+                        })?;
+                    let file = edited.path().join(REQUIREMENTS);
+                    std::fs::write(&file, &text).map_err(|e| PackagesError::Io {
+                        path: file.display().to_string(),
+                        source: e,
+                    })?;
+                    file
+                };
+                let mut lock = uv_compile(&file, target, fetcher, &options, log)?;
                 lock.made_from = Some(provenance);
                 Resolved {
                     how: format!(
