@@ -36,7 +36,9 @@ pub enum AssembleError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Packages(#[from] crate::packages::PackagesError),
-    #[error("runtime '{0}' declares Python packages but no `python` and `glibc` to install them for")]
+    #[error(
+        "runtime '{0}' declares Python packages but no `python` and `glibc` to install them for"
+    )]
     NoPython(String),
 }
 

@@ -49,7 +49,10 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
         "spark/sources.toml",
         include_str!("../../base-images/spark/sources.toml"),
     ),
-    ("spark/passwd", include_str!("../../base-images/spark/passwd")),
+    (
+        "spark/passwd",
+        include_str!("../../base-images/spark/passwd"),
+    ),
     ("spark/group", include_str!("../../base-images/spark/group")),
     ("spark/hosts", include_str!("../../base-images/spark/hosts")),
     (

@@ -95,10 +95,7 @@ fn copy_layer(
 ) -> Result<Layer, AssembleError> {
     let what = format!("{} {}", source.name, source.version);
     let unreadable = |e: std::io::Error| {
-        AssembleError::Fetch(format!(
-            "cannot read {} ({what}): {e}",
-            archive.display()
-        ))
+        AssembleError::Fetch(format!("cannot read {} ({what}): {e}", archive.display()))
     };
     let io_err = |e| LayerError::Write {
         layer: what.clone(),
@@ -111,7 +108,11 @@ fn copy_layer(
     let mut copied = vec![false; source.copy.len()];
     for entry in entries.entries().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
-        let path = entry.path().map_err(unreadable)?.to_string_lossy().into_owned();
+        let path = entry
+            .path()
+            .map_err(unreadable)?
+            .to_string_lossy()
+            .into_owned();
         let path = path.trim_end_matches('/');
         let Some((index, target)) = source.copy.iter().enumerate().find_map(|(i, c)| {
             let rest = path.strip_prefix(&c.from)?;
@@ -163,7 +164,10 @@ fn copy_layer(
             source.copy[missing].from
         )));
     }
-    Ok(layer.finish(layout, format!("python package {what} (source distribution, copied)"))?)
+    Ok(layer.finish(
+        layout,
+        format!("python package {what} (source distribution, copied)"),
+    )?)
 }
 
 #[cfg(test)]

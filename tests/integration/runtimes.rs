@@ -3,12 +3,12 @@
 
 use crate::common;
 
+use crate::runtimes_spark::{assert_outputs_are, expected_outputs};
 use common::http::free_port;
 use common::rootfs::{
     can_chroot, chroot, mlambda_run, post_json, request, serve_python, unpacked, wait_ready,
 };
 use common::*;
-use crate::runtimes_spark::{assert_outputs_are, expected_outputs};
 use std::process::Command;
 
 #[test]

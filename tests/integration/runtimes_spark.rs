@@ -135,7 +135,9 @@ fn a_spark_pipeline_runs_on_the_spark_runtime() {
         "{log}"
     );
     assert!(
-        log.contains("python package pyspark 4.3.0 from its source distribution pyspark-4.3.0.tar.gz"),
+        log.contains(
+            "python package pyspark 4.3.0 from its source distribution pyspark-4.3.0.tar.gz"
+        ),
         "{log}"
     );
     assert!(log.contains("check: the model loads in its image"), "{log}");
