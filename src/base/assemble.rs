@@ -36,7 +36,9 @@ pub enum AssembleError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Packages(#[from] crate::packages::PackagesError),
-    #[error("runtime '{0}' declares wheels but no `python` and `glibc` to install them for")]
+    #[error(
+        "runtime '{0}' declares Python packages but no `python` and `glibc` to install them for"
+    )]
     NoPython(String),
 }
 
@@ -107,6 +109,22 @@ pub fn build_runtime(
     if let Some(lock) = &runtime.wheels {
         let wheels = runtime_wheels(runtime, lock, &layout, &layers, assembly, &options, log)?;
         layers.extend(wheels);
+    }
+    if let Some(sources) = &runtime.sources {
+        let python = runtime
+            .python
+            .as_deref()
+            .ok_or_else(|| AssembleError::NoPython(runtime.name.clone()))?;
+        let site = format!("usr/local/lib/python{python}/dist-packages");
+        layers.extend(super::sources::source_layers(
+            sources,
+            &runtime.name,
+            &site,
+            &layout,
+            assembly,
+            &options,
+            log,
+        )?);
     }
     layers.push(runtime_layer(runtime, &layout, &options)?);
 

@@ -8,6 +8,7 @@ mod assemble;
 mod debian;
 mod import;
 mod runtimes;
+mod sources;
 
 pub use assemble::{AssembleError, Assembly, build_runtime};
 pub use import::{ImportError, ImportOptions, Imported, Origin, import_base, read_origin};

@@ -42,6 +42,20 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
         include_str!("../../base-images/tensorflow/pylock.toml"),
     ),
     (
+        "spark/pylock.toml",
+        include_str!("../../base-images/spark/pylock.toml"),
+    ),
+    (
+        "spark/sources.toml",
+        include_str!("../../base-images/spark/sources.toml"),
+    ),
+    (
+        "spark/passwd",
+        include_str!("../../base-images/spark/passwd"),
+    ),
+    ("spark/group", include_str!("../../base-images/spark/group")),
+    ("spark/hosts", include_str!("../../base-images/spark/hosts")),
+    (
         "fetch-debs.sh",
         include_str!("../../base-images/fetch-debs.sh"),
     ),
@@ -73,6 +87,9 @@ pub struct Runtime {
     /// The Python packages it has: a PEP 751 lock, pinned with hashes (the text of the
     /// base-images/ file its `wheels` key names), installed one layer per distribution.
     pub wheels: Option<String>,
+    /// Python packages PyPI has only as source distributions, copied as they are laid out
+    /// (the text of the base-images/ file its `sources` key names; see base/sources.rs).
+    pub sources: Option<String>,
 }
 
 impl Runtime {
@@ -137,6 +154,9 @@ pub fn catalogue() -> Vec<Runtime> {
                 wheels: spec["wheels"]
                     .as_str()
                     .map(|file| runtime_file(file).unwrap_or_default().to_string()),
+                sources: spec["sources"]
+                    .as_str()
+                    .map(|file| runtime_file(file).unwrap_or_default().to_string()),
             }
         })
         .collect()
@@ -197,6 +217,12 @@ mod tests {
                 runtime.wheels.as_deref(),
                 Some(""),
                 "{} names a lock that is not compiled in",
+                runtime.name
+            );
+            assert_ne!(
+                runtime.sources.as_deref(),
+                Some(""),
+                "{} names source distributions that are not compiled in",
                 runtime.name
             );
             for (_, source) in &runtime.files {

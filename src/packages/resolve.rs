@@ -51,7 +51,8 @@ pub fn lock_for(
     if !path.is_file() {
         return Ok(None);
     }
-    let text = read_text(&path)?;
+    let given = read_text(&path)?;
+    let text = without_mlflow(folder, given.clone(), log);
     let origin = path.display().to_string();
     let (requirements, options) = read_requirements(&text, &origin, target)?;
     let provenance = provenance(&text, target);
@@ -109,7 +110,26 @@ pub fn lock_for(
                     lock_dir: None,
                 }
             } else {
-                let mut lock = uv_compile(&path, target, fetcher, &options, log)?;
+                // uv reads a file: the one given, or its text without mlflow beside it.
+                let edited;
+                let file = if text == given {
+                    path.clone()
+                } else {
+                    edited = tempfile::Builder::new()
+                        .prefix("mlambda-requirements-")
+                        .tempdir()
+                        .map_err(|e| PackagesError::Io {
+                            path: std::env::temp_dir().display().to_string(),
+                            source: e,
+                        })?;
+                    let file = edited.path().join(REQUIREMENTS);
+                    std::fs::write(&file, &text).map_err(|e| PackagesError::Io {
+                        path: file.display().to_string(),
+                        source: e,
+                    })?;
+                    file
+                };
+                let mut lock = uv_compile(&file, target, fetcher, &options, log)?;
                 lock.made_from = Some(provenance);
                 Resolved {
                     how: format!(
@@ -237,4 +257,40 @@ fn read_text(path: &Path) -> Result<String, PackagesError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// An MLflow model folder's requirements.txt names mlflow itself, which serving does not need
+/// (the runtime of the flavor loads the flavor's file) and which is large: its lines are left
+/// out (blanked, so that line numbers in errors stay right), and the log says so.
+fn without_mlflow(folder: &Path, text: String, log: &mut dyn FnMut(String)) -> String {
+    if !folder.join("MLmodel").is_file() {
+        return text;
+    }
+    let name_of = |line: &str| {
+        let spec = line.split('#').next().unwrap_or("").trim();
+        let end = spec
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .unwrap_or(spec.len());
+        super::target::normalize(&spec[..end])
+    };
+    let mut dropped = Vec::new();
+    let kept: Vec<&str> = text
+        .lines()
+        .map(|line| {
+            if matches!(name_of(line).as_str(), "mlflow" | "mlflow-skinny") {
+                dropped.push(line.trim().to_string());
+                ""
+            } else {
+                line
+            }
+        })
+        .collect();
+    if dropped.is_empty() {
+        return text;
+    }
+    log(format!(
+        "packages: {} left out of the MLflow folder's requirements.txt: the runtime loads the flavor's model file itself, mlflow is not needed to serve",
+        dropped.join(", ")
+    ));
+    kept.join("\n")
 }

@@ -30,6 +30,7 @@ mod registry_reliability;
 mod registry_server;
 mod robustness;
 mod runtimes;
+mod runtimes_spark;
 mod serving_yaml;
 mod shared_catalog;
 mod upload;

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use crate::runtimes_spark::{assert_outputs_are, expected_outputs};
 use common::http::free_port;
 use common::rootfs::{
     can_chroot, chroot, mlambda_run, post_json, request, serve_python, unpacked, wait_ready,
@@ -281,7 +282,7 @@ fn a_shell_model_runs_on_the_busybox_runtime() {
 
 /// An ONNX model with no serving.yaml: the onnx runtime (Debian's Python plus onnxruntime
 /// from the runtime's pinned lock) is assembled on first use, and the image answers with
-/// what onnxruntime computes on the same input inside it.
+/// what onnxruntime computed on the same input (stored beside the fixtures).
 #[test]
 fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
     let Some(fixtures) = shared_fixtures() else {
@@ -319,39 +320,22 @@ fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
     ) else {
         return;
     };
-    // The input: 2×3×7×5 values, the same on both sides.
-    let values: Vec<f32> = (0..210)
-        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-        .collect();
-    let values_json = serde_json::to_string(&values).unwrap();
-    let direct = chroot(
-        &rootfs,
-        &[
-            "/usr/bin/python3",
-            "-c",
-            &format!(
-                "import json, numpy, onnxruntime; \
-                 s = onnxruntime.InferenceSession('/model/files/model.onnx'); \
-                 x = numpy.array({values_json}, dtype=numpy.float32).reshape(2, 3, 7, 5); \
-                 print(json.dumps(s.run(None, {{'0': x}})[0].reshape(-1).tolist()))"
-            ),
-        ],
-    );
-    let direct: Vec<f64> = serde_json::from_str(direct.trim()).unwrap();
+    // What onnxruntime (the version the runtime pins) computed on a 2×3×7×5 input, stored by
+    // scripts/fixtures/make_expected.py.
     let port = free_port();
     let _server = serve_python(&rootfs, port);
-    let answer: serde_json::Value = serde_json::from_str(&post_json(
-        port,
-        "/v2/models/onnx_pytorch_converted_test_conv2d/infer",
-        &format!(r#"{{"inputs": [{{"name": "0", "datatype": "FP32", "shape": [2, 3, 7, 5], "data": {values_json}}}]}}"#),
-    ))
-    .unwrap();
-    let output = &answer["outputs"][0];
-    assert_eq!(output["name"], "3");
-    assert_eq!(output["datatype"], "FP32");
-    assert_eq!(output["shape"], serde_json::json!([2, 4, 5, 4]));
-    let served: Vec<f64> = serde_json::from_value(output["data"].clone()).unwrap();
-    assert_eq!(served, direct);
+    let cases = expected_outputs(&own_fixture(
+        "expected/onnx_pytorch_converted_test_Conv2d.expected_outputs.json",
+    ));
+    for case in &cases {
+        let answer: serde_json::Value = serde_json::from_str(&post_json(
+            port,
+            "/v2/models/onnx_pytorch_converted_test_conv2d/infer",
+            &case.request,
+        ))
+        .unwrap();
+        assert_outputs_are(&answer, &case.outputs, &case.signature);
+    }
     let (status, refused) = request(
         port,
         "POST",
@@ -417,7 +401,7 @@ fn upload_check_fails_a_version_whose_model_does_not_load() {
 /// A TensorFlow SavedModel with no serving.yaml runs on the tensorflow runtime (Debian's
 /// Python plus tensorflow-cpu from the runtime's pinned lock), assembled on first use: every
 /// signature reached by its name, the model's name the default one, and the answers what
-/// TensorFlow computes inside the same image.
+/// TensorFlow computed on the same inputs (stored beside the fixtures).
 #[test]
 fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
     let Some(fixtures) = shared_fixtures() else {
@@ -479,81 +463,41 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
     }
     assert_eq!(metadata["platform"], "tensorflow_savedmodel");
     assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 1]));
-    // TensorFlow itself, in the same image, on the same inputs.
-    let rootfs = std::fs::read_dir(home.path().join("run"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("rootfs"))
-        .find(|p| p.is_dir())
-        .unwrap();
-    let direct = |signature: &str, input: &str, data: &str| -> serde_json::Value {
-        let script = format!(
-            "import json, tensorflow as tf; m = tf.saved_model.load('/model/files'); \
-             out = m.signatures['{signature}']({input}=tf.constant({data}, dtype=tf.float32, shape=[3, 1])); \
-             print(json.dumps({{k: v.numpy().reshape(-1).tolist() for k, v in out.items()}}))"
+    // What TensorFlow (the version the runtime pins) computed on the same inputs, stored by
+    // scripts/fixtures/make_expected.py: every signature that takes tensors (the others take
+    // serialized tf.Example protos).
+    let cases = expected_outputs(&own_fixture(
+        "expected/serving_saved_model_half_plus_two_cpu.expected_outputs.json",
+    ));
+    let signatures: Vec<&str> = cases.iter().map(|c| c.signature.as_str()).collect();
+    assert_eq!(signatures, ["regress_x2_to_y3", "serving_default"]);
+    for (case, served) in cases.iter().zip([&regress, &default]) {
+        assert_outputs_are(
+            &serde_json::json!({ "outputs": [served] }),
+            &case.outputs,
+            &case.signature,
         );
-        let out = run_ok(
-            Command::new("bwrap")
-                .args(["--ro-bind"])
-                .arg(&rootfs)
-                .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
-                .args([
-                    "--setenv",
-                    "TF_CPP_MIN_LOG_LEVEL",
-                    "3",
-                    "/usr/bin/python3",
-                    "-c",
-                ])
-                .arg(&script),
-        );
-        json(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
-    };
-    assert_eq!(default["name"], "y");
-    assert_eq!(
-        default["data"],
-        direct("serving_default", "x", "[1, 2, 5]")["y"]
-    );
+    }
     assert_eq!(default["data"], serde_json::json!([2.5, 3.0, 4.5]));
-    assert_eq!(regress["name"], "outputs");
-    assert_eq!(
-        regress["data"],
-        direct("regress_x2_to_y3", "inputs", "[1, 4, 7]")["outputs"]
-    );
 
     // A Keras model with two named inputs and two outputs, on the same runtime.
     let keras = own_fixture("keras/functional_two_inputs");
     run_ok(mlambda(home.path()).args(["upload", "--check"]).arg(&keras));
     let port = free_port();
     let running = mlambda_run(home.path(), "functional_two_inputs", port);
-    let answer = json(&post_json(
-        port,
-        "/v2/models/functional_two_inputs/infer",
-        r#"{"inputs": [{"name": "tokens", "datatype": "INT32", "shape": [1, 5], "data": [1, 2, 3, 4, 5]}, {"name": "image", "datatype": "FP32", "shape": [1, 8], "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}"#,
+    // Keras itself (the pinned version, on TensorFlow) on two rows, stored beside the fixture.
+    let cases = expected_outputs(&own_fixture(
+        "keras/functional_two_inputs.expected_outputs.json",
     ));
-    drop(running);
-    let out = run_ok(
-        Command::new("bwrap")
-            .arg("--ro-bind")
-            .arg(&rootfs)
-            .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind"])
-            .arg(&keras)
-            .args(["/tmp/keras", "--setenv", "TF_CPP_MIN_LOG_LEVEL", "3", "/usr/bin/python3", "-c"])
-            .arg(
-                "import json, numpy, keras\n\
-                 m = keras.models.load_model('/tmp/keras/model.keras', compile=False)\n\
-                 out = m({'image': numpy.array([[1, 2, 3, 4, 5, 6, 7, 8]], dtype='float32'), \
-                 'tokens': numpy.array([[1, 2, 3, 4, 5]], dtype='int32')}, training=False)\n\
-                 out = out if isinstance(out, dict) else dict(zip(m.output_names, out))\n\
-                 print(json.dumps({k: numpy.asarray(v).reshape(-1).tolist() for k, v in out.items()}))\n",
-            ),
-    );
-    let direct = json(String::from_utf8_lossy(&out.stdout).lines().last().unwrap());
-    let outputs = answer["outputs"].as_array().unwrap();
-    assert_eq!(outputs.len(), 2);
-    for output in outputs {
-        let name = output["name"].as_str().unwrap();
-        assert_eq!(output["data"], direct[name], "{name}");
+    for case in &cases {
+        let answer = json(&post_json(
+            port,
+            "/v2/models/functional_two_inputs/infer",
+            &case.request,
+        ));
+        assert_outputs_are(&answer, &case.outputs, "functional_two_inputs");
     }
+    drop(running);
 }
 
 /// Runs `script` (with `ADDR` set to the server's) in a Python that has tritonclient: its
@@ -680,7 +624,8 @@ fn a_pickled_estimator_runs_on_the_scikit_learn_runtime() {
 }
 
 /// A TFLite model runs on the tflite runtime (LiteRT's interpreter from the runtime's pinned
-/// lock), and answers as the interpreter does inside the same image.
+/// lock), and answers what the interpreter computed on the same input (stored beside the
+/// fixtures).
 #[test]
 fn a_tflite_model_runs_on_the_tflite_runtime() {
     let Some(fixtures) = shared_fixtures() else {
@@ -704,44 +649,21 @@ fn a_tflite_model_runs_on_the_tflite_runtime() {
         "serving_saved_model_half_plus_two_tflite_with_sigdef",
         port,
     );
-    let answer: serde_json::Value = serde_json::from_str(&post_json(
-        port,
-        "/v2/models/serving_default/infer",
-        r#"{"inputs": [{"name": "tflite_input", "datatype": "FP32", "shape": [1, 1], "data": [5]}]}"#,
-    ))
-    .unwrap();
-    drop(running);
-    let rootfs = std::fs::read_dir(home.path().join("run"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("rootfs"))
-        .find(|p| p.is_dir())
+    // What LiteRT (the version the runtime pins) computed, stored by make_expected.py.
+    let cases = expected_outputs(&own_fixture(
+        "expected/serving_saved_model_half_plus_two_tflite_with_sigdef.expected_outputs.json",
+    ));
+    for case in &cases {
+        let answer: serde_json::Value = serde_json::from_str(&post_json(
+            port,
+            &format!("/v2/models/{}/infer", case.signature),
+            &case.request,
+        ))
         .unwrap();
-    let direct = run_ok(
-        Command::new("bwrap")
-            .arg("--ro-bind")
-            .arg(&rootfs)
-            .args([
-                "/",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "/usr/bin/python3",
-                "-c",
-                "import json, numpy\n\
-                 from ai_edge_litert.interpreter import Interpreter\n\
-                 i = Interpreter(model_path='/model/files/model.tflite'); i.allocate_tensors()\n\
-                 i.set_tensor(i.get_input_details()[0]['index'], numpy.array([[5]], dtype=numpy.float32))\n\
-                 i.invoke()\n\
-                 print(json.dumps(i.get_tensor(i.get_output_details()[0]['index']).reshape(-1).tolist()))\n",
-            ]),
-    );
-    let direct: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&direct.stdout).trim()).unwrap();
-    assert_eq!(answer["outputs"][0]["name"], "y");
-    assert_eq!(answer["outputs"][0]["data"], direct);
-    assert_eq!(direct, serde_json::json!([4.5]));
+        assert_outputs_are(&answer, &case.outputs, &case.signature);
+        assert_eq!(answer["outputs"][0]["data"], serde_json::json!([4.5]));
+    }
+    drop(running);
 }
 
 /// A runtime in the store that another definition assembled (an older mlambda's packages,
