@@ -1062,3 +1062,75 @@ fn keras_2_2_nested_sequential_calls_are_numbered_from_1() {
         ["head: [-1, 2]", "inner: [-1, 4]"]
     );
 }
+
+/// Replaces the `target`-th value of `value` (counted depth first) with `with`.
+fn replace_nth(value: &mut Value, target: &mut usize, with: &Value) -> bool {
+    if *target == 0 {
+        *value = with.clone();
+        return true;
+    }
+    *target -= 1;
+    match value {
+        Value::Object(map) => map.values_mut().any(|v| replace_nth(v, target, with)),
+        Value::Array(items) => items.iter_mut().any(|v| replace_nth(v, target, with)),
+        _ => false,
+    }
+}
+
+fn count_values(value: &Value) -> usize {
+    1 + match value {
+        Value::Object(map) => map.values().map(count_values).sum(),
+        Value::Array(items) => items.iter().map(count_values).sum(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn keras_configs_with_mutated_values_never_panic() {
+    let replacements = [
+        Value::Null,
+        serde_json::json!(-1),
+        serde_json::json!(0),
+        serde_json::json!(i64::MAX),
+        serde_json::json!(1e300),
+        serde_json::json!("x"),
+        serde_json::json!([]),
+        serde_json::json!({}),
+        serde_json::json!([["x", 5, 9, {}]]),
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for dir in [
+        "tests/fixtures/keras_shapes",
+        "tests/fixtures/keras2_shapes",
+    ] {
+        for name in [
+            "nested",
+            "shared",
+            "states",
+            "nested_sequential",
+            "time_distributed",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(dir)
+                .join(format!("{name}.keras"));
+            let bytes = std::fs::read(path).expect("read");
+            let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("zip");
+            let config: Value =
+                serde_json::from_reader(archive.by_name("config.json").expect("config.json"))
+                    .expect("json");
+            let total = count_values(&config);
+            for _ in 0..60 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let mut mutated = config.clone();
+                let mut target = (state as usize) % total;
+                let with = &replacements[((state >> 40) as usize) % replacements.len()];
+                replace_nth(&mut mutated, &mut target, with);
+                let zip = keras_zip(&mutated.to_string(), None);
+                let result = catch_unwind(AssertUnwindSafe(|| read_keras(&zip)));
+                assert!(result.is_ok(), "{dir}/{name}: panic with {mutated}");
+            }
+        }
+    }
+}
