@@ -744,96 +744,147 @@ fn spark_label_indexer_is_training_only() {
     );
 }
 
-/// The fixtures of `scripts/fixtures/make_keras_shapes.py`, with Keras' own output shapes.
-const SHAPE_FIXTURES: &str = "tests/fixtures/keras_shapes";
+/// The fixtures of `scripts/fixtures/make_keras_shapes.py`, with Keras' own shapes: written by
+/// Keras 3, and by tf.keras 2 (`tf_keras`, Keras 2 configs whose nodes record no shapes), each
+/// with the Keras version that wrote it.
+const SHAPE_FIXTURES: &[(&str, &str)] = &[
+    ("tests/fixtures/keras_shapes", "keras:3.15.1"),
+    ("tests/fixtures/keras2_shapes", "keras:2.20.1"),
+];
 
-fn keras_shapes_expected() -> serde_json::Map<String, Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(SHAPE_FIXTURES)
-        .join("expected.json");
-    let text = std::fs::read_to_string(path).expect("expected.json");
+/// Outputs computed through a layer with no shape rule (a Lambda): Keras' own shape (Keras 3
+/// records the shapes a layer is called with) or none, never another.
+const MAY_BE_UNKNOWN: &[(&str, &str)] = &[("lambda_layer", "head")];
+
+/// The `(model, {inputs, outputs})` entries of a fixture folder's expected.json.
+fn keras_shapes_expected(dir: &Path) -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
     serde_json::from_str(&text).expect("json")
 }
 
-fn expected_shape(value: &Value) -> String {
-    let dims: Vec<String> = value
-        .as_array()
-        .expect("list")
+/// `{name: [sizes]}` of expected.json, as `name: [sizes]` lines the way `show` writes shapes.
+fn expected_shapes(value: &Value) -> Vec<String> {
+    let mut out: Vec<String> = value
+        .as_object()
+        .expect("map")
         .iter()
-        .map(|d| d.as_i64().expect("int").to_string())
+        .map(|(name, shape)| {
+            let dims: Vec<String> = shape
+                .as_array()
+                .expect("list")
+                .iter()
+                .map(|d| d.as_i64().expect("int").to_string())
+                .collect();
+            format!("{name}: [{}]", dims.join(", "))
+        })
         .collect();
-    format!("[{}]", dims.join(", "))
+    out.sort();
+    out
+}
+
+/// Fields as `name: shape`, without the dtype.
+fn shapes_of(fields: &[Field]) -> Vec<String> {
+    show(fields)
+        .iter()
+        .map(|line| {
+            let (name, rest) = line.split_once(": ").expect("name");
+            let shape = rest.split_once(' ').expect("dtype").1;
+            format!("{name}: {shape}")
+        })
+        .collect()
 }
 
 /// The output's shape as `show` writes it, without name and dtype.
 fn only_output_shape(inferred: &Inferred) -> String {
-    let outputs = show(&only_signature(inferred).outputs);
+    let outputs = shapes_of(&only_signature(inferred).outputs);
     assert_eq!(outputs.len(), 1, "{outputs:?}");
-    outputs[0]
-        .split_once(' ')
-        .expect("dtype")
-        .1
-        .split_once(' ')
-        .expect("shape")
-        .1
-        .to_string()
+    outputs[0].split_once(": ").expect("shape").1.to_string()
 }
 
-/// Removes Keras 3's `build_config` everywhere, so that every shape must be propagated
-/// through the layers rather than read from what Keras recorded.
-fn strip_build_config(value: &mut Value) {
+/// Removes every shape Keras recorded (`build_config`, the shapes of Keras 3's inbound
+/// tensors), so that every shape must be propagated through the layers.
+fn strip_recorded_shapes(value: &mut Value) {
     match value {
         Value::Object(map) => {
             map.remove("build_config");
-            map.values_mut().for_each(strip_build_config);
+            if map.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__")
+                && let Some(Value::Object(config)) = map.get_mut("config")
+            {
+                config.remove("shape");
+            }
+            map.values_mut().for_each(strip_recorded_shapes);
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_build_config),
+        Value::Array(items) => items.iter_mut().for_each(strip_recorded_shapes),
         _ => {}
     }
 }
 
-/// Models whose every layer has a rule: their output shape must be Keras' own.
-const COVERED: &[&str] = &[
-    "mlp",
-    "conv",
-    "conv_global",
-    "lstm",
-    "tokens",
-    "two_inputs",
-    "merged",
-];
-
 #[test]
 fn keras_output_shapes_match_what_keras_reports() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHAPE_FIXTURES);
-    for (name, expected) in keras_shapes_expected() {
-        let expected = expected_shape(&expected);
-        let keras = std::fs::read(root.join(format!("{name}.keras"))).expect("read");
-        let h5 = std::fs::read(root.join(format!("{name}.h5"))).expect("read");
-        let from_zip = read_keras(&keras).expect("keras");
-        let from_h5 = infer_keras_h5_reader(Cursor::new(h5), Path::new("/m/model.h5")).expect("h5");
-        // The same model with nothing recorded: the shape comes from the rules alone.
-        let mut archive = zip::ZipArchive::new(Cursor::new(keras)).expect("zip");
-        let mut config: Value = {
-            let file = archive.by_name("config.json").expect("config.json");
-            serde_json::from_reader(file).expect("json")
-        };
-        strip_build_config(&mut config);
-        let stripped = read_keras(&keras_zip(&config.to_string(), None)).expect("stripped");
-        for (what, inferred) in [
-            ("keras", &from_zip),
-            ("h5", &from_h5),
-            ("stripped", &stripped),
-        ] {
-            let got = only_output_shape(inferred);
-            if COVERED.contains(&name.as_str()) {
-                assert_eq!(got, expected, "{name} ({what})");
-            } else {
-                // Never a wrong shape: Keras' own, or none.
-                assert!(got == expected || got == "any", "{name} ({what}): {got}");
+    let mut checked = 0;
+    for (dir, model_type) in SHAPE_FIXTURES {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for (name, expected) in keras_shapes_expected(&root) {
+            let keras = std::fs::read(root.join(format!("{name}.keras"))).expect("read");
+            let h5 = std::fs::read(root.join(format!("{name}.h5"))).expect("read");
+            let from_zip = read_keras(&keras).expect("keras");
+            let from_h5 = read_h5(&h5).expect("h5");
+            // The same model with nothing recorded: the shapes come from the rules alone.
+            let mut archive = zip::ZipArchive::new(Cursor::new(keras)).expect("zip");
+            let mut config: Value = {
+                let file = archive.by_name("config.json").expect("config.json");
+                serde_json::from_reader(file).expect("json")
+            };
+            strip_recorded_shapes(&mut config);
+            let metadata = format!(r#"{{"keras_version": "{}"}}"#, &model_type[6..]);
+            let stripped =
+                read_keras(&keras_zip(&config.to_string(), Some(&metadata))).expect("stripped");
+            let inputs = expected_shapes(&expected["inputs"]);
+            let outputs = expected_shapes(&expected["outputs"]);
+            for (what, inferred) in [
+                ("keras", &from_zip),
+                ("h5", &from_h5),
+                ("stripped", &stripped),
+            ] {
+                let context = format!("{dir}/{name} ({what})");
+                assert_eq!(&inferred.model_type, model_type, "{context}");
+                let signature = only_signature(inferred);
+                assert_eq!(shapes_of(&signature.inputs), inputs, "{context}");
+                let got = shapes_of(&signature.outputs);
+                assert_eq!(got.len(), outputs.len(), "{context}: {got:?}");
+                for (got, expected) in got.iter().zip(&outputs) {
+                    let output = expected.split_once(": ").expect("name").0;
+                    if MAY_BE_UNKNOWN.contains(&(name.as_str(), output)) {
+                        // Never a wrong shape: Keras' own, or none.
+                        assert!(
+                            got == expected || *got == format!("{output}: any"),
+                            "{context}: {got}"
+                        );
+                    } else {
+                        assert_eq!(got, expected, "{context}");
+                    }
+                }
+                if name == "lambda_layer" {
+                    assert!(
+                        inferred
+                            .warnings
+                            .iter()
+                            .any(|w| w.contains("\"double\"") && w.contains("Lambda")),
+                        "{context}: {:?}",
+                        inferred.warnings
+                    );
+                } else {
+                    assert!(
+                        inferred.warnings.is_empty(),
+                        "{context}: {:?}",
+                        inferred.warnings
+                    );
+                }
+                checked += 1;
             }
         }
     }
+    assert!(checked >= 2 * 15 * 3, "only {checked} fixtures checked");
 }
 
 #[test]
@@ -852,4 +903,234 @@ fn keras_unknown_layer_gives_no_shape_and_a_warning_naming_it() {
         "{:?}",
         inferred.warnings
     );
+}
+
+/// A Keras 2 functional config: `layers` as given, input `x` of `[null, 3]`, outputs as given.
+fn keras_2_functional(layers: Value, outputs: Value) -> String {
+    let mut all = vec![serde_json::json!({"class_name": "InputLayer", "name": "x",
+        "config": {"name": "x", "batch_input_shape": [null, 3]}, "inbound_nodes": []})];
+    all.extend(layers.as_array().expect("layers").iter().cloned());
+    serde_json::json!({"class_name": "Functional", "config": {"layers": all,
+        "input_layers": [["x", 0, 0]], "output_layers": outputs}})
+    .to_string()
+}
+
+fn dense(name: &str, units: i64, inbound: Value) -> Value {
+    serde_json::json!({"class_name": "Dense", "name": name,
+        "config": {"name": name, "units": units}, "inbound_nodes": inbound})
+}
+
+#[test]
+fn keras_graphs_that_make_no_sense_give_no_shape_never_a_panic() {
+    let cases = [
+        // A cycle: neither call is ever ready.
+        (
+            "cycle",
+            serde_json::json!([
+                dense("a", 2, serde_json::json!([[["b", 0, 0, {}]]])),
+                dense("b", 2, serde_json::json!([[["a", 0, 0, {}]]]))
+            ]),
+            serde_json::json!([["b", 0, 0]]),
+        ),
+        // References to a layer, node or tensor that is not there.
+        (
+            "missing",
+            serde_json::json!([
+                dense("a", 2, serde_json::json!([[["nope", 0, 0, {}]]])),
+                dense("b", 2, serde_json::json!([[["x", 7, 0, {}]]])),
+                dense("c", 2, serde_json::json!([[["x", 0, 99, {}]]])),
+                dense("d", 2, serde_json::json!([[["x", -1, 0.5, {}]]]))
+            ]),
+            serde_json::json!([
+                ["a", 0, 0],
+                ["b", 0, 0],
+                ["c", 0, 0],
+                ["d", 0, 0],
+                ["a", 5, 0]
+            ]),
+        ),
+        // Nodes of the wrong form, Keras 3 tensors without history, wrappers without a layer.
+        (
+            "junk",
+            serde_json::json!([
+                dense("a", 2, serde_json::json!([{"args": 5}, 7, "s", null])),
+                dense("b", 2, serde_json::json!([{"args": [{"class_name": "__keras_tensor__",
+                    "config": {"keras_history": "x", "shape": "big"}}]}])),
+                {"class_name": "TimeDistributed", "name": "c", "config": {"layer": 5},
+                 "inbound_nodes": [[["x", 0, 0, {}]]]},
+                {"class_name": "Bidirectional", "name": "d", "config": {"merge_mode": 7,
+                 "layer": {"class_name": "LSTM", "config": {"units": -2}}},
+                 "inbound_nodes": [[["x", 0, 0, {}]]]},
+                {"class_name": "Functional", "name": "e", "config": {"layers": "no"},
+                 "inbound_nodes": [[["x", 0, 0, {}]]]},
+                {"class_name": "Sequential", "name": "f", "config": {"layers": []},
+                 "inbound_nodes": [[["x", 0, 0, {}]]]}]),
+            serde_json::json!([
+                ["a", 0, 0],
+                ["b", 0, 0],
+                ["c", 0, 0],
+                ["d", 0, 0],
+                ["e", 1, 0],
+                ["f", 1, 0]
+            ]),
+        ),
+    ];
+    for (what, layers, outputs) in cases {
+        let config = keras_2_functional(layers, outputs);
+        let result = catch_unwind(AssertUnwindSafe(|| read_keras(&keras_zip(&config, None))));
+        let inferred = result.unwrap_or_else(|_| panic!("{what}: panic"));
+        let inferred = inferred.unwrap_or_else(|e| panic!("{what}: {e}"));
+        for line in shapes_of(&only_signature(&inferred).outputs) {
+            assert!(line.ends_with(": any"), "{what}: {line}");
+        }
+    }
+}
+
+#[test]
+fn keras_nesting_too_deep_or_too_costly_gives_up_with_a_warning() {
+    // A Dense in 40 TimeDistributed wrappers: past the depth limit.
+    let mut layer = serde_json::json!({"class_name": "Dense", "config": {"name": "d", "units": 2}});
+    for i in 0..40 {
+        layer = serde_json::json!({"class_name": "TimeDistributed",
+            "config": {"name": format!("td{i}"), "layer": layer}});
+    }
+    let shape = (0..42).map(|_| Value::Null).collect::<Vec<_>>();
+    let config = serde_json::json!({"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": shape}}, layer]}});
+    let inferred = read_keras(&keras_zip(&config.to_string(), None)).expect("deep");
+    assert_eq!(only_output_shape(&inferred), "any");
+    assert!(
+        inferred
+            .warnings
+            .iter()
+            .any(|w| w.contains("nested too deep")),
+        "{:?}",
+        inferred.warnings
+    );
+
+    // Models nested 12 deep, each called 40 times by the one around it: 40^12 calls if each
+    // were followed, so the work is capped.
+    let mut model = serde_json::json!({"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "config": {"name": "i", "batch_input_shape": [null, 3]}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}}]}});
+    for level in 0..12 {
+        let calls: Vec<Value> = (0..40)
+            .map(|_| serde_json::json!([["i", 0, 0, {}]]))
+            .collect();
+        model = serde_json::json!({"class_name": "Functional", "config": {
+            "name": format!("m{level}"),
+            "layers": [
+                {"class_name": "InputLayer", "name": "i",
+                 "config": {"name": "i", "batch_input_shape": [null, 3]}, "inbound_nodes": []},
+                {"class_name": model["class_name"], "name": "inner", "config": model["config"],
+                 "inbound_nodes": calls}],
+            "input_layers": [["i", 0, 0]], "output_layers": [["inner", 40, 0]]}});
+    }
+    let started = std::time::Instant::now();
+    let inferred = read_keras(&keras_zip(&model.to_string(), None)).expect("costly");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    assert_eq!(only_output_shape(&inferred), "any");
+    assert!(
+        inferred
+            .warnings
+            .iter()
+            .any(|w| w.contains("steps to follow")),
+        "{:?}",
+        inferred.warnings
+    );
+}
+
+#[test]
+fn keras_2_2_nested_sequential_calls_are_numbered_from_1() {
+    // Keras 2.2 saved a nested Sequential without its InputLayer, and numbered its calls from
+    // 1 (node 0 links its own input to its output and is not saved).
+    let inner = serde_json::json!({"class_name": "Sequential", "name": "inner",
+        "config": {"name": "inner", "layers": [
+            {"class_name": "Dense", "config": {"name": "d", "units": 4,
+             "batch_input_shape": [null, 3]}}]},
+        "inbound_nodes": [[["x", 0, 0, {}]]]});
+    let config = keras_2_functional(
+        serde_json::json!([
+            inner,
+            dense("head", 2, serde_json::json!([[["inner", 1, 0, {}]]]))
+        ]),
+        serde_json::json!([["head", 0, 0], ["inner", 1, 0]]),
+    );
+    let inferred = read_keras(&keras_zip(&config, None)).expect("infer");
+    assert_eq!(
+        shapes_of(&only_signature(&inferred).outputs),
+        ["head: [-1, 2]", "inner: [-1, 4]"]
+    );
+}
+
+/// Replaces the `target`-th value of `value` (counted depth first) with `with`.
+fn replace_nth(value: &mut Value, target: &mut usize, with: &Value) -> bool {
+    if *target == 0 {
+        *value = with.clone();
+        return true;
+    }
+    *target -= 1;
+    match value {
+        Value::Object(map) => map.values_mut().any(|v| replace_nth(v, target, with)),
+        Value::Array(items) => items.iter_mut().any(|v| replace_nth(v, target, with)),
+        _ => false,
+    }
+}
+
+fn count_values(value: &Value) -> usize {
+    1 + match value {
+        Value::Object(map) => map.values().map(count_values).sum(),
+        Value::Array(items) => items.iter().map(count_values).sum(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn keras_configs_with_mutated_values_never_panic() {
+    let replacements = [
+        Value::Null,
+        serde_json::json!(-1),
+        serde_json::json!(0),
+        serde_json::json!(i64::MAX),
+        serde_json::json!(1e300),
+        serde_json::json!("x"),
+        serde_json::json!([]),
+        serde_json::json!({}),
+        serde_json::json!([["x", 5, 9, {}]]),
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for dir in [
+        "tests/fixtures/keras_shapes",
+        "tests/fixtures/keras2_shapes",
+    ] {
+        for name in [
+            "nested",
+            "shared",
+            "states",
+            "nested_sequential",
+            "time_distributed",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(dir)
+                .join(format!("{name}.keras"));
+            let bytes = std::fs::read(path).expect("read");
+            let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("zip");
+            let config: Value =
+                serde_json::from_reader(archive.by_name("config.json").expect("config.json"))
+                    .expect("json");
+            let total = count_values(&config);
+            for _ in 0..60 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let mut mutated = config.clone();
+                let mut target = (state as usize) % total;
+                let with = &replacements[((state >> 40) as usize) % replacements.len()];
+                replace_nth(&mut mutated, &mut target, with);
+                let zip = keras_zip(&mutated.to_string(), None);
+                let result = catch_unwind(AssertUnwindSafe(|| read_keras(&zip)));
+                assert!(result.is_ok(), "{dir}/{name}: panic with {mutated}");
+            }
+        }
+    }
 }
