@@ -392,7 +392,11 @@ mod tests {
         let input = sample(7 * piece + 999);
         let one = gzip(&input, 1, piece, piece);
         for (threads, write_size) in [(2, 4096), (4, 3 * piece + 7), (8, 1)] {
-            assert_eq!(gzip(&input, threads, piece, write_size), one, "{threads} threads");
+            assert_eq!(
+                gzip(&input, threads, piece, write_size),
+                one,
+                "{threads} threads"
+            );
         }
         // Another piece size is another stream, equally valid.
         let other = gzip(&input, 2, 2 * piece, piece);
@@ -426,7 +430,8 @@ mod tests {
 
     #[test]
     fn a_tar_layer_lists_with_tar() {
-        let mut builder = tar::Builder::new(ParallelGzEncoder::with_threads(Vec::new(), 6, 2, 4096));
+        let mut builder =
+            tar::Builder::new(ParallelGzEncoder::with_threads(Vec::new(), 6, 2, 4096));
         for i in 0..20 {
             let data = sample(1000 * i + 1);
             let mut header = tar::Header::new_gnu();
@@ -442,7 +447,13 @@ mod tests {
             return;
         };
         let names: Vec<String> = (0..20).map(|i| format!("file{i}.txt")).collect();
-        assert_eq!(String::from_utf8(listing).unwrap().lines().collect::<Vec<_>>(), names);
+        assert_eq!(
+            String::from_utf8(listing)
+                .unwrap()
+                .lines()
+                .collect::<Vec<_>>(),
+            names
+        );
         assert!(pipe("gzip", &["-t"], &gz).is_some());
     }
 }
