@@ -387,7 +387,7 @@ echo "info: sha256sum ${t_sum} s, openssl dgst -sha256 ${t_ssl} s for the weight
 echo "(1) first upload ${t1} s vs baseline B (sha256sum + cp + fsync) ${base} s: $(ratio "$t1" "$base")x B (target <= 1.30)"
 echo "(1') the same vs B' = B with openssl's SHA-256 (${base_ssl} s): $(ratio "$t1" "$base_ssl")x"
 echo "(2) first upload through HTTP to mlambda registry serve (build + push) ${t_http1} s: $(ratio "$t_http1" "$base")x B (target <= 2), $(ratio "$t_http1" "$base_ssl")x B'"
-echo "(3) build + push to distribution ${t_dist} s vs skopeo copy --preserve-digests (push only) ${t_skopeo} s: $(ratio "$t_dist" "$t_skopeo")x (target < 1); $(ratio "$t_dist" "$base") B, $(ratio "$t_dist" "$base_ssl")x B'"
+echo "(3) build + push to distribution ${t_dist} s vs skopeo copy --preserve-digests (push only) ${t_skopeo} s: $(ratio "$t_dist" "$t_skopeo")x (target < 1); $(ratio "$t_dist" "$base")x B, $(ratio "$t_dist" "$base_ssl")x B'"
 echo "(3') mlambda push alone (the same image, to a fresh distribution) ${t_push} s: $(ratio "$t_push" "$t_skopeo")x skopeo's push, $(ratio "$t_push" "$base_ssl")x B'"
 echo "(4) second upload, one small file changed: ${t2} s = $(pct "$t2" "$t1") % of the first (target <= 5 %)"
 echo "(4') the same through HTTP: ${t_http2} s = $(pct "$t_http2" "$t_http1") % of the first; $sent2 bytes sent, headers included (target < 1 MiB = 1048576)"
