@@ -7,7 +7,8 @@
 #        again (none: they are remembered by the wheels' hashes)
 # Usage: benches/packages.sh       (PACKAGES="tensorflow-cpu" by default)
 #        MLAMBDA_BIN=path/to/mlambda benches/packages.sh   to skip `cargo build --release`
-# Needs uv (PATH or MLAMBDA_UV), apt-get (the python-3.11 runtime), PyPI.
+#        BEFORE=path/to/other/mlambda  also (P1) with that build, in turns (before/after a change)
+# Needs uv (PATH or MLAMBDA_UV), GNU time, apt-get (the python-3.11 runtime), PyPI.
 # Benchmarks are not tests: this prints figures and asserts nothing.
 set -euo pipefail
 
@@ -47,10 +48,31 @@ bytes=$(cat "$work/wheelhouse"/*.whl | wc -c)
     --python-platform x86_64-manylinux_2_36 --no-deps -r "$lock"
 rm -rf "$work/warm"
 
-# (P1) mlambda: wheels → one layer each (unzip, check RECORD, tar, gzip, hash, store).
-start=$(seconds)
-"$bin" upload "$work/first" --wheelhouse "$work/wheelhouse" --offline >/dev/null
-mlambda_s=$(echo "$(seconds) - $start" | bc)
+# (P1) mlambda: wheels → one layer each (unzip, check RECORD, tar, gzip, hash, store), into a
+# copy of the prepared home (runtime and wheels, no package layer yet); sets $mlambda_s, $rss_mib.
+p1() {
+    rm -rf "$work/home-p1"
+    cp -a "$home" "$work/home-p1"
+    local start
+    start=$(seconds)
+    MLAMBDA_HOME=$work/home-p1 /usr/bin/time -f %M -o "$work/first.rss" \
+        "$1" upload "$work/first" --wheelhouse "$work/wheelhouse" --offline >/dev/null
+    mlambda_s=$(echo "$(seconds) - $start" | bc)
+    rss_mib=$(awk '{ printf "%.1f", $1 / 1024 }' "$work/first.rss")
+}
+# BEFORE=path/to/another/mlambda: P1 with it too, in turns with this one (two rounds), to show
+# what a change did in one run.
+if [ -n "${BEFORE:-}" ]; then
+    for round in 1 2; do
+        p1 "$BEFORE"
+        printf '(P1) round %d: BEFORE %.2f s (peak RSS %s MiB), ' "$round" "$mlambda_s" "$rss_mib"
+        p1 "$bin"
+        printf 'this build %.2f s (peak RSS %s MiB)\n' "$mlambda_s" "$rss_mib"
+    done
+else
+    p1 "$bin"
+fi
+export MLAMBDA_HOME=$work/home-p1
 # uv: the same lock into a folder (from its cache), then a tar of it.
 start=$(seconds)
 "$uv" pip install --quiet --target "$work/target" --python-version 3.11 \
@@ -71,7 +93,7 @@ cached=$(grep -c 'python package.*(cached)' "$work/second.log" || true)
 
 printf 'packages: %s (%d wheels, %d MB), %s MB installed\n' "$PACKAGES" "$wheels" $((bytes / 1000000)) \
     "$(du -sm "$work/target" | cut -f1)"
-printf '(P1) mlambda packages → layers: %.2f s; uv install --target + tar: %.2f s (%.2fx); gzip -1 of that tar alone: %.2f s\n' \
-    "$mlambda_s" "$uv_s" "$(echo "$mlambda_s / $uv_s" | bc -l)" "$gzip_s"
+printf '(P1) mlambda packages → layers: %.2f s (peak RSS %s MiB); uv install --target + tar: %.2f s (%.2fx); gzip -1 of that tar alone: %.2f s\n' \
+    "$mlambda_s" "$rss_mib" "$uv_s" "$(echo "$mlambda_s / $uv_s" | bc -l)" "$gzip_s"
 printf '(P2) second model on the same packages: %.2f s; package layers %d, of which remembered %d\n' \
     "$second_s" "$rebuilt" "$cached"

@@ -1,6 +1,7 @@
 //! The model image: base layers (byte for byte) + payload layers + the contract layer, a
 //! config that inherits the base's, and an OCI manifest.
 
+pub mod gzip;
 pub mod layer;
 
 use crate::image::{Sink, Source};
