@@ -11,6 +11,7 @@ what was found and exits: non-zero when a signature has no implementation.
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -223,10 +224,19 @@ def main():
                                               args.host, args.port), file=sys.stderr)
 
     threading.Thread(target=load, daemon=True).start()
+    # SIGTERM is how Kubernetes (KServe), podman stop and `kill` end a container, and as its
+    # PID 1 this process would ignore it without a handler: the server stops and exits 0.
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
     # Held until the process ends: a gRPC server that is collected stops serving.
     grpc_server = start_grpc(loading, args.host, args.grpc_port, args.max_request) if args.grpc_port else None
-    server.serve_forever()
-    del grpc_server
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C
+        pass
+    if grpc_server is not None:
+        grpc_server.stop(grace=None)
     return 0
 
 
