@@ -204,22 +204,27 @@ struct Deflated {
     crc: Crc,
 }
 
-/// One raw deflate state, reset for every piece.
+/// Deflates pieces at one level.
 struct Deflater {
+    level: u32,
     compress: Compress,
 }
 
 impl Deflater {
     fn new(level: u32) -> Self {
         Deflater {
+            level,
             compress: Compress::new(flate2::Compression::new(level), false),
         }
     }
 
     /// `input` deflated after `dictionary`, ending with a sync flush, or the stream's end when
-    /// `last`.
+    /// `last`. Each piece gets a deflate state of its own: a state reset after a piece that
+    /// ended with a sync flush deflated the next one differently (3 bytes off in a numpy
+    /// layer, depending on which worker had which piece before), and the bytes must depend on
+    /// the input alone.
     fn piece(&mut self, dictionary: &[u8], input: &[u8], last: bool) -> io::Result<Deflated> {
-        self.compress.reset();
+        self.compress = Compress::new(flate2::Compression::new(self.level), false);
         if !dictionary.is_empty() {
             self.compress
                 .set_dictionary(dictionary)
