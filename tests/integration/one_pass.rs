@@ -89,12 +89,7 @@ fn weights_layer(home: &Path) -> String {
 }
 
 fn log_of(home: &Path) -> String {
-    let shown = json_of(&run_ok(mlambda(home).args([
-        "show",
-        &format!("{NAME}:1"),
-        "--json",
-    ])));
-    shown["log"].as_str().unwrap().to_string()
+    version_log(home, &format!("{NAME}:1"))
 }
 
 #[test]

@@ -26,14 +26,7 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
     );
     let uploaded = json_of(&out);
     assert_eq!(uploaded["base"], "runtime python-3.11");
-    let log = json_of(&run_ok(mlambda(home.path()).args([
-        "show",
-        "example_tokenizer_model:1",
-        "--json",
-    ])))["log"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let log = version_log(home.path(), "example_tokenizer_model:1");
     assert!(
         log.contains("fetching 16 Debian packages with apt-get download"),
         "{log}"
@@ -363,14 +356,7 @@ fn upload_check_fails_a_version_whose_model_does_not_load() {
             .arg(example_dir()),
     ));
     assert_eq!(good["status"], "Finished");
-    let log = json_of(&run_ok(mlambda(home.path()).args([
-        "show",
-        "example_tokenizer_model:1",
-        "--json",
-    ])))["log"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let log = version_log(home.path(), "example_tokenizer_model:1");
     assert!(log.contains("check: the model loads in its image"), "{log}");
 
     let broken = tempfile::tempdir().unwrap();
@@ -698,14 +684,7 @@ fn a_runtime_from_another_definition_is_assembled_again() {
         stderr.contains("runtime 'python-3.11', built now from Debian packages"),
         "{stderr}"
     );
-    let log = json_of(&run_ok(mlambda(home.path()).args([
-        "show",
-        "example_tokenizer_model:1",
-        "--json",
-    ])))["log"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let log = version_log(home.path(), "example_tokenizer_model:1");
     assert!(log.contains("assembled from another definition"), "{log}");
     assert!(log.contains("debian package python3.11-minimal_"), "{log}");
 }

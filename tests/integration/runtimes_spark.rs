@@ -122,14 +122,7 @@ fn a_spark_pipeline_runs_on_the_spark_runtime() {
     let uploaded = json_of(&out);
     assert_eq!(uploaded["base"], "runtime spark");
     assert_eq!(uploaded["status"], "Finished", "{uploaded}");
-    let log = json_of(&run_ok(mlambda(home.path()).args([
-        "show",
-        "serving_4:1",
-        "--json",
-    ])))["log"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let log = version_log(home.path(), "serving_4:1");
     assert!(
         log.contains("debian package openjdk-17-jre-headless_"),
         "{log}"
@@ -197,14 +190,7 @@ fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
     ));
     assert_eq!(uploaded["base"], "runtime scikit-learn");
     assert_eq!(uploaded["status"], "Finished", "{uploaded}");
-    let log = json_of(&run_ok(mlambda(home.path()).args([
-        "show",
-        "sklearn_columns:1",
-        "--json",
-    ])))["log"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let log = version_log(home.path(), "sklearn_columns:1");
     assert!(
         log.contains("mlflow==3.17.2 left out of the MLflow folder's requirements.txt"),
         "{log}"

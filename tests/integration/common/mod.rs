@@ -416,3 +416,9 @@ pub fn tear_in_place(file: &Path, len: u64, tail: u64) {
     open.write_all_at(b"torn", 0).unwrap();
     open.write_all_at(b"torn", len - tail).unwrap();
 }
+
+/// The build log of version `reference` (`NAME:VERSION`) of the catalogue in `home`.
+pub fn version_log(home: &Path, reference: &str) -> String {
+    let shown = json_of(&run_ok(mlambda(home).args(["show", reference, "--json"])));
+    shown["log"].as_str().unwrap_or_default().to_string()
+}
