@@ -1,4 +1,4 @@
-//! `mlambda serve` and `mlambda upload --host`, as a user of the seeds' manager sees them:
+//! `mlambda serve` and `mlambda upload --host`, as a user of Hydrosphere's manager sees them:
 //! the real binaries on a loopback port, images pulled back with skopeo, concurrent uploads,
 //! a server killed during a build, the build log's event stream, credentials, and every kind
 //! of hostile archive refused with nothing left behind.

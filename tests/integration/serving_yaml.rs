@@ -59,7 +59,7 @@ fn text_field(name: &str) -> Field {
     field
 }
 
-// The tokenizer example of the seeds (docs of Hydrosphere 1.x, "Contracts").
+// The tokenizer example of Hydrosphere's 1.x docs ("Contracts").
 const SEED_TOKENIZER: &str = r#"kind: Model
 name: "example_tokenizer_model"
 model-type: "python:3.6"
