@@ -148,7 +148,7 @@ impl Mirror for RegistryMirror {
     fn open(&self) -> Option<Box<dyn MirrorStream>> {
         let pipe = Arc::new(Pipe::default());
         let (done, finished) = std::sync::mpsc::channel();
-        let copy = Copy {
+        let copy = BlobCopy {
             registry: self.registry.clone(),
             repository: self.repository.clone(),
             pipe: pipe.clone(),
@@ -333,13 +333,13 @@ impl Pipe {
 }
 
 /// The connection's side of one copy, on a thread of its own.
-struct Copy {
+struct BlobCopy {
     registry: Arc<Registry>,
     repository: String,
     pipe: Arc<Pipe>,
 }
 
-impl Copy {
+impl BlobCopy {
     /// The digest of the blob now on the registry, or why not.
     fn run(&self) -> Result<String, String> {
         let scopes = vec![format!("repository:{}:pull,push", self.repository)];
