@@ -10,14 +10,12 @@ through the same contract checks as HTTP ones (v2.py); outputs go back as raw li
 bytes (`raw_output_contents`), which tritonclient reads as numpy arrays.
 """
 
-import struct
 import sys
 import traceback
 import uuid
 from concurrent import futures
 
 import grpc
-import numpy
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 import v2
@@ -98,36 +96,13 @@ CONTENTS = {
 }
 
 
-def _from_raw(raw, datatype, name):
-    """A tensor's values from its raw little-endian bytes (BYTES: each element a 4-byte
-    length, then its bytes)."""
-    if datatype == "BYTES":
-        values, offset = [], 0
-        while offset < len(raw):
-            if offset + 4 > len(raw):
-                raise v2.BadRequest("input %r: its BYTES contents end inside a length" % name)
-            (size,) = struct.unpack_from("<I", raw, offset)
-            offset += 4
-            if offset + size > len(raw):
-                raise v2.BadRequest("input %r: a BYTES element runs past the end of its contents" % name)
-            values.append(raw[offset:offset + size].decode("utf-8", "replace"))
-            offset += size
-        return values
-    if datatype not in v2.NUMPY_TYPES or datatype == "BF16":
-        raise v2.BadRequest("input %r: raw contents of datatype %s are not supported" % (name, datatype))
-    dtype = numpy.dtype(v2.NUMPY_TYPES[datatype]).newbyteorder("<")
-    if len(raw) % dtype.itemsize:
-        raise v2.BadRequest("input %r: %d bytes are not a whole number of %s values" % (name, len(raw), datatype))
-    return numpy.frombuffer(raw, dtype=dtype).tolist()
-
-
 def _from_contents(contents, datatype, name):
     field = CONTENTS.get(datatype)
     if field is None:
         raise v2.BadRequest("input %r: datatype %s has no typed contents; send raw_input_contents" % (name, datatype))
     values = list(getattr(contents, field))
     if datatype == "BYTES":
-        values = [v.decode("utf-8", "replace") for v in values]
+        values = [v2.text_or_bytes(v) for v in values]
     return values
 
 
@@ -139,7 +114,7 @@ def _as_json(request):
     inputs = []
     for index, tensor in enumerate(request.inputs):
         if raw:
-            data = _from_raw(raw[index], tensor.datatype, tensor.name)
+            data = v2.from_raw(raw[index], tensor.datatype, tensor.name)
         else:
             data = _from_contents(tensor.contents, tensor.datatype, tensor.name)
         inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "data": data})
@@ -147,13 +122,6 @@ def _as_json(request):
     if request.outputs:
         json_request["outputs"] = [{"name": o.name} for o in request.outputs]
     return json_request
-
-
-def _to_raw(data, datatype):
-    if datatype == "BYTES":
-        encoded = [v.encode("utf-8") for v in data]
-        return b"".join(struct.pack("<I", len(v)) + v for v in encoded)
-    return numpy.asarray(data, dtype=numpy.dtype(v2.NUMPY_TYPES[datatype]).newbyteorder("<")).tobytes()
 
 
 class Service:
@@ -209,7 +177,7 @@ class Service:
             model_name=request.model_name, model_version=self.model.version, id=request.id or str(uuid.uuid4()))
         for output in outputs:
             response.outputs.add(name=output["name"], datatype=output["datatype"], shape=output["shape"])
-            response.raw_output_contents.append(_to_raw(output["data"], output["datatype"]))
+            response.raw_output_contents.append(v2.to_raw(output["data"], output["datatype"]))
         return response
 
 

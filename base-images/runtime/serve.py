@@ -82,13 +82,20 @@ def make_handler(model, max_request):
         def log_message(self, format, *args):
             sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
-        def _reply(self, status, body):
+        def _reply(self, status, body, binary=None):
             payload = json.dumps(body).encode("utf-8")
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
+            if binary is not None:
+                # The binary-data extension: the JSON, then the outputs' raw bytes.
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Inference-Header-Content-Length", str(len(payload)))
+            else:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload) + len(binary or b"")))
             self.end_headers()
             self.wfile.write(payload)
+            if binary:
+                self.wfile.write(binary)
 
         def _route(self):
             """(signature or None, how the path names it, the rest of the path) for
@@ -111,7 +118,7 @@ def make_handler(model, max_request):
         def do_GET(self):
             parts = [p for p in self.path.split("?")[0].split("/") if p]
             if parts == ["v2"]:
-                return self._reply(200, {"name": "mlambda", "version": "1", "extensions": []})
+                return self._reply(200, {"name": "mlambda", "version": "1", "extensions": ["binary_tensor_data"]})
             if parts == ["v2", "health", "live"]:
                 return self._reply(200, {"live": True})
             if parts == ["v2", "health", "ready"]:
@@ -153,12 +160,24 @@ def make_handler(model, max_request):
                 self.close_connection = True
                 return self._reply(413, {"error": "the request has %d bytes; this server takes %d (--max-request)" % (length, max_request)})
             body = self.rfile.read(length)
+            header_length = self.headers.get("Inference-Header-Content-Length")
+            json_length = len(body)
+            if header_length is not None:
+                if not header_length.isdigit() or int(header_length) > len(body):
+                    return self._reply(400, {"error": "Inference-Header-Content-Length %r is not a length within the "
+                                                      "request's %d bytes" % (header_length, len(body))})
+                json_length = int(header_length)
             try:
-                request = json.loads(body or b"null")
+                request = json.loads(body[:json_length] or b"null")
             except ValueError as error:
                 return self._reply(400, {"error": "the request is not JSON: %s" % error})
             try:
+                if isinstance(request, dict):
+                    v2.attach_binary(request, body[json_length:])
+                elif json_length < len(body):
+                    raise v2.BadRequest("binary data follows a request that is not a JSON object")
                 encoded = v2.infer(model, signature, request)
+                outputs, binary = v2.split_binary(request, encoded)
             except v2.BadRequest as error:
                 return self._reply(400, {"error": str(error)})
             except v2.ModelError as error:
@@ -167,8 +186,8 @@ def make_handler(model, max_request):
                 traceback.print_exc()
                 return self._reply(500, {"error": "%s: %s" % (type(error).__name__, error)})
             answer = {"model_name": self._requested(), "model_version": model.version,
-                      "id": request.get("id") or str(uuid.uuid4()), "outputs": encoded}
-            return self._reply(200, answer)
+                      "id": request.get("id") or str(uuid.uuid4()), "outputs": outputs}
+            return self._reply(200, answer, binary)
 
     return Handler
 

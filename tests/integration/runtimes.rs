@@ -191,9 +191,16 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
          i = h.InferInput('input_text', [2, 1], 'BYTES')\n\
          i.set_data_from_numpy(np.array([['Triton, meet mlambda'], ['Hello']], dtype=object), binary_data=False)\n\
          r = c.infer('example_tokenizer_model', [i], outputs=[h.InferRequestedOutput('output_text', binary_data=False)])\n\
-         print(m['inputs'][0]['datatype'], r.as_numpy('output_text').tolist())\n",
+         j = h.InferInput('input_text', [2, 1], 'BYTES')\n\
+         j.set_data_from_numpy(np.array([['Triton, meet mlambda'], ['Hello']], dtype=object))\n\
+         b = c.infer('example_tokenizer_model', [j]).as_numpy('output_text').tolist()\n\
+         print(m['inputs'][0]['datatype'], r.as_numpy('output_text').tolist(), b)\n",
     ) {
-        assert_eq!(answer, "BYTES [['triton meet mlambda'], ['hello']]");
+        // JSON tensors, then tritonclient's default: tensors in binary form both ways.
+        assert_eq!(
+            answer,
+            "BYTES [['triton meet mlambda'], ['hello']] [[b'triton meet mlambda'], [b'hello']]"
+        );
     }
     running.kill().unwrap();
     running.wait().unwrap();
@@ -408,63 +415,87 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
     let port = free_port_pair();
     let running = mlambda_run(home.path(), name, port);
     let json = |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap() };
-    let infer = |model: &str, input: &str, data: &str| {
-        json(&post_json(
-            port,
-            &format!("/v2/models/{model}/infer"),
-            &format!(r#"{{"inputs": [{{"name": "{input}", "datatype": "FP32", "shape": [3, 1], "data": {data}}}]}}"#),
-        ))["outputs"][0]
-            .clone()
-    };
-    let default = infer(name, "x", "[1, 2, 5]");
-    let regress = infer("regress_x2_to_y3", "inputs", "[1, 4, 7]");
+    // Plain JSON, as curl sends it.
+    let default = json(&post_json(
+        port,
+        &format!("/v2/models/{name}/infer"),
+        r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 1], "data": [1, 2, 5]}]}"#,
+    ));
     let metadata = json(&request(port, "GET", "/v2/models/serving_default", "").1);
-    // The same over gRPC, on the next port, through tritonclient's gRPC client.
-    let over_grpc = tritonclient(
-        port + 1,
+    // What TensorFlow (the version the runtime pins) computed on the same inputs, stored by
+    // scripts/fixtures/make_expected.py for every signature: three take serialized
+    // tf.Example protos, BYTES that are not text, which go in binary form.
+    let stored =
+        own_fixture("expected/serving_saved_model_half_plus_two_cpu.expected_outputs.json");
+    let cases = expected_outputs(&stored);
+    let signatures: Vec<&str> = cases.iter().map(|c| c.signature.as_str()).collect();
+    assert_eq!(
+        signatures,
+        [
+            "classify_x_to_y",
+            "regress_x2_to_y3",
+            "regress_x_to_y",
+            "regress_x_to_y2",
+            "serving_default"
+        ]
+    );
+    // Every case through tritonclient's HTTP client (binary tensors, its default) and its
+    // gRPC client (on the next port), each signature by its name.
+    let served = tritonclient(
+        port,
         &format!(
-            "import json, numpy as np, tritonclient.grpc as g\n\
-             c = g.InferenceServerClient(ADDR)\n\
-             meta = c.get_model_metadata('{name}', as_json=True)\n\
+            "import base64, json, numpy as np, tritonclient.http as h, tritonclient.grpc as g\n\
+             cases = json.load(open({stored:?}))\n\
+             grpc_addr = '127.0.0.1:%d' % (int(ADDR.split(':')[1]) + 1)\n\
+             served = {{}}\n\
+             for module, client in ((h, h.InferenceServerClient(ADDR)), (g, g.InferenceServerClient(grpc_addr))):\n\
+             \x20   for signature, case in cases.items():\n\
+             \x20       inputs = []\n\
+             \x20       for name, t in case['inputs'].items():\n\
+             \x20           if 'data_base64' in t:\n\
+             \x20               data = np.array([base64.b64decode(v) for v in t['data_base64']], dtype=object)\n\
+             \x20           else:\n\
+             \x20               data = np.array(t['data'], dtype=np.float32)\n\
+             \x20           i = module.InferInput(name, t['shape'], t['datatype']); i.set_data_from_numpy(data.reshape(t['shape'])); inputs.append(i)\n\
+             \x20       result = client.infer(signature, inputs)\n\
+             \x20       outputs = [{{'name': n, 'datatype': 'FP32', 'shape': list(result.as_numpy(n).shape), 'data': result.as_numpy(n).reshape(-1).tolist()}} for n in case['outputs']]\n\
+             \x20       served.setdefault(signature, {{}})[module.__name__] = {{'outputs': outputs}}\n\
              x = g.InferInput('x', [3, 1], 'FP32'); x.set_data_from_numpy(np.array([[1], [2], [5]], dtype=np.float32))\n\
+             c = g.InferenceServerClient(grpc_addr)\n\
              y = c.infer('{name}', [x]).as_numpy('y').reshape(-1).tolist()\n\
-             i = g.InferInput('inputs', [3, 1], 'FP32'); i.set_data_from_numpy(np.array([[1], [4], [7]], dtype=np.float32))\n\
-             r = c.infer('regress_x2_to_y3', [i]).as_numpy('outputs').reshape(-1).tolist()\n\
              bad = g.InferInput('x', [3, 1], 'INT32'); bad.set_data_from_numpy(np.array([[1], [2], [5]], dtype=np.int32))\n\
              try:\n    c.infer('{name}', [bad]); refused = None\n\
              except g.InferenceServerException as e:\n    refused = [str(e.status()), e.message()]\n\
-             print(json.dumps({{'ready': c.is_server_ready(), 'inputs': meta['inputs'], 'y': y, 'regress': r, 'refused': refused}}))"
+             meta = c.get_model_metadata('{name}', as_json=True)\n\
+             print(json.dumps({{'served': served, 'ready': c.is_server_ready(), 'inputs': meta['inputs'], 'y': y, 'refused': refused}}))"
         ),
     )
     .map(|text| json(text.lines().last().unwrap()));
     drop(running);
-    if let Some(over_grpc) = &over_grpc {
-        assert_eq!(over_grpc["ready"], true);
-        assert_eq!(over_grpc["inputs"][0]["name"], "x");
-        assert_eq!(over_grpc["y"], default["data"]);
-        assert_eq!(over_grpc["regress"], regress["data"]);
-        assert_eq!(over_grpc["refused"][0], "StatusCode.INVALID_ARGUMENT");
-        let message = over_grpc["refused"][1].as_str().unwrap();
-        assert!(message.contains("datatype INT32"), "{message}");
-    }
     assert_eq!(metadata["platform"], "tensorflow_savedmodel");
     assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 1]));
-    // What TensorFlow (the version the runtime pins) computed on the same inputs, stored by
-    // scripts/fixtures/make_expected.py: every signature that takes tensors (the others take
-    // serialized tf.Example protos).
-    let cases = expected_outputs(&own_fixture(
-        "expected/serving_saved_model_half_plus_two_cpu.expected_outputs.json",
-    ));
-    let signatures: Vec<&str> = cases.iter().map(|c| c.signature.as_str()).collect();
-    assert_eq!(signatures, ["regress_x2_to_y3", "serving_default"]);
-    for (case, served) in cases.iter().zip([&regress, &default]) {
-        assert_outputs_are(
-            &serde_json::json!({ "outputs": [served] }),
-            &case.outputs,
-            &case.signature,
-        );
+    assert_eq!(
+        default["outputs"][0]["data"],
+        serde_json::json!([2.5, 3.0, 4.5])
+    );
+    if let Some(answer) = &served {
+        for case in &cases {
+            for client in ["tritonclient.http", "tritonclient.grpc"] {
+                let what = format!("{} through {client}", case.signature);
+                assert_outputs_are(
+                    &answer["served"][&case.signature][client],
+                    &case.outputs,
+                    &what,
+                );
+            }
+        }
+        assert_eq!(answer["ready"], true);
+        assert_eq!(answer["inputs"][0]["name"], "x");
+        assert_eq!(answer["y"], default["outputs"][0]["data"]);
+        assert_eq!(answer["refused"][0], "StatusCode.INVALID_ARGUMENT");
+        let message = answer["refused"][1].as_str().unwrap();
+        assert!(message.contains("datatype INT32"), "{message}");
     }
-    assert_eq!(default["data"], serde_json::json!([2.5, 3.0, 4.5]));
 
     // A Keras model with two named inputs and two outputs, on the same runtime.
     let keras = own_fixture("keras/functional_two_inputs");
