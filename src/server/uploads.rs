@@ -316,6 +316,7 @@ async fn append(
         .map_err(io)?;
     let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut written = 0u64;
+    let mut writeback = crate::store::writeback::Writeback::default();
     let mut stream = body.into_data_stream();
     let outcome: Result<(), ApiError> = async {
         while let Some(chunk) = stream.next().await {
@@ -326,6 +327,7 @@ async fn append(
                 )
             })?;
             writer.write_all(&chunk).await.map_err(io)?;
+            writeback.wrote(writer.get_ref(), chunk.len());
             if valid {
                 progress.hasher.update(&chunk);
             }

@@ -6,6 +6,7 @@
 //! shared pool and each repository holds hard links to them.
 
 use super::manifests::Mutability;
+use super::writeback::WritingBack;
 use crate::image::{Mirror, MirrorStream, pick_tagged};
 use crate::oci::digest::{HashingWriter, digest_of, parse_digest};
 use crate::oci::{Descriptor, Index};
@@ -269,7 +270,7 @@ impl Layout {
             .tempfile_in(&self.house.tmp)
             .map_err(io_err(&self.house.tmp, "cannot create a temporary file"))?;
         Ok(BlobWriter {
-            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, WritingBack::new(file))),
             mirror: None,
         })
     }
@@ -293,11 +294,14 @@ impl Layout {
         if let Some(copy) = mirror.as_mut() {
             copy.close(&digest, size);
         }
-        let file = buffered.into_inner().map_err(|e| StoreError::Io {
-            path: self.house.tmp.clone(),
-            action: "cannot write",
-            source: e.into_error(),
-        })?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| StoreError::Io {
+                path: self.house.tmp.clone(),
+                action: "cannot write",
+                source: e.into_error(),
+            })?
+            .into_inner();
         if !self.has_blob(&digest) {
             file.as_file()
                 .sync_all()
@@ -480,7 +484,7 @@ impl Layout {
 }
 
 pub struct BlobWriter {
-    inner: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    inner: HashingWriter<BufWriter<WritingBack<tempfile::NamedTempFile>>>,
     mirror: Option<Box<dyn MirrorStream>>,
 }
 

@@ -20,6 +20,7 @@ mod image;
 mod layout;
 pub mod manifests;
 pub mod uploads;
+pub mod writeback;
 mod writers;
 
 pub use crate::oci::{Reference, check_repository, is_tag};
