@@ -52,6 +52,12 @@ pub struct ParallelGzEncoder<W: Write> {
     in_flight: VecDeque<Receiver<io::Result<Deflated>>>,
     /// Started with the second piece.
     workers: Option<Workers>,
+    /// Buffers of pieces put out, for the next ones: every piece's input, output and
+    /// dictionary comes from here once the first few are back, so a gigabyte's stream
+    /// allocates nothing more. Freed and allocated again on other threads, piece after piece,
+    /// they made glibc's per-thread arenas grow: installing the TensorFlow packages peaked at
+    /// 90–116 MiB of RSS.
+    spare: Buffers,
     /// For the streams of one piece, and when only one thread is allowed.
     local: Option<Deflater>,
 }
@@ -79,6 +85,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             in_flight: VecDeque::new(),
             workers: None,
             local: None,
+            spare: Buffers::default(),
         }
     }
 
@@ -99,17 +106,28 @@ impl<W: Write> ParallelGzEncoder<W> {
 
     /// Sends `pending` to be deflated (on a worker, or here when no worker is needed).
     fn send(&mut self, last: bool) -> io::Result<()> {
-        let next = if last { 0 } else { self.piece_size };
-        let input = std::mem::replace(&mut self.pending, Vec::with_capacity(next));
-        let tail = input[input.len().saturating_sub(WINDOW)..].to_vec();
+        let next = if last {
+            Vec::new()
+        } else {
+            self.spare.input(self.piece_size)
+        };
+        let input = std::mem::replace(&mut self.pending, next);
+        let mut tail = self.spare.dictionary();
+        tail.extend_from_slice(&input[input.len().saturating_sub(WINDOW)..]);
         let dictionary = std::mem::replace(&mut self.dictionary, tail);
         self.total += input.len() as u64;
+        let piece = Piece {
+            dictionary,
+            input,
+            output: self.spare.output(),
+            last,
+        };
         if self.workers.is_none() && (last || self.threads == 1) {
             let level = self.level;
             let deflated = self
                 .local
                 .get_or_insert_with(|| Deflater::new(level))
-                .piece(&dictionary, &input, last)?;
+                .piece(piece)?;
             return self.put_out(deflated);
         }
         let workers = match self.workers.take() {
@@ -117,12 +135,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             None => Workers::start(self.threads, self.level)?,
         };
         let (done, result) = mpsc::sync_channel(1);
-        let sent = workers.send(Piece {
-            dictionary,
-            input,
-            last,
-            done,
-        });
+        let sent = workers.send(piece, done);
         self.workers = Some(workers);
         sent?;
         self.in_flight.push_back(result);
@@ -152,6 +165,7 @@ impl<W: Write> ParallelGzEncoder<W> {
         self.write_header()?;
         self.inner.write_all(&deflated.bytes)?;
         self.crc.combine(&deflated.crc);
+        self.spare.keep(deflated);
         Ok(())
     }
 
@@ -190,18 +204,65 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
     }
 }
 
-/// A piece to deflate, and where its result goes.
+/// A piece to deflate, with the buffer its output goes into.
 struct Piece {
     dictionary: Vec<u8>,
     input: Vec<u8>,
+    output: Vec<u8>,
     last: bool,
-    done: SyncSender<io::Result<Deflated>>,
 }
 
+/// A deflated piece, with the buffers it came in (to be used again).
 struct Deflated {
     bytes: Vec<u8>,
     /// The CRC-32 of the piece's input.
     crc: Crc,
+    input: Vec<u8>,
+    dictionary: Vec<u8>,
+}
+
+/// The buffers of pieces already put out.
+#[derive(Default)]
+struct Buffers {
+    inputs: Vec<Vec<u8>>,
+    outputs: Vec<Vec<u8>>,
+    dictionaries: Vec<Vec<u8>>,
+}
+
+impl Buffers {
+    fn input(&mut self, capacity: usize) -> Vec<u8> {
+        self.inputs
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    fn output(&mut self) -> Vec<u8> {
+        self.outputs.pop().unwrap_or_default()
+    }
+
+    fn dictionary(&mut self) -> Vec<u8> {
+        self.dictionaries
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(WINDOW))
+    }
+
+    fn keep(&mut self, deflated: Deflated) {
+        let Deflated {
+            mut bytes,
+            mut input,
+            mut dictionary,
+            ..
+        } = deflated;
+        // The last piece's input is no piece's size: not worth keeping.
+        if input.capacity() > 0 {
+            input.clear();
+            self.inputs.push(input);
+        }
+        bytes.clear();
+        self.outputs.push(bytes);
+        dictionary.clear();
+        self.dictionaries.push(dictionary);
+    }
 }
 
 /// Deflates pieces at one level.
@@ -223,11 +284,17 @@ impl Deflater {
     /// ended with a sync flush deflated the next one differently (3 bytes off in a numpy
     /// layer, depending on which worker had which piece before), and the bytes must depend on
     /// the input alone.
-    fn piece(&mut self, dictionary: &[u8], input: &[u8], last: bool) -> io::Result<Deflated> {
+    fn piece(&mut self, piece: Piece) -> io::Result<Deflated> {
+        let Piece {
+            dictionary,
+            input,
+            output: mut bytes,
+            last,
+        } = piece;
         self.compress = Compress::new(flate2::Compression::new(self.level), false);
         if !dictionary.is_empty() {
             self.compress
-                .set_dictionary(dictionary)
+                .set_dictionary(&dictionary)
                 .map_err(io::Error::other)?;
         }
         let flush = if last {
@@ -236,7 +303,8 @@ impl Deflater {
             FlushCompress::Sync
         };
         // zlib's deflateBound, plus the sync marker and the final block.
-        let mut bytes = Vec::with_capacity(input.len() + (input.len() >> 12) + 64);
+        bytes.clear();
+        bytes.reserve(input.len() + (input.len() >> 12) + 64);
         let start = self.compress.total_in();
         loop {
             let consumed = (self.compress.total_in() - start) as usize;
@@ -258,20 +326,28 @@ impl Deflater {
             bytes.reserve(64 * 1024);
         }
         let mut crc = Crc::new();
-        crc.update(input);
-        Ok(Deflated { bytes, crc })
+        crc.update(&input);
+        Ok(Deflated {
+            bytes,
+            crc,
+            input,
+            dictionary,
+        })
     }
 }
 
 /// Threads that deflate pieces as they come; they stop when the stream is dropped.
+/// A piece for a worker, and where its result goes.
+type Job = (Piece, SyncSender<io::Result<Deflated>>);
+
 struct Workers {
-    pieces: Option<Sender<Piece>>,
+    pieces: Option<Sender<Job>>,
     handles: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
     fn start(threads: usize, level: u32) -> io::Result<Self> {
-        let (pieces, queue) = mpsc::channel::<Piece>();
+        let (pieces, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let mut workers = Workers {
             pieces: Some(pieces),
@@ -287,10 +363,10 @@ impl Workers {
         Ok(workers)
     }
 
-    fn send(&self, piece: Piece) -> io::Result<()> {
+    fn send(&self, piece: Piece, done: SyncSender<io::Result<Deflated>>) -> io::Result<()> {
         self.pieces
             .as_ref()
-            .and_then(|pieces| pieces.send(piece).ok())
+            .and_then(|pieces| pieces.send((piece, done)).ok())
             .ok_or_else(|| io::Error::other("the gzip workers stopped"))
     }
 }
@@ -305,17 +381,17 @@ impl Drop for Workers {
     }
 }
 
-fn deflate_pieces(queue: &Mutex<Receiver<Piece>>, level: u32) {
+fn deflate_pieces(queue: &Mutex<Receiver<Job>>, level: u32) {
     let mut deflater = Deflater::new(level);
     loop {
         let piece = match queue.lock() {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(piece) = piece else { return };
-        let result = deflater.piece(&piece.dictionary, &piece.input, piece.last);
+        let Ok((piece, done)) = piece else { return };
+        let result = deflater.piece(piece);
         // The stream may have been dropped after an error: nobody waits for this piece.
-        let _ = piece.done.send(result);
+        let _ = done.send(result);
     }
 }
 
