@@ -7,6 +7,7 @@ use super::{RUNTIME_TAG, runtime_repository};
 use crate::model_image::layer::{Compression, Layer, LayerOptions, LayerTar, header};
 use crate::model_image::{BuildError, BuiltImage, write_image};
 use crate::oci;
+use crate::packages::provided::{LABEL_PACKAGES, Provided};
 use crate::packages::target::{LABEL_GLIBC, LABEL_PYTHON, LABEL_SCHEME};
 use crate::store::{Store, StoreError};
 use serde_json::json;
@@ -106,9 +107,12 @@ pub fn build_runtime(
         );
         layers.push(layer);
     }
+    let mut provided = Provided::default();
     if let Some(lock) = &runtime.wheels {
-        let wheels = runtime_wheels(runtime, lock, &layout, &layers, assembly, &options, log)?;
+        let (wheels, installed) =
+            runtime_wheels(runtime, lock, &layout, &layers, assembly, &options, log)?;
         layers.extend(wheels);
+        provided = installed;
     }
     if let Some(sources) = &runtime.sources {
         let python = runtime
@@ -155,6 +159,9 @@ pub fn build_runtime(
     }
     if let Some(glibc) = &runtime.glibc {
         labels.insert(LABEL_GLIBC.into(), json!(glibc));
+    }
+    if !provided.is_empty() {
+        labels.insert(LABEL_PACKAGES.into(), json!(provided.label()));
     }
     if !labels.is_empty() {
         runtime_config.insert("Labels".into(), serde_json::Value::Object(labels));
@@ -203,7 +210,7 @@ pub fn build_runtime(
 }
 
 /// The runtime's Python packages, installed from its lock onto its Debian packages (whose
-/// libraries the extension modules may need).
+/// libraries the extension modules may need), and what they are.
 fn runtime_wheels(
     runtime: &Runtime,
     lock: &str,
@@ -212,7 +219,7 @@ fn runtime_wheels(
     assembly: &Assembly,
     options: &LayerOptions,
     log: &mut dyn FnMut(String),
-) -> Result<Vec<Layer>, AssembleError> {
+) -> Result<(Vec<Layer>, Provided), AssembleError> {
     let (Some(python), Some(glibc)) = (&runtime.python, runtime.glibc_version()) else {
         return Err(AssembleError::NoPython(runtime.name.clone()));
     };
@@ -239,7 +246,7 @@ fn runtime_wheels(
         source: Some(std::sync::Arc::new(layout.clone())),
     };
     let room = crate::packages::MAX_LAYERS.saturating_sub(debian.len() + 1);
-    Ok(crate::packages::install(
+    let layers = crate::packages::install(
         &prepared,
         &so_far,
         layout,
@@ -247,7 +254,9 @@ fn runtime_wheels(
         room,
         assembly.wheel_cache,
         log,
-    )?)
+    )?;
+    let provided = Provided::of_wheels(prepared.wheels.iter().map(|(wheel, _)| wheel));
+    Ok((layers, provided))
 }
 
 /// The runtime's own files, links and folders, after its packages.

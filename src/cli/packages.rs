@@ -4,6 +4,7 @@
 use super::ModelArgs;
 use super::output::print_json;
 use crate::packages::fetch::{Fetcher, Sources, WheelCache};
+use crate::packages::provided::Provided;
 use crate::packages::target::PythonTarget;
 use crate::packages::{lock, resolve};
 use crate::pipeline::Home;
@@ -51,7 +52,10 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
     };
     let mut fetcher = Fetcher::new(WheelCache::new(home.wheel_cache()), sources);
     let mut log = |line: String| eprintln!("{line}");
-    let Some(resolved) = resolve::lock_for(&spec.dir, &target, &mut fetcher, &[], &mut log)? else {
+    let provided = provided_by_runtime(&spec.model_type, &target)?;
+    let Some(resolved) =
+        resolve::lock_for(&spec.dir, &target, &provided, &mut fetcher, &[], &mut log)?
+    else {
         anyhow::bail!(
             "{} asks for no Python package (no {} or {} with requirements)",
             spec.dir.display(),
@@ -112,4 +116,13 @@ fn target_for(model_type: &str, platform: Option<&str>) -> anyhow::Result<Python
         None => crate::oci::host_architecture().to_string(),
     };
     PythonTarget::for_platform(&python, &architecture, glibc).map_err(anyhow::Error::msg)
+}
+
+/// The packages the model's runtime installs (its lock), which `upload` will not install again.
+fn provided_by_runtime(model_type: &str, target: &PythonTarget) -> anyhow::Result<Provided> {
+    let Some(text) = crate::base::runtime_for(model_type).and_then(|r| r.wheels) else {
+        return Ok(Provided::default());
+    };
+    let lock = lock::read_pylock(&text, "the runtime's lock", target)?;
+    Ok(Provided::of_wheels(&lock.packages))
 }

@@ -11,6 +11,7 @@ pub mod index;
 pub mod install;
 pub mod libs;
 pub mod lock;
+pub mod provided;
 pub mod requirements;
 pub mod resolve;
 pub mod target;
@@ -152,7 +153,9 @@ pub fn prepare(
         WheelCache::new(cache_root.to_path_buf()),
         settings.sources(),
     );
-    let Some(resolved) = resolve::lock_for(folder, &target, &mut fetcher, earlier, log)? else {
+    let provided = provided::Provided::of_base(&base.config);
+    let Some(resolved) = resolve::lock_for(folder, &target, &provided, &mut fetcher, earlier, log)?
+    else {
         return Ok(None);
     };
     log(format!("packages: {}", resolved.how));

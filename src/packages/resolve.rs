@@ -7,6 +7,7 @@
 use super::PackagesError;
 use super::fetch::Fetcher;
 use super::lock::{Lock, read_pylock};
+use super::provided::Provided;
 use super::requirements::{FileOptions, Requirements, read_requirements};
 use super::target::PythonTarget;
 use std::path::{Path, PathBuf};
@@ -29,10 +30,12 @@ pub struct Resolved {
 
 /// The lock for the model in `folder`, or `None` when it asks for no package. `earlier` are
 /// locks recorded before (newest first): one made from the same requirements for the same
-/// target is reused.
+/// target is reused. `provided`: what the base has already, which loose requirements do not
+/// install again (see `provided.rs`).
 pub fn lock_for(
     folder: &Path,
     target: &PythonTarget,
+    provided: &Provided,
     fetcher: &mut Fetcher,
     earlier: &[String],
     log: &mut dyn FnMut(String),
@@ -52,10 +55,10 @@ pub fn lock_for(
         return Ok(None);
     }
     let given = read_text(&path)?;
-    let text = without_mlflow(folder, given.clone(), log);
+    let text = without_what_serving_has(folder, given.clone(), provided, log);
     let origin = path.display().to_string();
     let (requirements, options) = read_requirements(&text, &origin, target)?;
-    let provenance = provenance(&text, target);
+    let provenance = provenance(&text, target, provided);
     let reusable = |candidate: &str, origin: &str| {
         read_pylock(candidate, origin, target)
             .ok()
@@ -129,7 +132,20 @@ pub fn lock_for(
                     })?;
                     file
                 };
-                let mut lock = uv_compile(&file, target, fetcher, &options, log)?;
+                let mut lock = uv_compile(&file, target, provided, fetcher, &options, log)?;
+                let shared: Vec<String> = lock
+                    .packages
+                    .iter()
+                    .filter(|wheel| provided.has(wheel))
+                    .map(|wheel| format!("{} {}", wheel.name, wheel.version))
+                    .collect();
+                if !shared.is_empty() {
+                    log(format!(
+                        "packages: {} already in the base, not installed again",
+                        shared.join(", ")
+                    ));
+                    lock.packages.retain(|wheel| !provided.has(wheel));
+                }
                 lock.made_from = Some(provenance);
                 Resolved {
                     how: format!(
@@ -146,10 +162,15 @@ pub fn lock_for(
     Ok(Some(lock))
 }
 
-/// What a lock made from requirements is a function of: their bytes and the target.
-fn provenance(requirements: &str, target: &PythonTarget) -> String {
+/// What a lock made from requirements is a function of: their bytes, the target and what the
+/// base has.
+fn provenance(requirements: &str, target: &PythonTarget, provided: &Provided) -> String {
     let digest = crate::oci::digest::sha256_of(requirements.as_bytes());
-    format!("{} for {}", digest, target.describe())
+    if provided.is_empty() {
+        return format!("{} for {}", digest, target.describe());
+    }
+    let base = crate::oci::digest::sha256_of(provided.label().as_bytes());
+    format!("{} for {} on {}", digest, target.describe(), base)
 }
 
 /// The `pylock.toml` and `pylock.*.toml` files of the wheelhouse (`packages fetch` writes one).
@@ -192,6 +213,7 @@ fn uv_program() -> Option<PathBuf> {
 fn uv_compile(
     requirements: &Path,
     target: &PythonTarget,
+    provided: &Provided,
     fetcher: &Fetcher,
     file_options: &FileOptions,
     log: &mut dyn FnMut(String),
@@ -218,6 +240,15 @@ fn uv_compile(
         .arg("--output-file")
         .arg(&lock_path)
         .arg(requirements);
+    if !provided.is_empty() {
+        // The base's versions, so that what the model needs beside them fits what is there.
+        let constraints = out.path().join("base-constraints.txt");
+        std::fs::write(&constraints, provided.constraints()).map_err(|e| PackagesError::Io {
+            path: constraints.display().to_string(),
+            source: e,
+        })?;
+        command.arg("--constraint").arg(&constraints);
+    }
     let sources = &fetcher.sources;
     if let Some(house) = &sources.wheelhouse {
         command.arg("--find-links").arg(house);
@@ -259,38 +290,76 @@ fn read_text(path: &Path) -> Result<String, PackagesError> {
     })
 }
 
-/// An MLflow model folder's requirements.txt names mlflow itself, which serving does not need
-/// (the runtime of the flavor loads the flavor's file) and which is large: its lines are left
-/// out (blanked, so that line numbers in errors stay right), and the log says so.
-fn without_mlflow(folder: &Path, text: String, log: &mut dyn FnMut(String)) -> String {
-    if !folder.join("MLmodel").is_file() {
-        return text;
-    }
-    let name_of = |line: &str| {
-        let spec = line.split('#').next().unwrap_or("").trim();
-        let end = spec
-            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-            .unwrap_or(spec.len());
-        super::target::normalize(&spec[..end])
+/// The requirements without what serving has already (lines blanked, so that line numbers in
+/// errors stay right; the log says what was left out and why): in an MLflow folder, mlflow
+/// itself (the runtime of the flavor loads the flavor's file; mlflow is large and not needed
+/// to serve); and any requirement the base's packages serve (see `provided.rs`), whose pin, when
+/// another version, is said — the base's is the one the model runs on.
+fn without_what_serving_has(
+    folder: &Path,
+    text: String,
+    provided: &Provided,
+    log: &mut dyn FnMut(String),
+) -> String {
+    use pep508_rs::pep440_rs::Version;
+    use pep508_rs::{Requirement, VersionOrUrl};
+    use std::str::FromStr;
+    let mlflow_folder = folder.join("MLmodel").is_file();
+    // A requirement line (options, URLs and what does not parse are uv's to read).
+    let requirement = |line: &str| {
+        let spec = line.split(" #").next().unwrap_or("").trim();
+        let requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(spec).ok()?;
+        let name = super::target::normalize(requirement.name.as_ref());
+        match requirement.version_or_url {
+            None => Some((name, None)),
+            Some(VersionOrUrl::VersionSpecifier(specifiers)) => Some((name, Some(specifiers))),
+            Some(VersionOrUrl::Url(_)) => None,
+        }
     };
-    let mut dropped = Vec::new();
+    let (mut mlflow, mut served, mut other_version) = (Vec::new(), Vec::new(), Vec::new());
     let kept: Vec<&str> = text
         .lines()
         .map(|line| {
-            if matches!(name_of(line).as_str(), "mlflow" | "mlflow-skinny") {
-                dropped.push(line.trim().to_string());
-                ""
-            } else {
-                line
+            let Some((name, specifiers)) = requirement(line) else {
+                return line;
+            };
+            if mlflow_folder && matches!(name.as_str(), "mlflow" | "mlflow-skinny") {
+                mlflow.push(line.trim().to_string());
+                return "";
             }
+            let Some((has, version)) = provided.serving(&name) else {
+                return line;
+            };
+            served.push(line.trim().to_string());
+            let fits = |specifiers: &pep508_rs::pep440_rs::VersionSpecifiers| {
+                Version::from_str(version).is_ok_and(|v| specifiers.contains(&v))
+            };
+            if let Some(specifiers) = specifiers.filter(|s| !fits(s)) {
+                other_version.push(format!("{name}{specifiers} (the base has {has} {version})"));
+            }
+            ""
         })
         .collect();
-    if dropped.is_empty() {
+    if !mlflow.is_empty() {
+        log(format!(
+            "packages: {} left out of the MLflow folder's requirements.txt: the runtime loads the flavor's model file itself, mlflow is not needed to serve",
+            mlflow.join(", ")
+        ));
+    }
+    if !served.is_empty() {
+        log(format!(
+            "packages: {} left out of requirements.txt: the base has them",
+            served.join(", ")
+        ));
+    }
+    if !other_version.is_empty() {
+        log(format!(
+            "warning: the model asks for {}: it runs on the base's version; give it a base with the version it needs (--base) if that matters",
+            other_version.join(", ")
+        ));
+    }
+    if mlflow.is_empty() && served.is_empty() {
         return text;
     }
-    log(format!(
-        "packages: {} left out of the MLflow folder's requirements.txt: the runtime loads the flavor's model file itself, mlflow is not needed to serve",
-        dropped.join(", ")
-    ));
     kept.join("\n")
 }

@@ -168,8 +168,8 @@ fn a_spark_pipeline_runs_on_the_spark_runtime() {
 
 /// An MLflow folder of the sklearn flavor, with no serving.yaml, runs on the scikit-learn
 /// runtime: the flavor's pickled model is loaded as it is, the folder's requirements are
-/// installed but mlflow itself (not needed to serve) is left out, and the answers are what
-/// the estimator computed on the same columns.
+/// installed but mlflow itself (not needed to serve) and what the runtime has are left out,
+/// and the answers are what the estimator computed on the same columns.
 #[test]
 fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
     if tool("bwrap").is_none() {
@@ -195,8 +195,22 @@ fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
         log.contains("mlflow==3.17.2 left out of the MLflow folder's requirements.txt"),
         "{log}"
     );
-    assert!(!log.contains("python package mlflow "), "{log}");
-    assert!(log.contains("python package pandas "), "{log}");
+    // The runtime has scikit-learn, pandas and cloudpickle: what it has is not installed
+    // again, and rich (which it has not) is, with its dependencies.
+    assert!(
+        log.contains("pandas==3.1.1")
+            && log.contains("left out of requirements.txt: the base has them"),
+        "{log}"
+    );
+    // The model's own package layers, after the runtime's (assembled first, in the same log).
+    let model_part = log.split("the base has them").nth(1).unwrap();
+    assert!(!model_part.contains("python package mlflow "), "{log}");
+    assert!(!model_part.contains("python package pandas "), "{log}");
+    assert!(
+        !model_part.contains("python package scikit-learn "),
+        "{log}"
+    );
+    assert!(model_part.contains("python package rich "), "{log}");
     let port = free_port();
     let running = mlambda_run(home.path(), "sklearn_columns", port);
     for case in expected_outputs(&own_fixture("mlflow/sklearn_columns.expected_outputs.json")) {
