@@ -122,7 +122,11 @@ def _tensorflow(files, signatures):
         if isinstance(result, dict):
             return {name: value.numpy() for name, value in result.items()}
         results = result if isinstance(result, (list, tuple)) else [result]
-        names = output_names if len(output_names) == len(results) else [f.name for f in signature.outputs]
+        # The model's own output names when the contract uses them (a contract inferred from
+        # the .keras file), else the contract's in order (one from an MLflow signature, which
+        # names a lone tensor `output`).
+        contract_names = [f.name for f in signature.outputs]
+        names = output_names if sorted(output_names) == sorted(contract_names) else contract_names
         return {name: value.numpy() for name, value in zip(names, results)}
 
     return {signature.name: run}

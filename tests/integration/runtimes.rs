@@ -3,12 +3,13 @@
 
 use crate::common;
 
-use crate::runtimes_spark::{assert_outputs_are, expected_outputs};
+use crate::runtimes_spark::{Expected, assert_outputs_are, expected_outputs};
 use common::http::free_port;
 use common::rootfs::{
     can_chroot, chroot, mlambda_run, post_json, request, serve_python, unpacked, wait_ready,
 };
 use common::*;
+use std::path::Path;
 use std::process::Command;
 
 #[test]
@@ -396,7 +397,7 @@ fn upload_check_fails_a_version_whose_model_does_not_load() {
 /// signature reached by its name, the model's name the default one, and the answers what
 /// TensorFlow computed on the same inputs (stored beside the fixtures).
 #[test]
-fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
+fn savedmodels_keras_files_and_mlflow_folders_run_on_the_tensorflow_runtime() {
     let Some(fixtures) = shared_fixtures() else {
         return;
     };
@@ -439,35 +440,20 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
             "serving_default"
         ]
     );
-    // Every case through tritonclient's HTTP client (binary tensors, its default) and its
-    // gRPC client (on the next port), each signature by its name.
-    let served = tritonclient(
-        port,
+    let served = served_through_tritonclient(port, &stored);
+    // tritonclient's gRPC client on the default signature, a refused request and metadata.
+    let over_grpc = tritonclient(
+        port + 1,
         &format!(
-            "import base64, json, numpy as np, tritonclient.http as h, tritonclient.grpc as g\n\
-             cases = json.load(open({stored:?}))\n\
-             grpc_addr = '127.0.0.1:%d' % (int(ADDR.split(':')[1]) + 1)\n\
-             served = {{}}\n\
-             for module, client in ((h, h.InferenceServerClient(ADDR)), (g, g.InferenceServerClient(grpc_addr))):\n\
-             \x20   for signature, case in cases.items():\n\
-             \x20       inputs = []\n\
-             \x20       for name, t in case['inputs'].items():\n\
-             \x20           if 'data_base64' in t:\n\
-             \x20               data = np.array([base64.b64decode(v) for v in t['data_base64']], dtype=object)\n\
-             \x20           else:\n\
-             \x20               data = np.array(t['data'], dtype=np.float32)\n\
-             \x20           i = module.InferInput(name, t['shape'], t['datatype']); i.set_data_from_numpy(data.reshape(t['shape'])); inputs.append(i)\n\
-             \x20       result = client.infer(signature, inputs)\n\
-             \x20       outputs = [{{'name': n, 'datatype': 'FP32', 'shape': list(result.as_numpy(n).shape), 'data': result.as_numpy(n).reshape(-1).tolist()}} for n in case['outputs']]\n\
-             \x20       served.setdefault(signature, {{}})[module.__name__] = {{'outputs': outputs}}\n\
+            "import json, numpy as np, tritonclient.grpc as g\n\
+             c = g.InferenceServerClient(ADDR)\n\
              x = g.InferInput('x', [3, 1], 'FP32'); x.set_data_from_numpy(np.array([[1], [2], [5]], dtype=np.float32))\n\
-             c = g.InferenceServerClient(grpc_addr)\n\
              y = c.infer('{name}', [x]).as_numpy('y').reshape(-1).tolist()\n\
              bad = g.InferInput('x', [3, 1], 'INT32'); bad.set_data_from_numpy(np.array([[1], [2], [5]], dtype=np.int32))\n\
              try:\n    c.infer('{name}', [bad]); refused = None\n\
              except g.InferenceServerException as e:\n    refused = [str(e.status()), e.message()]\n\
              meta = c.get_model_metadata('{name}', as_json=True)\n\
-             print(json.dumps({{'served': served, 'ready': c.is_server_ready(), 'inputs': meta['inputs'], 'y': y, 'refused': refused}}))"
+             print(json.dumps({{'ready': c.is_server_ready(), 'inputs': meta['inputs'], 'y': y, 'refused': refused}}))"
         ),
     )
     .map(|text| json(text.lines().last().unwrap()));
@@ -478,17 +464,10 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
         default["outputs"][0]["data"],
         serde_json::json!([2.5, 3.0, 4.5])
     );
-    if let Some(answer) = &served {
-        for case in &cases {
-            for client in ["tritonclient.http", "tritonclient.grpc"] {
-                let what = format!("{} through {client}", case.signature);
-                assert_outputs_are(
-                    &answer["served"][&case.signature][client],
-                    &case.outputs,
-                    &what,
-                );
-            }
-        }
+    if let Some(served) = &served {
+        assert_served_as_expected(served, &cases);
+    }
+    if let Some(answer) = &over_grpc {
         assert_eq!(answer["ready"], true);
         assert_eq!(answer["inputs"][0]["name"], "x");
         assert_eq!(answer["y"], default["outputs"][0]["data"]);
@@ -515,6 +494,87 @@ fn a_savedmodel_runs_on_the_tensorflow_runtime_with_every_signature() {
         assert_outputs_are(&answer, &case.outputs, "functional_two_inputs");
     }
     drop(running);
+
+    // An MLflow folder of the tensorflow flavor (a Keras model, as mlflow.tensorflow.save_model
+    // writes it, with no serving.yaml), on the same runtime: of the requirements MLflow wrote,
+    // mlflow is not needed to serve and tensorflow-cpu and tensorflow are the runtime's own
+    // (a second TensorFlow over it would double the image); cloudpickle is installed.
+    if tool("uv").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have uv");
+        eprintln!("SKIPPED: no uv to resolve the MLflow folder's requirements.txt");
+        return;
+    }
+    let uploaded = json_of(&run_ok(
+        mlambda(home.path())
+            .args(["upload", "--json", "--check"])
+            .arg(own_fixture("mlflow/keras_tensorflow")),
+    ));
+    assert_eq!(uploaded["base"], "runtime tensorflow");
+    assert_eq!(uploaded["status"], "Finished", "{uploaded}");
+    let log = version_log(home.path(), "keras_tensorflow:1");
+    assert!(
+        log.contains(
+            "tensorflow-cpu==2.21.0, tensorflow==2.21.0 left out of requirements.txt: the base has them"
+        ),
+        "{log}"
+    );
+    let model_part = log.split("the base has them").nth(1).unwrap();
+    assert!(model_part.contains("python package cloudpickle "), "{log}");
+    assert!(!model_part.contains("python package tensorflow"), "{log}");
+    assert!(!model_part.contains("python package mlflow"), "{log}");
+    let port = free_port_pair();
+    let running = mlambda_run(home.path(), "keras_tensorflow", port);
+    wait_ready(port);
+    let stored = own_fixture("mlflow/keras_tensorflow.expected_outputs.json");
+    let served = served_through_tritonclient(port, &stored);
+    drop(running);
+    if let Some(served) = &served {
+        assert_served_as_expected(served, &expected_outputs(&stored));
+    }
+}
+
+/// Every case stored in `stored` (scripts/fixtures/make_expected.py) sent to the model named
+/// by its signature, by tritonclient's HTTP client (tensors in binary form, its default) and
+/// by its gRPC client (on `port + 1`): `{signature: {"tritonclient.http": {"outputs": […]},
+/// "tritonclient.grpc": …}}`, or `None` when skipped (never under CI). BYTES inputs that are
+/// not text are stored in base64 (`data_base64`).
+pub fn served_through_tritonclient(port: u16, stored: &Path) -> Option<serde_json::Value> {
+    let script = format!(
+        "import base64, json, numpy as np, tritonclient.http as h, tritonclient.grpc as g\n\
+         cases = json.load(open({stored:?}))\n\
+         types = {{'FP32': np.float32, 'FP64': np.float64, 'INT32': np.int32, 'INT64': np.int64, 'BOOL': bool}}\n\
+         grpc_addr = '127.0.0.1:%d' % (int(ADDR.split(':')[1]) + 1)\n\
+         served = {{}}\n\
+         for module, client in ((h, h.InferenceServerClient(ADDR)), (g, g.InferenceServerClient(grpc_addr))):\n\
+         \x20   for signature, case in cases.items():\n\
+         \x20       inputs = []\n\
+         \x20       for name, t in case['inputs'].items():\n\
+         \x20           if 'data_base64' in t:\n\
+         \x20               data = np.array([base64.b64decode(v) for v in t['data_base64']], dtype=object)\n\
+         \x20           else:\n\
+         \x20               data = np.array(t['data'], dtype=types.get(t['datatype'], object))\n\
+         \x20           i = module.InferInput(name, t['shape'], t['datatype']); i.set_data_from_numpy(data.reshape(t['shape'])); inputs.append(i)\n\
+         \x20       result = client.infer(signature, inputs)\n\
+         \x20       outputs = []\n\
+         \x20       for n in case['outputs']:\n\
+         \x20           o = result.get_output(n); array = result.as_numpy(n)\n\
+         \x20           outputs.append({{'name': n, 'datatype': o['datatype'] if isinstance(o, dict) else o.datatype, 'shape': list(array.shape), 'data': array.reshape(-1).tolist()}})\n\
+         \x20       served.setdefault(signature, {{}})[module.__name__] = {{'outputs': outputs}}\n\
+         print(json.dumps(served))"
+    );
+    tritonclient(port, &script)
+        .map(|text| serde_json::from_str(text.lines().last().unwrap()).unwrap())
+}
+
+/// What [`served_through_tritonclient`] got is what the framework computed, through both
+/// clients.
+pub fn assert_served_as_expected(served: &serde_json::Value, cases: &[Expected]) {
+    for case in cases {
+        for client in ["tritonclient.http", "tritonclient.grpc"] {
+            let what = format!("{} through {client}", case.signature);
+            assert_outputs_are(&served[&case.signature][client], &case.outputs, &what);
+        }
+    }
 }
 
 /// Runs `script` (with `ADDR` set to the server's) in a Python that has tritonclient: its
