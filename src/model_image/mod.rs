@@ -7,6 +7,7 @@ pub mod layer;
 use crate::image::{Sink, Source};
 use crate::model::payload::Payload;
 use crate::oci::{Descriptor, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
+use crate::packages::provided::{LABEL_PACKAGES, Provided};
 use crate::store::{Layout, StoreError};
 use layer::{DigestCache, Layer, LayerError, LayerOptions};
 use serde_json::{Map, Value, json};
@@ -219,6 +220,16 @@ pub fn model_config(base: &Value, layers: &[Layer], meta: &ImageMeta) -> Value {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    // What the image has, its base's packages and the model's: a model built on this image
+    // does not install them again.
+    if let Some(own) = meta.metadata.get(LABEL_PACKAGES) {
+        let base = labels
+            .get(LABEL_PACKAGES)
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let all = Provided::parse(base).and(Provided::parse(own));
+        labels.insert(LABEL_PACKAGES.into(), json!(all.label()));
+    }
     labels.insert("MODEL_NAME".into(), json!(meta.name));
     labels.insert("MODEL_TYPE".into(), json!(meta.model_type));
     if let Some(version) = &meta.version {

@@ -40,9 +40,15 @@ impl Provided {
 
     /// What a base image's config says it has (nothing when it does not say).
     pub fn of_base(config: &Value) -> Provided {
-        let label = config["config"]["Labels"][LABEL_PACKAGES]
-            .as_str()
-            .unwrap_or("");
+        Provided::parse(
+            config["config"]["Labels"][LABEL_PACKAGES]
+                .as_str()
+                .unwrap_or(""),
+        )
+    }
+
+    /// A label's value (`name==version`, space-separated).
+    pub fn parse(label: &str) -> Provided {
         Provided(
             label
                 .split_whitespace()
@@ -50,6 +56,12 @@ impl Provided {
                 .map(|(name, version)| (normalize(name), version.to_string()))
                 .collect(),
         )
+    }
+
+    /// These and `more` (whose version wins for a package in both: it was installed later).
+    pub fn and(mut self, more: Provided) -> Provided {
+        self.0.extend(more.0);
+        self
     }
 
     /// The label's value.
@@ -115,6 +127,13 @@ mod tests {
         let config = json!({"config": {"Labels": {LABEL_PACKAGES: provided.label()}}});
         assert_eq!(Provided::of_base(&config), provided);
         assert!(Provided::of_base(&json!({"config": {}})).is_empty());
+    }
+
+    #[test]
+    fn a_model_image_has_its_base_packages_and_its_own_the_later_version_winning() {
+        let all = Provided::parse("numpy==2.4.6 pandas==3.1.1")
+            .and(Provided::parse("Rich==15.0.0 numpy==2.5.0"));
+        assert_eq!(all.label(), "numpy==2.5.0 pandas==3.1.1 rich==15.0.0");
     }
 
     #[test]

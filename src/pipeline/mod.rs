@@ -192,7 +192,7 @@ pub fn build_to_layout(
             let others = base.layers.len() + payload_layer_count(&spec.payload, &options) + 1;
             let room = packages::MAX_LAYERS.saturating_sub(others);
             meta.metadata.insert(
-                "io.mlambda.python.packages".into(),
+                packages::provided::LABEL_PACKAGES.into(),
                 prepared
                     .wheels
                     .iter()

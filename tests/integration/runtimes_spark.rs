@@ -211,6 +211,22 @@ fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
         "{log}"
     );
     assert!(model_part.contains("python package rich "), "{log}");
+    // What the image has, as skopeo reads its config: the runtime's packages and the model's.
+    if tool("skopeo").is_some() {
+        let image = format!(
+            "oci:{}:1",
+            home.path().join("registry/sklearn_columns").display()
+        );
+        let config = json_of(&run_ok(
+            std::process::Command::new("skopeo").args(["inspect", "--config", &image]),
+        ));
+        let label = config["config"]["Labels"]["io.mlambda.python.packages"]
+            .as_str()
+            .unwrap_or_default();
+        for pin in ["scikit-learn==1.9.1", "pandas==3.1.1", "rich==15.0.0"] {
+            assert!(label.split(' ').any(|p| p == pin), "{pin} not in {label}");
+        }
+    }
     let port = free_port();
     let running = mlambda_run(home.path(), "sklearn_columns", port);
     for case in expected_outputs(&own_fixture("mlflow/sklearn_columns.expected_outputs.json")) {
