@@ -325,9 +325,8 @@ fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
     // scripts/fixtures/make_expected.py.
     let port = free_port();
     let _server = serve_python(&rootfs, port);
-    let cases = expected_outputs(&own_fixture(
-        "expected/onnx_pytorch_converted_test_Conv2d.expected_outputs.json",
-    ));
+    let stored = own_fixture("expected/onnx_pytorch_converted_test_Conv2d.expected_outputs.json");
+    let cases = expected_outputs(&stored);
     for case in &cases {
         let answer: serde_json::Value = serde_json::from_str(&post_json(
             port,
@@ -336,6 +335,10 @@ fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
         ))
         .unwrap();
         assert_outputs_are(&answer, &case.outputs, &case.signature);
+    }
+    // The same through tritonclient's HTTP client (the onnx runtime has no grpcio).
+    if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
+        assert_served_as_expected(&served, &cases, HTTP_ONLY);
     }
     let (status, refused) = request(
         port,
@@ -440,7 +443,7 @@ fn savedmodels_keras_files_and_mlflow_folders_run_on_the_tensorflow_runtime() {
             "serving_default"
         ]
     );
-    let served = served_through_tritonclient(port, &stored);
+    let served = served_through_tritonclient(port, &stored, HTTP_AND_GRPC);
     // tritonclient's gRPC client on the default signature, a refused request and metadata.
     let over_grpc = tritonclient(
         port + 1,
@@ -465,7 +468,7 @@ fn savedmodels_keras_files_and_mlflow_folders_run_on_the_tensorflow_runtime() {
         serde_json::json!([2.5, 3.0, 4.5])
     );
     if let Some(served) = &served {
-        assert_served_as_expected(served, &cases);
+        assert_served_as_expected(served, &cases, HTTP_AND_GRPC);
     }
     if let Some(answer) = &over_grpc {
         assert_eq!(answer["ready"], true);
@@ -526,26 +529,39 @@ fn savedmodels_keras_files_and_mlflow_folders_run_on_the_tensorflow_runtime() {
     let running = mlambda_run(home.path(), "keras_tensorflow", port);
     wait_ready(port);
     let stored = own_fixture("mlflow/keras_tensorflow.expected_outputs.json");
-    let served = served_through_tritonclient(port, &stored);
+    let served = served_through_tritonclient(port, &stored, HTTP_AND_GRPC);
     drop(running);
     if let Some(served) = &served {
-        assert_served_as_expected(served, &expected_outputs(&stored));
+        assert_served_as_expected(served, &expected_outputs(&stored), HTTP_AND_GRPC);
     }
 }
 
+/// tritonclient's HTTP and gRPC clients, for runtimes with grpcio (the tensorflow runtime).
+pub const HTTP_AND_GRPC: &[&str] = &["tritonclient.http", "tritonclient.grpc"];
+/// tritonclient's HTTP client alone, for runtimes without grpcio.
+pub const HTTP_ONLY: &[&str] = &["tritonclient.http"];
+
 /// Every case stored in `stored` (scripts/fixtures/make_expected.py) sent to the model named
-/// by its signature, by tritonclient's HTTP client (tensors in binary form, its default) and
-/// by its gRPC client (on `port + 1`): `{signature: {"tritonclient.http": {"outputs": […]},
-/// "tritonclient.grpc": …}}`, or `None` when skipped (never under CI). BYTES inputs that are
-/// not text are stored in base64 (`data_base64`).
-pub fn served_through_tritonclient(port: u16, stored: &Path) -> Option<serde_json::Value> {
+/// by its signature, by each of `clients`: tritonclient's HTTP client (tensors in binary form,
+/// its default), its gRPC client (on `port + 1`). `{signature: {"tritonclient.http":
+/// {"outputs": […]}, …}}`, or `None` when skipped (never under CI). BYTES inputs that are not
+/// text are stored in base64 (`data_base64`).
+pub fn served_through_tritonclient(
+    port: u16,
+    stored: &Path,
+    clients: &[&str],
+) -> Option<serde_json::Value> {
+    wait_ready(port);
     let script = format!(
         "import base64, json, numpy as np, tritonclient.http as h, tritonclient.grpc as g\n\
          cases = json.load(open({stored:?}))\n\
          types = {{'FP32': np.float32, 'FP64': np.float64, 'INT32': np.int32, 'INT64': np.int64, 'BOOL': bool}}\n\
          grpc_addr = '127.0.0.1:%d' % (int(ADDR.split(':')[1]) + 1)\n\
          served = {{}}\n\
-         for module, client in ((h, h.InferenceServerClient(ADDR)), (g, g.InferenceServerClient(grpc_addr))):\n\
+         wanted = {clients:?}\n\
+         for module, client in ((h, lambda: h.InferenceServerClient(ADDR)), (g, lambda: g.InferenceServerClient(grpc_addr))):\n\
+         \x20   if module.__name__ not in wanted: continue\n\
+         \x20   client = client()\n\
          \x20   for signature, case in cases.items():\n\
          \x20       inputs = []\n\
          \x20       for name, t in case['inputs'].items():\n\
@@ -558,7 +574,7 @@ pub fn served_through_tritonclient(port: u16, stored: &Path) -> Option<serde_jso
          \x20       outputs = []\n\
          \x20       for n in case['outputs']:\n\
          \x20           o = result.get_output(n); array = result.as_numpy(n)\n\
-         \x20           outputs.append({{'name': n, 'datatype': o['datatype'] if isinstance(o, dict) else o.datatype, 'shape': list(array.shape), 'data': array.reshape(-1).tolist()}})\n\
+         \x20           outputs.append({{'name': n, 'datatype': o['datatype'] if isinstance(o, dict) else o.datatype, 'shape': list(array.shape), 'data': [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()]}})\n\
          \x20       served.setdefault(signature, {{}})[module.__name__] = {{'outputs': outputs}}\n\
          print(json.dumps(served))"
     );
@@ -566,11 +582,11 @@ pub fn served_through_tritonclient(port: u16, stored: &Path) -> Option<serde_jso
         .map(|text| serde_json::from_str(text.lines().last().unwrap()).unwrap())
 }
 
-/// What [`served_through_tritonclient`] got is what the framework computed, through both
-/// clients.
-pub fn assert_served_as_expected(served: &serde_json::Value, cases: &[Expected]) {
+/// What [`served_through_tritonclient`] got is what the framework computed, through each of
+/// `clients`.
+pub fn assert_served_as_expected(served: &serde_json::Value, cases: &[Expected], clients: &[&str]) {
     for case in cases {
-        for client in ["tritonclient.http", "tritonclient.grpc"] {
+        for client in clients {
             let what = format!("{} through {client}", case.signature);
             assert_outputs_are(&served[&case.signature][client], &case.outputs, &what);
         }
@@ -727,9 +743,13 @@ fn a_tflite_model_runs_on_the_tflite_runtime() {
         port,
     );
     // What LiteRT (the version the runtime pins) computed, stored by make_expected.py.
-    let cases = expected_outputs(&own_fixture(
+    let stored = own_fixture(
         "expected/serving_saved_model_half_plus_two_tflite_with_sigdef.expected_outputs.json",
-    ));
+    );
+    let cases = expected_outputs(&stored);
+    if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
+        assert_served_as_expected(&served, &cases, HTTP_ONLY);
+    }
     for case in &cases {
         let answer: serde_json::Value = serde_json::from_str(&post_json(
             port,

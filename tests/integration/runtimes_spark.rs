@@ -4,6 +4,7 @@
 //! the same comparison for ONNX, TensorFlow, Keras and TFLite.
 
 use crate::common;
+use crate::runtimes::{HTTP_ONLY, assert_served_as_expected, served_through_tritonclient};
 
 use common::http::free_port;
 use common::rootfs::{mlambda_run, post_json, request};
@@ -141,8 +142,13 @@ fn a_spark_pipeline_runs_on_the_spark_runtime() {
     let metadata: Value =
         serde_json::from_str(&request(port, "GET", "/v2/models/serving_4", "").1).unwrap();
     assert_eq!(metadata["platform"], "spark");
-    let cases = expected_outputs(&own_fixture("spark/serving_4.expected_outputs.json"));
+    let stored = own_fixture("spark/serving_4.expected_outputs.json");
+    let cases = expected_outputs(&stored);
     assert_eq!(cases.len(), 1);
+    // Through tritonclient's HTTP client (tensors in binary form; the runtime has no grpcio).
+    if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
+        assert_served_as_expected(&served, &cases, HTTP_ONLY);
+    }
     for case in &cases {
         for model in ["serving_4", case.signature.as_str()] {
             let answer: Value = serde_json::from_str(&post_json(
@@ -229,7 +235,9 @@ fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
     }
     let port = free_port();
     let running = mlambda_run(home.path(), "sklearn_columns", port);
-    for case in expected_outputs(&own_fixture("mlflow/sklearn_columns.expected_outputs.json")) {
+    let stored = own_fixture("mlflow/sklearn_columns.expected_outputs.json");
+    let cases = expected_outputs(&stored);
+    for case in &cases {
         let answer: Value = serde_json::from_str(&post_json(
             port,
             "/v2/models/sklearn_columns/infer",
@@ -237,6 +245,9 @@ fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
         ))
         .unwrap();
         assert_outputs_are(&answer, &case.outputs, &case.signature);
+    }
+    if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
+        assert_served_as_expected(&served, &cases, HTTP_ONLY);
     }
     drop(running);
 }
