@@ -7,7 +7,6 @@ pub mod layer;
 use crate::image::{Sink, Source};
 use crate::model::payload::Payload;
 use crate::oci::{Descriptor, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest};
-use crate::packages::provided::{LABEL_PACKAGES, Provided};
 use crate::store::{Layout, StoreError};
 use layer::{DigestCache, Layer, LayerError, LayerOptions};
 use serde_json::{Map, Value, json};
@@ -27,6 +26,8 @@ pub struct ImageMeta {
     pub created: u64,
     /// How the layers of small files and the contract are compressed (gzip, or zstd on request).
     pub compression: layer::Compression,
+    /// Labels of the config beside the base's (over them when both have one).
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,15 +221,8 @@ pub fn model_config(base: &Value, layers: &[Layer], meta: &ImageMeta) -> Value {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    // What the image has, its base's packages and the model's: a model built on this image
-    // does not install them again.
-    if let Some(own) = meta.metadata.get(LABEL_PACKAGES) {
-        let base = labels
-            .get(LABEL_PACKAGES)
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let all = Provided::parse(base).and(Provided::parse(own));
-        labels.insert(LABEL_PACKAGES.into(), json!(all.label()));
+    for (key, value) in &meta.labels {
+        labels.insert(key.clone(), json!(value));
     }
     labels.insert("MODEL_NAME".into(), json!(meta.name));
     labels.insert("MODEL_TYPE".into(), json!(meta.model_type));

@@ -9,8 +9,10 @@ use crate::model::spec::ModelSpec;
 use crate::model_image::layer::{Compression, DigestCache};
 use crate::model_image::layer::{LayerOptions, payload_layer_count};
 use crate::model_image::{self, BuildError, BuiltImage, ImageMeta, ModelParts};
+use crate::packages::provided::{LABEL_PACKAGES, Provided};
 use crate::packages::{self, Prepared};
 use crate::store::{Layout, Mutability, Store, StoreError};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -180,6 +182,7 @@ pub fn build_to_layout(
         metadata: spec.metadata.clone(),
         created: source_date_epoch()?,
         compression: settings.compression,
+        labels: BTreeMap::new(),
     };
     let options = LayerOptions {
         mtime: meta.created,
@@ -191,15 +194,12 @@ pub fn build_to_layout(
         Some(prepared) => {
             let others = base.layers.len() + payload_layer_count(&spec.payload, &options) + 1;
             let room = packages::MAX_LAYERS.saturating_sub(others);
-            meta.metadata.insert(
-                packages::provided::LABEL_PACKAGES.into(),
-                prepared
-                    .wheels
-                    .iter()
-                    .map(|(w, _)| format!("{}=={}", w.name, w.version))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
+            let own = Provided::of_wheels(prepared.wheels.iter().map(|(wheel, _)| wheel));
+            // The annotation: the model's own packages; the label: what the whole image has,
+            // so that a model built on this image does not install them again.
+            meta.metadata.insert(LABEL_PACKAGES.into(), own.label());
+            let all = Provided::of_base(&base.config).and(own);
+            meta.labels.insert(LABEL_PACKAGES.into(), all.label());
             packages::install(
                 prepared,
                 base,

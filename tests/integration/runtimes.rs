@@ -498,41 +498,60 @@ fn savedmodels_keras_files_and_mlflow_folders_run_on_the_tensorflow_runtime() {
     }
     drop(running);
 
-    // An MLflow folder of the tensorflow flavor (a Keras model, as mlflow.tensorflow.save_model
-    // writes it, with no serving.yaml), on the same runtime: of the requirements MLflow wrote,
-    // mlflow is not needed to serve and tensorflow-cpu and tensorflow are the runtime's own
-    // (a second TensorFlow over it would double the image); cloudpickle is installed.
+    // MLflow folders of a Keras model, with no serving.yaml, on the same runtime: saved by
+    // the tensorflow flavor (mlflow.tensorflow.save_model) and by the keras flavor
+    // (mlflow.keras.save_model). Of the requirements MLflow wrote, mlflow is not needed to
+    // serve and TensorFlow and Keras are the runtime's own (a second TensorFlow over it would
+    // double the image); what is left (cloudpickle) is installed.
     if tool("uv").is_none() {
         assert!(std::env::var_os("CI").is_none(), "CI must have uv");
-        eprintln!("SKIPPED: no uv to resolve the MLflow folder's requirements.txt");
+        eprintln!("SKIPPED: no uv to resolve the MLflow folders' requirements.txt");
         return;
     }
-    let uploaded = json_of(&run_ok(
-        mlambda(home.path())
-            .args(["upload", "--json", "--check"])
-            .arg(own_fixture("mlflow/keras_tensorflow")),
-    ));
-    assert_eq!(uploaded["base"], "runtime tensorflow");
-    assert_eq!(uploaded["status"], "Finished", "{uploaded}");
-    let log = version_log(home.path(), "keras_tensorflow:1");
-    assert!(
-        log.contains(
-            "tensorflow-cpu==2.21.0, tensorflow==2.21.0 left out of requirements.txt: the base has them"
+    for (folder, left_out, installed) in [
+        (
+            "keras_tensorflow",
+            "tensorflow-cpu==2.21.0, tensorflow==2.21.0",
+            Some("cloudpickle"),
         ),
-        "{log}"
-    );
-    let model_part = log.split("the base has them").nth(1).unwrap();
-    assert!(model_part.contains("python package cloudpickle "), "{log}");
-    assert!(!model_part.contains("python package tensorflow"), "{log}");
-    assert!(!model_part.contains("python package mlflow"), "{log}");
-    let port = free_port_pair();
-    let running = mlambda_run(home.path(), "keras_tensorflow", port);
-    wait_ready(port);
-    let stored = own_fixture("mlflow/keras_tensorflow.expected_outputs.json");
-    let served = served_through_tritonclient(port, &stored, HTTP_AND_GRPC);
-    drop(running);
-    if let Some(served) = &served {
-        assert_served_as_expected(served, &expected_outputs(&stored), HTTP_AND_GRPC);
+        (
+            "keras_flavor",
+            "keras==3.15.1, tensorflow-cpu==2.21.0",
+            None,
+        ),
+    ] {
+        let uploaded = json_of(&run_ok(
+            mlambda(home.path())
+                .args(["upload", "--json", "--check"])
+                .arg(own_fixture(&format!("mlflow/{folder}"))),
+        ));
+        assert_eq!(uploaded["base"], "runtime tensorflow", "{folder}");
+        assert_eq!(uploaded["status"], "Finished", "{uploaded}");
+        let log = version_log(home.path(), &format!("{folder}:1"));
+        assert!(
+            log.contains(&format!(
+                "{left_out} left out of requirements.txt: the base has them"
+            )),
+            "{log}"
+        );
+        let model_part = log.split("the base has them").nth(1).unwrap();
+        if let Some(package) = installed {
+            assert!(
+                model_part.contains(&format!("python package {package} ")),
+                "{log}"
+            );
+        }
+        assert!(!model_part.contains("python package tensorflow"), "{log}");
+        assert!(!model_part.contains("python package keras"), "{log}");
+        assert!(!model_part.contains("python package mlflow"), "{log}");
+        let port = free_port_pair();
+        let running = mlambda_run(home.path(), folder, port);
+        let stored = own_fixture(&format!("mlflow/{folder}.expected_outputs.json"));
+        let served = served_through_tritonclient(port, &stored, HTTP_AND_GRPC);
+        drop(running);
+        if let Some(served) = &served {
+            assert_served_as_expected(served, &expected_outputs(&stored), HTTP_AND_GRPC);
+        }
     }
 }
 
