@@ -6,7 +6,8 @@ use crate::common;
 use crate::runtimes_spark::{Expected, assert_outputs_are, expected_outputs};
 use common::http::free_port;
 use common::rootfs::{
-    can_chroot, chroot, mlambda_run, post_json, request, serve_python, unpacked, wait_ready,
+    can_chroot, chroot, mlambda_run, post_json, request, request_with, serve_python, unpacked,
+    wait_ready,
 };
 use common::*;
 use std::path::Path;
@@ -152,6 +153,51 @@ fn the_tokenizer_runs_on_the_python_runtime_built_on_first_upload() {
             "{body}: {answer}"
         );
     }
+    // Tensors in binary form (the binary-data extension) that do not add up: 400 saying how.
+    let header = r#"{"inputs": [{"name": "input_text", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 100}}]}"#;
+    let element = b"\x02\x00\x00\x00hi";
+    let binary_refused = [
+        (
+            header.len(),
+            element.len(),
+            "binary_data_size 100 runs past the 6 bytes after the JSON",
+        ),
+        (
+            header.len() + 100,
+            0,
+            "is not a length within the request's",
+        ),
+    ];
+    for (json_length, binary, message) in binary_refused {
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(&element[..binary]);
+        let (status, answer) = request_with(
+            port,
+            "POST",
+            "/v2/models/example_tokenizer_model/infer",
+            &format!("Inference-Header-Content-Length: {json_length}\r\n"),
+            &body,
+        );
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains(message), "{answer}");
+    }
+    let exact = header.replace("100", "6");
+    let mut body = exact.as_bytes().to_vec();
+    body.extend_from_slice(element);
+    body.extend_from_slice(b"extra");
+    let (status, answer) = request_with(
+        port,
+        "POST",
+        "/v2/models/example_tokenizer_model/infer",
+        &format!("Inference-Header-Content-Length: {}\r\n", exact.len()),
+        &body,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer
+            .contains("has 11 bytes after its JSON, but its inputs' binary_data_size add up to 6"),
+        "{answer}"
+    );
     for path in [
         "/v2/models/detokenize/infer",
         "/v2/models/tokenize/versions/2/infer",

@@ -36,16 +36,28 @@ pub fn chroot(rootfs: &Path, args: &[&str]) -> String {
 /// A minimal HTTP/1.1 request on loopback, retried while the server starts: the status and
 /// the body.
 pub fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    request_with(port, method, path, "", body.as_bytes())
+}
+
+/// [`request`] with more header lines (each ending in `\r\n`) and a body of any bytes.
+pub fn request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             write!(
                 stream,
-                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
                 body.len()
             )
             .unwrap();
+            stream.write_all(body).unwrap();
             let mut response = String::new();
             stream.read_to_string(&mut response).unwrap();
             let (head, body) = response.split_once("\r\n\r\n").unwrap();
