@@ -3,6 +3,7 @@
 
 use super::ModelArgs;
 use super::output::print_json;
+use crate::base::Runtime;
 use crate::packages::fetch::{Fetcher, Sources, WheelCache};
 use crate::packages::provided::Provided;
 use crate::packages::target::PythonTarget;
@@ -42,7 +43,8 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
         json,
     } = command;
     let spec = model.load()?;
-    let target = target_for(&spec.model_type, platform.as_deref())?;
+    let runtime = python_runtime(&spec.model_type);
+    let target = target_for(runtime.as_ref(), platform.as_deref())?;
     std::fs::create_dir_all(&into)
         .map_err(|e| anyhow::anyhow!("--into {}: {e}", into.display()))?;
     let sources = Sources {
@@ -52,7 +54,7 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
     };
     let mut fetcher = Fetcher::new(WheelCache::new(home.wheel_cache()), sources);
     let mut log = |line: String| eprintln!("{line}");
-    let provided = provided_by_runtime(&spec.model_type, &target)?;
+    let provided = provided_by(runtime.as_ref(), &target)?;
     let Some(resolved) =
         resolve::lock_for(&spec.dir, &target, &provided, &mut fetcher, &[], &mut log)?
     else {
@@ -100,10 +102,15 @@ pub fn run(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The Python the model's runtime has (base-images/catalog.yaml), for `platform`.
-fn target_for(model_type: &str, platform: Option<&str>) -> anyhow::Result<PythonTarget> {
-    let runtime = crate::base::runtime_for(model_type).filter(|r| r.python.is_some());
-    let runtime = runtime.or_else(|| crate::base::runtime("python-3.11"));
+/// The model's runtime (base-images/catalog.yaml) when it has Python, else `python-3.11`.
+fn python_runtime(model_type: &str) -> Option<Runtime> {
+    crate::base::runtime_for(model_type)
+        .filter(|r| r.python.is_some())
+        .or_else(|| crate::base::runtime("python-3.11"))
+}
+
+/// The Python the runtime has, for `platform`.
+fn target_for(runtime: Option<&Runtime>, platform: Option<&str>) -> anyhow::Result<PythonTarget> {
     let (python, glibc) = runtime
         .and_then(|r| Some((r.python.clone()?, r.glibc_version()?)))
         .unwrap_or_else(|| ("3.11".to_string(), (2, 36)));
@@ -118,11 +125,11 @@ fn target_for(model_type: &str, platform: Option<&str>) -> anyhow::Result<Python
     PythonTarget::for_platform(&python, &architecture, glibc).map_err(anyhow::Error::msg)
 }
 
-/// The packages the model's runtime installs (its lock), which `upload` will not install again.
-fn provided_by_runtime(model_type: &str, target: &PythonTarget) -> anyhow::Result<Provided> {
-    let Some(text) = crate::base::runtime_for(model_type).and_then(|r| r.wheels) else {
+/// The packages the runtime installs (its lock), which `upload` will not install again.
+fn provided_by(runtime: Option<&Runtime>, target: &PythonTarget) -> anyhow::Result<Provided> {
+    let Some(text) = runtime.and_then(|r| r.wheels.as_deref()) else {
         return Ok(Provided::default());
     };
-    let lock = lock::read_pylock(&text, "the runtime's lock", target)?;
+    let lock = lock::read_pylock(text, "the runtime's lock", target)?;
     Ok(Provided::of_wheels(&lock.packages))
 }

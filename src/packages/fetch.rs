@@ -460,7 +460,7 @@ pub fn hash_file(path: &Path) -> Result<String, PackagesError> {
     Ok(digest.trim_start_matches("sha256:").to_string())
 }
 
-fn io_error(path: &Path, source: io::Error) -> PackagesError {
+pub(super) fn io_error(path: &Path, source: io::Error) -> PackagesError {
     PackagesError::Io {
         path: path.display().to_string(),
         source,

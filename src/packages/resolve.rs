@@ -5,7 +5,7 @@
 //! again, so a rebuild gets the same packages and needs no network.
 
 use super::PackagesError;
-use super::fetch::Fetcher;
+use super::fetch::{Fetcher, io_error};
 use super::lock::{Lock, read_pylock};
 use super::provided::Provided;
 use super::requirements::{FileOptions, Requirements, read_requirements};
@@ -113,24 +113,13 @@ pub fn lock_for(
                     lock_dir: None,
                 }
             } else {
-                // uv reads a file: the one given, or its text without mlflow beside it.
+                // uv reads a file: the one given, or its text without what was left out.
                 let edited;
                 let file = if text == given {
                     path.clone()
                 } else {
-                    edited = tempfile::Builder::new()
-                        .prefix("mlambda-requirements-")
-                        .tempdir()
-                        .map_err(|e| PackagesError::Io {
-                            path: std::env::temp_dir().display().to_string(),
-                            source: e,
-                        })?;
-                    let file = edited.path().join(REQUIREMENTS);
-                    std::fs::write(&file, &text).map_err(|e| PackagesError::Io {
-                        path: file.display().to_string(),
-                        source: e,
-                    })?;
-                    file
+                    edited = temp_dir("mlambda-requirements-")?;
+                    write_file(&edited.path().join(REQUIREMENTS), &text)?
                 };
                 let mut lock = uv_compile(&file, target, provided, fetcher, &options, log)?;
                 let shared: Vec<String> = lock
@@ -221,13 +210,7 @@ fn uv_compile(
     let uv = uv_program().ok_or_else(|| PackagesError::NeedsUv {
         origin: requirements.display().to_string(),
     })?;
-    let out = tempfile::Builder::new()
-        .prefix("mlambda-lock-")
-        .tempdir()
-        .map_err(|e| PackagesError::Io {
-            path: std::env::temp_dir().display().to_string(),
-            source: e,
-        })?;
+    let out = temp_dir("mlambda-lock-")?;
     let lock_path = out.path().join(PYLOCK);
     let mut command = Command::new(&uv);
     command
@@ -242,11 +225,10 @@ fn uv_compile(
         .arg(requirements);
     if !provided.is_empty() {
         // The base's versions, so that what the model needs beside them fits what is there.
-        let constraints = out.path().join("base-constraints.txt");
-        std::fs::write(&constraints, provided.constraints()).map_err(|e| PackagesError::Io {
-            path: constraints.display().to_string(),
-            source: e,
-        })?;
+        let constraints = write_file(
+            &out.path().join("base-constraints.txt"),
+            &provided.constraints(),
+        )?;
         command.arg("--constraint").arg(&constraints);
     }
     let sources = &fetcher.sources;
@@ -284,10 +266,20 @@ fn uv_compile(
 }
 
 fn read_text(path: &Path) -> Result<String, PackagesError> {
-    std::fs::read_to_string(path).map_err(|source| PackagesError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|e| io_error(path, e))
+}
+
+/// Writes `text` to `path` and returns the path.
+fn write_file(path: &Path, text: &str) -> Result<PathBuf, PackagesError> {
+    std::fs::write(path, text).map_err(|e| io_error(path, e))?;
+    Ok(path.to_path_buf())
+}
+
+fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, PackagesError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| io_error(&std::env::temp_dir(), e))
 }
 
 /// The requirements without what serving has already (lines blanked, so that line numbers in
