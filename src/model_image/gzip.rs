@@ -253,11 +253,8 @@ impl Buffers {
             mut dictionary,
             ..
         } = deflated;
-        // The last piece's input is no piece's size: not worth keeping.
-        if input.capacity() > 0 {
-            input.clear();
-            self.inputs.push(input);
-        }
+        input.clear();
+        self.inputs.push(input);
         bytes.clear();
         self.outputs.push(bytes);
         dictionary.clear();
