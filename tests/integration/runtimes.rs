@@ -3,7 +3,9 @@
 
 use crate::common;
 
-use crate::runtimes_spark::{Expected, assert_outputs_are, expected_outputs};
+use crate::runtimes_spark::{
+    Expected, assert_outputs_are, expected_outputs, json_answers_as_expected,
+};
 use common::http::free_port;
 use common::rootfs::{
     can_chroot, chroot, mlambda_run, post_json, request, request_with, serve_python, unpacked,
@@ -373,15 +375,7 @@ fn an_onnx_model_runs_on_the_onnx_runtime_assembled_on_first_use() {
     let _server = serve_python(&rootfs, port);
     let stored = own_fixture("expected/onnx_pytorch_converted_test_Conv2d.expected_outputs.json");
     let cases = expected_outputs(&stored);
-    for case in &cases {
-        let answer: serde_json::Value = serde_json::from_str(&post_json(
-            port,
-            "/v2/models/onnx_pytorch_converted_test_conv2d/infer",
-            &case.request,
-        ))
-        .unwrap();
-        assert_outputs_are(&answer, &case.outputs, &case.signature);
-    }
+    json_answers_as_expected(port, Some("onnx_pytorch_converted_test_conv2d"), &cases);
     // The same through tritonclient's HTTP client (the onnx runtime has no grpcio).
     if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
         assert_served_as_expected(&served, &cases, HTTP_ONLY);
@@ -534,14 +528,7 @@ fn savedmodels_keras_files_and_mlflow_folders_run_on_the_tensorflow_runtime() {
     let cases = expected_outputs(&own_fixture(
         "keras/functional_two_inputs.expected_outputs.json",
     ));
-    for case in &cases {
-        let answer = json(&post_json(
-            port,
-            "/v2/models/functional_two_inputs/infer",
-            &case.request,
-        ));
-        assert_outputs_are(&answer, &case.outputs, "functional_two_inputs");
-    }
+    json_answers_as_expected(port, Some("functional_two_inputs"), &cases);
     drop(running);
 
     // MLflow folders of a Keras model, with no serving.yaml, on the same runtime: saved by
@@ -815,14 +802,7 @@ fn a_tflite_model_runs_on_the_tflite_runtime() {
     if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
         assert_served_as_expected(&served, &cases, HTTP_ONLY);
     }
-    for case in &cases {
-        let answer: serde_json::Value = serde_json::from_str(&post_json(
-            port,
-            &format!("/v2/models/{}/infer", case.signature),
-            &case.request,
-        ))
-        .unwrap();
-        assert_outputs_are(&answer, &case.outputs, &case.signature);
+    for answer in json_answers_as_expected(port, None, &cases) {
         assert_eq!(answer["outputs"][0]["data"], serde_json::json!([4.5]));
     }
     drop(running);

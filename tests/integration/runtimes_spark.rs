@@ -92,6 +92,22 @@ pub fn assert_outputs_are(answer: &Value, expected: &Map<String, Value>, what: &
     }
 }
 
+/// Each case sent as plain JSON, as curl sends it, to `/v2/models/{model}/infer` (the case's
+/// signature when `model` is `None`): the answers, each the framework's outputs.
+pub fn json_answers_as_expected(port: u16, model: Option<&str>, cases: &[Expected]) -> Vec<Value> {
+    cases
+        .iter()
+        .map(|case| {
+            let model = model.unwrap_or(&case.signature);
+            let path = format!("/v2/models/{model}/infer");
+            let answer: Value =
+                serde_json::from_str(&post_json(port, &path, &case.request)).unwrap();
+            assert_outputs_are(&answer, &case.outputs, model);
+            answer
+        })
+        .collect()
+}
+
 /// Waits for `/v2/health/ready`: Spark's JVM and the pipeline take a minute to load on a
 /// busy machine, longer than other runtimes.
 fn wait_ready_for(port: u16, seconds: u64) {
@@ -149,17 +165,9 @@ fn a_spark_pipeline_runs_on_the_spark_runtime() {
     if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
         assert_served_as_expected(&served, &cases, HTTP_ONLY);
     }
-    for case in &cases {
-        for model in ["serving_4", case.signature.as_str()] {
-            let answer: Value = serde_json::from_str(&post_json(
-                port,
-                &format!("/v2/models/{model}/infer"),
-                &case.request,
-            ))
-            .unwrap();
-            assert_outputs_are(&answer, &case.outputs, model);
-        }
-    }
+    // By the model's name and by the signature's.
+    json_answers_as_expected(port, Some("serving_4"), &cases);
+    json_answers_as_expected(port, None, &cases);
     // One request is one row: a scalar column given two values is refused by the contract.
     let (status, refused) = request(
         port,
@@ -237,15 +245,7 @@ fn an_mlflow_sklearn_folder_runs_on_the_scikit_learn_runtime() {
     let running = mlambda_run(home.path(), "sklearn_columns", port);
     let stored = own_fixture("mlflow/sklearn_columns.expected_outputs.json");
     let cases = expected_outputs(&stored);
-    for case in &cases {
-        let answer: Value = serde_json::from_str(&post_json(
-            port,
-            "/v2/models/sklearn_columns/infer",
-            &case.request,
-        ))
-        .unwrap();
-        assert_outputs_are(&answer, &case.outputs, &case.signature);
-    }
+    json_answers_as_expected(port, Some("sklearn_columns"), &cases);
     if let Some(served) = served_through_tritonclient(port, &stored, HTTP_ONLY) {
         assert_served_as_expected(&served, &cases, HTTP_ONLY);
     }
