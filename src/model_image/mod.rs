@@ -3,6 +3,7 @@
 
 pub mod gzip;
 pub mod layer;
+pub mod splice;
 
 use crate::image::{Sink, Source};
 use crate::model::payload::Payload;
