@@ -5,13 +5,19 @@
 //! concatenate into one valid deflate stream) and the last one finishes the stream. The writer
 //! thread puts the pieces out in order, between a gzip header and the CRC-32 + length trailer.
 //!
-//! The bytes depend only on the input, the level and the piece size: never on the number of
-//! threads, on timing or on how the input was split into writes. A stream of at most one piece
+//! A file that comes deflated already (a wheel's zip entry) is put in as it is, between two
+//! pieces ([`ParallelGzEncoder::write_deflated`]): deflating it again was most of the time of
+//! installing Python packages as layers.
+//!
+//! The bytes depend only on the input (and where deflated files are put in), the level and the
+//! piece size: never on the number of threads, on timing or on how the input was split into
+//! writes. A stream of at most one piece
 //! is deflated on the calling thread and starts no thread.
 
+use super::splice::splice;
 use flate2::{Compress, Crc, FlushCompress, Status};
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -151,6 +157,35 @@ impl<W: Write> ParallelGzEncoder<W> {
         Ok(())
     }
 
+    /// Puts a raw deflate stream (a wheel's zip entry) into the gzip stream as it is, rather
+    /// than deflating its bytes again: the piece being filled is sent off (it ends with a sync
+    /// flush, on a byte), the pieces in flight are put out, then the stream's own blocks, made
+    /// to go on ([`splice`]). Its inflated bytes go to `inflated` and count in the CRC, the
+    /// length and the next piece's dictionary. Returns how many there were.
+    pub fn write_deflated(
+        &mut self,
+        raw: &mut impl Read,
+        inflated: &mut impl Write,
+    ) -> io::Result<u64> {
+        if !self.pending.is_empty() {
+            self.send(false)?;
+        }
+        while !self.in_flight.is_empty() {
+            self.put_out_oldest()?;
+        }
+        self.write_header()?;
+        let mut seen = Seen {
+            inner: inflated,
+            crc: Crc::new(),
+            tail: std::mem::take(&mut self.dictionary),
+        };
+        let length = splice(raw, &mut self.inner, &mut seen)?;
+        self.crc.combine(&seen.crc);
+        self.total += length;
+        self.dictionary = seen.tail;
+        Ok(length)
+    }
+
     fn put_out_oldest(&mut self) -> io::Result<()> {
         let Some(result) = self.in_flight.pop_front() else {
             return Ok(());
@@ -200,6 +235,30 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
         while !self.in_flight.is_empty() {
             self.put_out_oldest()?;
         }
+        self.inner.flush()
+    }
+}
+
+/// A spliced stream's inflated bytes on their way: into its CRC, and its last [`WINDOW`]
+/// bytes (after those before it) kept as the next piece's dictionary.
+struct Seen<'a, W> {
+    inner: &'a mut W,
+    crc: Crc,
+    tail: Vec<u8>,
+}
+
+impl<W: Write> Write for Seen<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let buf = &buf[..n];
+        self.crc.update(buf);
+        let keep = buf.len().min(WINDOW);
+        let drop = (self.tail.len() + keep).saturating_sub(WINDOW);
+        self.tail.drain(..drop);
+        self.tail.extend_from_slice(&buf[buf.len() - keep..]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
 }
@@ -396,7 +455,6 @@ fn deflate_pieces(queue: &Mutex<Receiver<Job>>, level: u32) {
 mod tests {
     use super::*;
     use flate2::read::GzDecoder;
-    use std::io::Read;
     use std::process::{Command, Stdio};
 
     /// Bytes that compress some but not all: text lines with counters, and noise.
@@ -507,6 +565,54 @@ mod tests {
         single.write_all(&input).unwrap();
         let single = single.finish().unwrap().len();
         assert!(parallel < single + single / 50, "{parallel} vs {single}");
+    }
+
+    /// Plain stretches and deflated files in turns, as a package layer has them.
+    fn gzip_with_deflated(parts: &[(bool, Vec<u8>)], threads: usize, piece: usize) -> Vec<u8> {
+        let mut encoder = ParallelGzEncoder::with_threads(Vec::new(), 6, threads, piece);
+        for (deflated, bytes) in parts {
+            if *deflated {
+                let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), Default::default());
+                raw.write_all(bytes).unwrap();
+                let raw = raw.finish().unwrap();
+                let mut inflated = Vec::new();
+                let length = encoder
+                    .write_deflated(&mut &raw[..], &mut inflated)
+                    .unwrap();
+                assert_eq!((length, &inflated), (bytes.len() as u64, bytes));
+            } else {
+                encoder.write_all(bytes).unwrap();
+            }
+        }
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn deflated_files_are_put_in_as_they_are() {
+        let piece = 64 * 1024;
+        let parts = [
+            (true, sample(100_000)),
+            (false, sample(3 * piece + 5)),
+            (true, sample(10)),
+            (true, sample(40_000)),
+            (false, sample(700)),
+            (true, sample(2 * piece)),
+        ];
+        let input: Vec<u8> = parts.iter().flat_map(|(_, b)| b.clone()).collect();
+        let one = gzip_with_deflated(&parts, 1, piece);
+        assert_eq!(gzip_with_deflated(&parts, 4, piece), one, "4 threads");
+        assert_eq!(gunzip_with_flate2(&one), input, "flate2");
+        if let Some(out) = pipe("gzip", &["-dc"], &one) {
+            assert_eq!(out, input, "gzip -dc");
+        }
+        let python =
+            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))";
+        if let Some(out) = pipe("python3", &["-c", python], &one) {
+            assert_eq!(out, input, "python's gzip");
+        }
+        // Ending with a deflated file: the last piece is empty and ends the stream.
+        let last = gzip_with_deflated(&parts[..1], 2, piece);
+        assert_eq!(gunzip_with_flate2(&last), parts[0].1);
     }
 
     #[test]

@@ -391,6 +391,56 @@ impl Write for TarSink {
     }
 }
 
+impl TarSink {
+    /// A file's raw deflate stream: put into a gzip layer as it is, inflated into any other.
+    /// Its inflated bytes also go to `seen`; returns how many there were.
+    fn write_deflated(&mut self, raw: &mut impl Read, seen: &mut impl Write) -> io::Result<u64> {
+        let TarSink { encoder, diff_id } = self;
+        if let Encoder::Gzip(gz) = encoder {
+            return gz.write_deflated(
+                raw,
+                &mut Hashed {
+                    diff_id,
+                    inner: seen,
+                },
+            );
+        }
+        let mut inflated = flate2::read::DeflateDecoder::new(raw);
+        let mut buffer = vec![0u8; COPY_BUFFER];
+        let mut length = 0u64;
+        loop {
+            let n = match inflated.read(&mut buffer) {
+                Ok(0) => return Ok(length),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            seen.write_all(&buffer[..n])?;
+            self.write_all(&buffer[..n])?;
+            length += n as u64;
+        }
+    }
+}
+
+/// Bytes on their way to `inner`, hashed for the diff_id as they pass (when it is wanted).
+struct Hashed<'a, W> {
+    diff_id: &'a mut Option<Hasher>,
+    inner: &'a mut W,
+}
+
+impl<W: Write> Write for Hashed<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(hasher) = self.diff_id {
+            hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// The piece in which a file's bytes are read and passed on: tar's own copy goes 8 KiB at a
 /// time, which costs a read syscall and a trip through every writer per 8 KiB.
 const COPY_BUFFER: usize = 1 << 20;
@@ -462,6 +512,33 @@ impl LayerTar {
         data: impl Read,
     ) -> io::Result<()> {
         self.builder.append_data(header, path, data)
+    }
+
+    /// Appends a file whose bytes come as a raw deflate stream (a wheel's zip entry), `header`
+    /// giving their inflated size: into a gzip layer the deflated bytes go as they are, not
+    /// deflated again. The inflated bytes are also written to `seen`, for the caller's checks.
+    /// A stream that does not inflate to the header's size is an `InvalidData` error.
+    pub fn append_deflated(
+        &mut self,
+        header: &mut tar::Header,
+        path: &str,
+        raw: &mut impl Read,
+        seen: &mut impl Write,
+    ) -> io::Result<()> {
+        let size = header.size()?;
+        self.builder.append_data(header, path, io::empty())?;
+        let mut limited = AtMost {
+            inner: seen,
+            left: size,
+        };
+        let length = self.builder.get_mut().write_deflated(raw, &mut limited)?;
+        if length != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("inflates to {length} bytes, not the {size} its zip header says"),
+            ));
+        }
+        self.pad(length)
     }
 
     /// Appends a symlink or hard link entry.
@@ -605,6 +682,30 @@ impl LayerTar {
             diff_id,
             comment,
         })
+    }
+}
+
+/// Fails once more than `left` bytes come: a deflated file that inflates past its size (a
+/// zip bomb) is stopped there, not written out whole.
+struct AtMost<'a, W> {
+    inner: &'a mut W,
+    left: u64,
+}
+
+impl<W: Write> Write for AtMost<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "inflates to more bytes than its zip header says",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
