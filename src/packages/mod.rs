@@ -328,7 +328,7 @@ impl LayerRecord {
 }
 
 /// Bumped whenever the bytes of a package layer change for the same wheels and scheme.
-const INSTALL_FORMAT: u32 = 2;
+const INSTALL_FORMAT: u32 = 3;
 
 fn install_group(
     group: &[&(LockedWheel, PathBuf)],

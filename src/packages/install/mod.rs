@@ -15,6 +15,7 @@
 //! (scripts.rs), where every file goes (plan.rs), and streaming the files into the tar
 //! (write.rs).
 
+mod beside;
 mod plan;
 mod record;
 mod scripts;
