@@ -17,6 +17,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/mlambda-bench-packages.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 uv=${MLAMBDA_UV:-$(command -v uv)}
+# uv's cache of its own, gone with the run: uv keeps one unpacked copy (1.4 GB for TensorFlow)
+# per wheel path, and the wheelhouse's path is new every run.
+export UV_CACHE_DIR=$work/uv-cache
 
 if [ -n "${MLAMBDA_BIN:-}" ]; then
     bin=$MLAMBDA_BIN
@@ -90,10 +93,14 @@ second_s=$(echo "$(seconds) - $start" | bc)
 "$bin" show second:1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["log"])' >"$work/second.log"
 rebuilt=$(grep -c 'python package' "$work/second.log" || true)
 cached=$(grep -c 'python package.*(cached)' "$work/second.log" || true)
+# The size of the first model's package layers, from its build log.
+"$bin" show first:1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["log"])' >"$work/first.log"
+layer_mb=$(grep 'python package' "$work/first.log" | sed -n 's/.*(\([0-9]*\) bytes).*/\1/p' |
+    awk '{ total += $1 } END { printf "%d", total / 1000000 }')
 
 printf 'packages: %s (%d wheels, %d MB), %s MB installed\n' "$PACKAGES" "$wheels" $((bytes / 1000000)) \
     "$(du -sm "$work/target" | cut -f1)"
-printf '(P1) mlambda packages → layers: %.2f s (peak RSS %s MiB); uv install --target + tar: %.2f s (%.2fx); gzip -1 of that tar alone: %.2f s\n' \
-    "$mlambda_s" "$rss_mib" "$uv_s" "$(echo "$mlambda_s / $uv_s" | bc -l)" "$gzip_s"
+printf '(P1) mlambda packages → layers: %.2f s (peak RSS %s MiB, layers %s MB); uv install --target + tar: %.2f s (%.2fx); gzip -1 of that tar alone: %.2f s\n' \
+    "$mlambda_s" "$rss_mib" "$layer_mb" "$uv_s" "$(echo "$mlambda_s / $uv_s" | bc -l)" "$gzip_s"
 printf '(P2) second model on the same packages: %.2f s; package layers %d, of which remembered %d\n' \
     "$second_s" "$rebuilt" "$cached"

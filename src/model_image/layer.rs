@@ -817,6 +817,65 @@ mod tests {
         error
     }
 
+    /// A layer of one file appended from its raw deflate stream; the tar read back.
+    fn deflated_layer(bytes: &[u8], size: u64, compression: Compression) -> io::Result<Vec<u8>> {
+        let store = tempfile::tempdir().unwrap();
+        let layout = Layout::create(store.path()).unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), Default::default());
+        raw.write_all(bytes).unwrap();
+        let raw = raw.finish().unwrap();
+        let mut tar = LayerTar::start(&layout, compression).unwrap();
+        let mut header = header(
+            tar::EntryType::Regular,
+            0o644,
+            size,
+            &LayerOptions::default(),
+        );
+        let mut seen = Vec::new();
+        tar.append_deflated(&mut header, "lib/weights.so", &mut &raw[..], &mut seen)?;
+        assert_eq!(seen, bytes);
+        let layer = tar.finish(&layout, "test".into()).unwrap();
+        let blob = layout.open_blob(&layer.descriptor.digest).unwrap();
+        let mut plain = Vec::new();
+        match compression {
+            Compression::None => io::BufReader::new(blob).read_to_end(&mut plain),
+            Compression::Gzip => flate2::read::GzDecoder::new(blob).read_to_end(&mut plain),
+            Compression::Zstd => zstd::stream::read::Decoder::new(blob)?.read_to_end(&mut plain),
+        }?;
+        assert_eq!(layer.diff_id, crate::oci::digest::sha256_of(&plain));
+        Ok(plain)
+    }
+
+    #[test]
+    fn a_deflated_file_is_the_same_file_in_every_compression() {
+        let bytes: Vec<u8> = (0..200_000u64).map(|i| (i * i % 251) as u8).collect();
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let plain = deflated_layer(&bytes, bytes.len() as u64, compression).unwrap();
+            let mut archive = tar::Archive::new(&plain[..]);
+            let mut entries = archive.entries().unwrap();
+            let mut entry = entries.next().unwrap().unwrap();
+            assert_eq!(entry.path().unwrap().to_str(), Some("lib/weights.so"));
+            let mut got = Vec::new();
+            entry.read_to_end(&mut got).unwrap();
+            assert!(got == bytes, "{compression:?}");
+        }
+    }
+
+    #[test]
+    fn a_deflated_file_that_is_not_its_size_fails() {
+        let bytes = vec![7u8; 100_000];
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            for size in [99_999, 100_001] {
+                let error = deflated_layer(&bytes, size, compression).unwrap_err();
+                assert_eq!(
+                    error.kind(),
+                    io::ErrorKind::InvalidData,
+                    "{compression:?} {size}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn an_unchanged_file_is_appended() {
         let dir = tempfile::tempdir().unwrap();
