@@ -2,7 +2,10 @@
 # Python packages into image layers, as ratios to a peer measured in the same run:
 #   (P1) installing the TensorFlow packages (tensorflow-cpu and its dependencies, locked by uv
 #        for cp311 manylinux_2_36_x86_64) as image layers, wheels already in the cache, vs
-#        `uv pip install --target` of the same lock (uv's cache warm) + `tar` of the result
+#        `uv pip install --offline --target` of the same wheels + `tar` of the result, uv's
+#        cache empty (cold: uv unpacks the wheels, as mlambda does)
+#   (P1') the same uv install with uv's cache warm (the wheels unpacked already: it links the
+#        files), + tar; mlambda's counterpart is (P2), its layers remembered
 #   (P2) a second model on the same packages: its build time, and the package layers built
 #        again (none: they are remembered by the wheels' hashes)
 # Usage: benches/packages.sh       (PACKAGES="tensorflow-cpu" by default)
@@ -50,12 +53,15 @@ bytes=$(cat "$work/wheelhouse"/*.whl | wc -c)
 "$uv" pip install --quiet --target "$work/warm" --python-version 3.11 \
     --python-platform x86_64-manylinux_2_36 --no-deps -r "$lock"
 rm -rf "$work/warm"
+# Every timed step starts with nothing left to write back from the one before.
+sync
 
 # (P1) mlambda: wheels → one layer each (unzip, check RECORD, tar, gzip, hash, store), into a
 # copy of the prepared home (runtime and wheels, no package layer yet); sets $mlambda_s, $rss_mib.
 p1() {
     rm -rf "$work/home-p1"
     cp -a "$home" "$work/home-p1"
+    sync
     local start
     start=$(seconds)
     MLAMBDA_HOME=$work/home-p1 /usr/bin/time -f %M -o "$work/first.rss" \
@@ -76,12 +82,23 @@ else
     p1 "$bin"
 fi
 export MLAMBDA_HOME=$work/home-p1
-# uv: the same lock into a folder (from its cache), then a tar of it.
-start=$(seconds)
-"$uv" pip install --quiet --target "$work/target" --python-version 3.11 \
-    --python-platform x86_64-manylinux_2_36 --no-deps -r "$lock"
-tar -cf "$work/target.tar" -C "$work/target" .
-uv_s=$(echo "$(seconds) - $start" | bc)
+# uv, offline as mlambda is (online, uv asks PyPI again about every wheel of the lock, which
+# took 5-15 s here): the same wheels into a folder, then a tar of it. Cold: a new cache of its
+# own, so that uv unpacks every wheel; warm: the cache the lock's install filled.
+uv_install() {
+    sync
+    local start
+    start=$(seconds)
+    UV_CACHE_DIR=$1 "$uv" pip install --quiet --offline --target "$work/target" --python-version 3.11 \
+        --python-platform x86_64-manylinux_2_36 --no-deps "${@:2}"
+    tar -cf "$work/target.tar" -C "$work/target" .
+    uv_s=$(echo "$(seconds) - $start" | bc)
+}
+uv_install "$work/uv-cold" "$work/wheelhouse"/*.whl
+uv_cold_s=$uv_s
+rm -rf "$work/target" "$work/uv-cold"
+uv_install "$UV_CACHE_DIR" -r "$lock"
+uv_warm_s=$uv_s
 start=$(seconds)
 gzip -1 -c "$work/target.tar" >/dev/null
 gzip_s=$(echo "$(seconds) - $start" | bc)
@@ -100,7 +117,9 @@ layer_mb=$(grep 'python package' "$work/first.log" | sed -n 's/.*(\([0-9]*\) byt
 
 printf 'packages: %s (%d wheels, %d MB), %s MB installed\n' "$PACKAGES" "$wheels" $((bytes / 1000000)) \
     "$(du -sm "$work/target" | cut -f1)"
-printf '(P1) mlambda packages → layers: %.2f s (peak RSS %s MiB, layers %s MB); uv install --target + tar: %.2f s (%.2fx); gzip -1 of that tar alone: %.2f s\n' \
-    "$mlambda_s" "$rss_mib" "$layer_mb" "$uv_s" "$(echo "$mlambda_s / $uv_s" | bc -l)" "$gzip_s"
+printf '(P1) mlambda packages → layers: %.2f s (peak RSS %s MiB, layers %s MB); uv install --offline --target, cache empty, + tar: %.2f s (%.2fx)\n' \
+    "$mlambda_s" "$rss_mib" "$layer_mb" "$uv_cold_s" "$(echo "$mlambda_s / $uv_cold_s" | bc -l)"
+printf "(P1') uv install with its cache warm + tar: %.2f s (mlambda's P1 is %.2fx that); gzip -1 of the tar alone: %.2f s\n" \
+    "$uv_warm_s" "$(echo "$mlambda_s / $uv_warm_s" | bc -l)" "$gzip_s"
 printf '(P2) second model on the same packages: %.2f s; package layers %d, of which remembered %d\n' \
     "$second_s" "$rebuilt" "$cached"
