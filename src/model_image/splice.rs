@@ -36,8 +36,8 @@ const EMPTY_STORED_NEXT_BYTE: [u8; 5] = [0x00, 0x00, 0x00, 0xff, 0xff];
 
 /// Copies the raw deflate stream `raw` into `out` made to go on (see the module head) and
 /// writes its inflated bytes to `inflated`; returns how many there were. A stream that does
-/// not decode, ends early or has bytes after its end is an `InvalidData` error; whatever
-/// `inflated` fails with is returned as it is.
+/// not decode or ends early is an `InvalidData` error; bytes after its last block are left
+/// out; whatever `inflated` fails with is returned as it is.
 pub fn splice(
     raw: &mut impl Read,
     out: &mut impl Write,
@@ -91,10 +91,8 @@ pub fn splice(
             last_block_start = Some(position);
         }
     };
-    let used = end.div_ceil(8);
-    if input.start + input.bytes.len() as u64 > used || raw.read(&mut [0u8; 1])? != 0 {
-        return Err(invalid("it has bytes after its last block"));
-    }
+    // Bytes after the last block are left out, as zlib, Python's zipfile (so pip) and the zip
+    // crate leave them: a wheel they install is installed.
     input.finish(out, last_block_start, end)?;
     Ok(length)
 }
@@ -372,12 +370,24 @@ mod tests {
     }
 
     #[test]
+    fn bytes_after_the_last_block_are_left_out() {
+        let content = sample(100_000, 3);
+        let raw = deflate(&content, 6);
+        let (mut alone, mut trailed) = (Vec::new(), Vec::new());
+        splice(&mut &raw[..], &mut alone, &mut io::sink()).unwrap();
+        let with_extra = [&raw[..], b"extra bytes a zip writer left"].concat();
+        let mut inflated = Vec::new();
+        splice(&mut &with_extra[..], &mut trailed, &mut inflated).unwrap();
+        assert_eq!(trailed, alone);
+        assert_eq!(inflated, content);
+    }
+
+    #[test]
     fn bad_streams_are_refused() {
         let raw = deflate(&sample(100_000, 3), 6);
-        let cases: [(&str, Vec<u8>); 4] = [
+        let cases: [(&str, Vec<u8>); 3] = [
             ("empty", Vec::new()),
             ("cut short", raw[..raw.len() / 2].to_vec()),
-            ("with bytes after it", [&raw[..], b"extra"].concat()),
             ("not deflate", vec![0xff; 64]),
         ];
         for (what, bytes) in cases {
