@@ -92,11 +92,7 @@ fn splice_entry(
     hash: &Hash,
 ) -> Result<Option<tempfile::NamedTempFile>, InstallError> {
     let filename = wheel.filename.clone();
-    let corrupt = |problem: String| InstallError::Corrupt {
-        wheel: filename.clone(),
-        path: entry.name.clone(),
-        problem,
-    };
+    let corrupt = |problem: String| corrupt_entry(&filename, entry, problem);
     let mut raw = wheel
         .archive
         .by_index_raw(entry.index)
@@ -128,6 +124,15 @@ fn splice_entry(
             .map(Some)
             .map_err(|e| copy_failed(&filename, entry, e.into_error())),
         None => Ok(None),
+    }
+}
+
+/// The wheel's entry is not what its zip header or RECORD says.
+fn corrupt_entry(wheel: &str, entry: &Entry, problem: String) -> InstallError {
+    InstallError::Corrupt {
+        wheel: wheel.to_string(),
+        path: entry.name.clone(),
+        problem,
     }
 }
 
@@ -194,11 +199,7 @@ fn stream_entry(
     entry: &Entry,
     hash: &Hash,
 ) -> Result<Option<tempfile::NamedTempFile>, InstallError> {
-    let corrupt = |problem: String| InstallError::Corrupt {
-        wheel: wheel.filename.clone(),
-        path: entry.name.clone(),
-        problem,
-    };
+    let corrupt = |problem: String| corrupt_entry(&wheel.filename, entry, problem);
     let temp_failed = |source: io::Error| copy_failed(&wheel.filename, entry, source);
     let file = wheel
         .archive
