@@ -391,37 +391,6 @@ impl Write for TarSink {
     }
 }
 
-impl TarSink {
-    /// A file's raw deflate stream: put into a gzip layer as it is, inflated into any other.
-    /// Its inflated bytes also go to `seen`; returns how many there were.
-    fn write_deflated(&mut self, raw: &mut impl Read, seen: &mut impl Write) -> io::Result<u64> {
-        let TarSink { encoder, diff_id } = self;
-        if let Encoder::Gzip(gz) = encoder {
-            return gz.write_deflated(
-                raw,
-                &mut Hashed {
-                    diff_id,
-                    inner: seen,
-                },
-            );
-        }
-        let mut inflated = flate2::read::DeflateDecoder::new(raw);
-        let mut buffer = vec![0u8; COPY_BUFFER];
-        let mut length = 0u64;
-        loop {
-            let n = match inflated.read(&mut buffer) {
-                Ok(0) => return Ok(length),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            seen.write_all(&buffer[..n])?;
-            self.write_all(&buffer[..n])?;
-            length += n as u64;
-        }
-    }
-}
-
 /// Bytes on their way to `inner`, hashed for the diff_id as they pass (when it is wanted).
 struct Hashed<'a, W> {
     diff_id: &'a mut Option<Hasher>,
@@ -516,7 +485,7 @@ impl LayerTar {
 
     /// Appends a file whose bytes come as a raw deflate stream (a wheel's zip entry), `header`
     /// giving their inflated size: into a gzip layer the deflated bytes go as they are, not
-    /// deflated again. The inflated bytes are also written to `seen`, for the caller's checks.
+    /// deflated again; into any other they are inflated. The inflated bytes are also written to `seen`, for the caller's checks.
     /// A stream that does not inflate to the header's size is an `InvalidData` error.
     pub fn append_deflated(
         &mut self,
@@ -531,7 +500,19 @@ impl LayerTar {
             inner: seen,
             left: size,
         };
-        let length = self.builder.get_mut().write_deflated(raw, &mut limited)?;
+        let sink = self.builder.get_mut();
+        let length = if let Encoder::Gzip(gz) = &mut sink.encoder {
+            let mut hashed = Hashed {
+                diff_id: &mut sink.diff_id,
+                inner: &mut limited,
+            };
+            gz.write_deflated(raw, &mut hashed)?
+        } else {
+            self.copy_data(ReadCopy {
+                inner: flate2::read::DeflateDecoder::new(raw),
+                copy: &mut limited,
+            })?
+        };
         if length != size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -682,6 +663,20 @@ impl LayerTar {
             diff_id,
             comment,
         })
+    }
+}
+
+/// Reads from `inner` and writes what it read to `copy` as well.
+struct ReadCopy<'a, R, W> {
+    inner: R,
+    copy: &'a mut W,
+}
+
+impl<R: Read, W: Write> Read for ReadCopy<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
     }
 }
 
