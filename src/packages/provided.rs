@@ -19,10 +19,7 @@ pub const LABEL_PACKAGES: &str = "io.mlambda.python.packages";
 
 /// Distributions that are builds of one package (the same import names, the same files): a
 /// requirement of either is served by the other.
-const SAME_PACKAGE: &[(&str, &str)] = &[
-    ("tensorflow", "tensorflow-cpu"),
-    ("tensorflow-cpu", "tensorflow"),
-];
+const SAME_PACKAGE: &[[&str; 2]] = &[["tensorflow", "tensorflow-cpu"]];
 
 /// Normalised (PEP 503) name → version.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -89,8 +86,11 @@ impl Provided {
         let name = normalize(name);
         let same = SAME_PACKAGE
             .iter()
-            .filter(|(asked, _)| *asked == name)
-            .map(|(_, other)| other.to_string());
+            .filter_map(|[a, b]| match name.as_str() {
+                asked if asked == *a => Some(b.to_string()),
+                asked if asked == *b => Some(a.to_string()),
+                _ => None,
+            });
         std::iter::once(name.clone())
             .chain(same)
             .find_map(|candidate| self.0.get_key_value(&candidate))
@@ -151,6 +151,11 @@ mod tests {
             Some(("scikit-learn", "1.9.1"))
         );
         assert_eq!(provided.serving("cloudpickle"), None);
+        let gpu_build = Provided::of_wheels(&[wheel("tensorflow", "2.21.0")]);
+        assert_eq!(
+            gpu_build.serving("tensorflow-cpu"),
+            Some(("tensorflow", "2.21.0"))
+        );
         assert!(provided.has(&wheel("scikit-learn", "1.9.1")));
         assert!(!provided.has(&wheel("scikit-learn", "1.8.0")));
     }
