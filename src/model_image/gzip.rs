@@ -11,8 +11,7 @@
 //!
 //! The bytes depend only on the input (and where deflated files are put in), the level and the
 //! piece size: never on the number of threads, on timing or on how the input was split into
-//! writes. A stream of at most one piece
-//! is deflated on the calling thread and starts no thread.
+//! writes. A stream of at most one piece is deflated on the calling thread and starts no thread.
 
 use super::splice::splice;
 use flate2::{Compress, Crc, FlushCompress, Status};

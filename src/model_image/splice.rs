@@ -288,8 +288,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Bytes that compress some: words from a small alphabet, with noise.
-    fn sample(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
+    fn sample(len: usize, noise: u64) -> Vec<u8> {
+        let mut state = noise | 1;
         (0..len)
             .map(|i| {
                 state ^= state << 13;
@@ -351,14 +351,14 @@ mod tests {
     fn spliced_streams_decode_inside_a_longer_one() {
         let mut added = BTreeSet::new();
         for level in [0, 1, 6, 9] {
-            for (len, seed) in [
+            for (len, noise) in [
                 (100, 2),
                 (5000, 3),
                 (70_000, 4),
                 (300_000, 5),
                 (1_000_003, 6),
             ] {
-                added.insert(round_trip(&sample(len, seed), level));
+                added.insert(round_trip(&sample(len, noise), level));
             }
         }
         for len in 1..300 {
